@@ -1,0 +1,1 @@
+"""The msgctl command line: one module per command group."""

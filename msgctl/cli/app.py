@@ -1,0 +1,58 @@
+"""The `msgctl` entry point: the root Typer app and its error handling.
+
+Every expected failure is a `MsgctlError`, printed as one line on stderr with
+its exit code (see `msgctl.errors`); nothing the user typed ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from msgctl import __version__
+from msgctl.cli import doctor, lifecycle, logs, token
+from msgctl.cli.common import err_console
+from msgctl.errors import MsgctlError
+
+app = typer.Typer(
+    name="msgctl",
+    help="Run and operate the msgctl real-time messaging platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"msgctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """msgctl: launch, supervise and drill a messaging deployment."""
+
+
+lifecycle.register(app)
+logs.register(app)
+token.register(app)
+doctor.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except MsgctlError as exc:
+        err_console.print(f"[red]msgctl:[/] {exc.message}", highlight=False)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

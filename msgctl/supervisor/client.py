@@ -1,0 +1,43 @@
+"""Talking to a running supervisor: its control socket and its state file."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError
+from msgctl.home import Home
+
+
+def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    if home.supervisor_pid() is None:
+        raise MsgctlError(f"nothing is running under {home.root} (run 'msgctl up')",
+                          EXIT_NOT_RUNNING)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(home.socket_file))
+            sock.sendall((json.dumps({"op": op, **args}) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+    except (OSError, TimeoutError) as exc:
+        raise MsgctlError(f"cannot reach the supervisor at {home.socket_file}: {exc}") from None
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise MsgctlError("the supervisor gave no answer") from None
+    if not reply.get("ok"):
+        raise MsgctlError(str(reply.get("error", "the supervisor refused the command")))
+    return reply
+
+
+def read_state(home: Home) -> dict[str, Any] | None:
+    try:
+        return json.loads(home.state_file.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,331 @@
+"""The supervisor process of one deployment.
+
+It runs the programs of ``run/plan.json`` in dependency order, each in its own
+process group with its output in ``logs/<program>.log``; marks a program
+RUNNING only when its ``/readyz`` answers ready (never a fixed sleep); restarts
+a program that exits with exponential backoff and jitter, up to a retry cap
+that ends in FATAL; and on shutdown stops them in reverse order, SIGTERM then
+SIGKILL of the group after a timeout. Its view is written to
+``run/state.json`` on every change; ``run/supervisor.sock`` takes commands
+(status, restart, shutdown) as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fnmatch
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from msgctl.home import Home, write_json_atomic
+from msgctl.supervisor.policy import RestartPolicy, RestartTracker
+from msgctl.topology import Program
+
+STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, FATAL = (
+    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "FATAL")
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+PROBE_INTERVAL = 0.1
+
+
+async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET a health URL; the JSON body when it answers 200, else None."""
+    parts = urlsplit(url)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port or 80), timeout)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(65536), timeout)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Managed:
+    """One program under supervision."""
+
+    def __init__(self, program: Program, home: Home, policy: RestartPolicy) -> None:
+        self.program = program
+        self.home = home
+        self.state = STOPPED
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at: float | None = None
+        self.tracker = RestartTracker(policy)
+        self.runtimes: dict[str, str] = {}
+        self.last_exit: int | None = None
+        self.message = ""
+        self.task: asyncio.Task[None] | None = None
+        self.wanted = True
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.program.name, "region": self.program.region,
+            "runtimes": {r: self.runtimes.get(r, "-") for r in self.program.runtimes},
+            "state": self.state, "pid": self.proc.pid if self.proc and self.state in (
+                STARTING, RUNNING, STOPPING) else None,
+            "started_at": self.started_at, "restarts": self.tracker.total,
+            "endpoint": self.program.endpoint, "last_exit": self.last_exit,
+            "message": self.message,
+        }
+
+
+class Supervisor:
+    def __init__(self, home: Home, programs: list[Program],
+                 policy: RestartPolicy = RestartPolicy()) -> None:
+        self.home = home
+        self.managed = {p.name: Managed(p, home, policy) for p in programs}
+        self.order = [p.name for p in programs]
+        self.shutting_down = False
+        self._stop = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+
+    # -- state ------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "updated": time.time(), "shutting_down": self.shutting_down,
+                "programs": [self.managed[n].view() for n in self.order]}
+
+    def publish(self) -> None:
+        write_json_atomic(self.home.state_file, self.snapshot())
+
+    def _set(self, m: Managed, state: str, message: str = "") -> None:
+        m.state = state
+        m.message = message
+        self.publish()
+
+    # -- one program --------------------------------------------------------
+    async def _spawn(self, m: Managed) -> asyncio.subprocess.Process:
+        log_path = self.home.logs / f"{m.program.name}.log"
+        with log_path.open("ab") as out:
+            return await asyncio.create_subprocess_exec(
+                *m.program.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                cwd=str(self.home.root))
+
+    async def _wait_ready(self, m: Managed, proc: asyncio.subprocess.Process) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                return False
+            body = await probe(m.program.health_url, timeout=1.0)
+            if body is not None and body.get("ready", True):
+                m.runtimes = dict(body.get("runtimes") or {})
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), PROBE_INTERVAL)
+        return False
+
+    async def _run_program(self, m: Managed, ready: asyncio.Event) -> None:
+        """Start, watch and restart one program until shutdown or FATAL."""
+        while m.wanted and not self.shutting_down:
+            self._set(m, STARTING)
+            try:
+                proc = m.proc = await self._spawn(m)
+            except OSError as exc:
+                m.last_exit = None
+                self._set(m, FATAL, f"cannot start: {exc}")
+                ready.set()
+                return
+            m.started_at = time.time()
+            self.publish()
+            if await self._wait_ready(m, proc):
+                self._set(m, RUNNING)
+                ready.set()
+                health = asyncio.create_task(self._watch_health(m))
+                await proc.wait()
+                health.cancel()
+            elif proc.returncode is None:
+                # never became ready: count it as a failed start
+                await self._kill_group(proc)
+            await proc.wait()
+            m.last_exit = proc.returncode
+            uptime = time.time() - (m.started_at or time.time())
+            m.runtimes = {}
+            if self.shutting_down or not m.wanted:
+                break
+            decision = m.tracker.on_exit(uptime, random.random())
+            if decision.fatal:
+                self._set(m, FATAL, f"exited {proc.returncode}; gave up after "
+                          f"{m.tracker.policy.max_retries} quick restarts")
+                ready.set()
+                return
+            self._set(m, BACKOFF, f"exited {proc.returncode}; restart in {decision.delay:.1f}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), decision.delay)
+        if m.state != FATAL:
+            self._set(m, STOPPED)
+
+    async def _watch_health(self, m: Managed) -> None:
+        """Keep the per-runtime view fresh while the program runs."""
+        while True:
+            await asyncio.sleep(2.0)
+            body = await probe(m.program.health_url, timeout=1.0)
+            runtimes = dict(body.get("runtimes") or {}) if body else {
+                r: "unhealthy" for r in m.program.runtimes}
+            if runtimes != m.runtimes:
+                m.runtimes = runtimes
+                self.publish()
+
+    async def _kill_group(self, proc: asyncio.subprocess.Process,
+                          timeout: float = STOP_TIMEOUT) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        # children the program left behind in its group go too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    async def start_program(self, name: str) -> None:
+        m = self.managed[name]
+        m.wanted = True
+        m.tracker.reset()
+        ready = asyncio.Event()
+        m.task = asyncio.create_task(self._run_program(m, ready), name=name)
+        await ready.wait()
+
+    async def stop_program(self, name: str) -> None:
+        m = self.managed[name]
+        m.wanted = False
+        if m.proc is not None and m.proc.returncode is None:
+            self._set(m, STOPPING)
+            await self._kill_group(m.proc)
+        if m.task is not None:
+            m.task.cancel()
+            await asyncio.gather(m.task, return_exceptions=True)
+            m.task = None
+        if m.state != FATAL:
+            self._set(m, STOPPED)
+
+    async def restart(self, names: list[str]) -> None:
+        # dependents stop first and start last, as on up and down
+        ordered = [n for n in self.order if n in names]
+        for name in reversed(ordered):
+            await self.stop_program(name)
+        for name in ordered:
+            await self.start_program(name)
+
+    # -- whole deployment ---------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.home.pid_file.write_text(str(os.getpid()))
+        with contextlib.suppress(FileNotFoundError):
+            self.home.socket_file.unlink()
+        self._server = await asyncio.start_unix_server(self._control, str(self.home.socket_file))
+        self.publish()
+        try:
+            for name in self.order:
+                if self._stop.is_set():
+                    break
+                await self.start_program(name)
+                if self.managed[name].state == FATAL:
+                    break  # dependents would fail too; `up` reports it
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        self.shutting_down = True
+        self._stop.set()
+        self.publish()
+        for name in reversed(self.order):
+            await self.stop_program(name)
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.home.socket_file.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.home.pid_file.unlink()
+        self.shutting_down = False
+        self.publish()
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            try:
+                cmd = json.loads(line)
+                op = cmd.get("op")
+            except (ValueError, AttributeError):
+                cmd, op = {}, None
+            if op == "status":
+                reply: dict[str, Any] = {"ok": True, **self.snapshot()}
+            elif op == "restart":
+                pattern = str(cmd.get("glob", "*"))
+                names = self.match(pattern)
+                if not names:
+                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'"}
+                else:
+                    await self.restart(names)
+                    reply = {"ok": True, "restarted": names, **self.snapshot()}
+            elif op == "shutdown":
+                self._stop.set()
+                reply = {"ok": True}
+            else:
+                reply = {"ok": False, "error": f"unknown command {op!r}"}
+            writer.write((json.dumps(reply) + "\n").encode())
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def match(self, pattern: str) -> list[str]:
+        """Programs matching a glob on the program or on a runtime it hosts (gateway.local)."""
+        out = []
+        for name in self.order:
+            m = self.managed[name]
+            instances = [f"{r}.{m.program.region}" for r in m.program.runtimes]
+            if fnmatch.fnmatch(name, pattern) or any(fnmatch.fnmatch(i, pattern)
+                                                     for i in instances):
+                out.append(name)
+        return out
+
+
+def load_plan(home: Home) -> list[Program]:
+    raw = json.loads(home.plan_file.read_text())
+    return [Program.from_dict(p) for p in raw["programs"]]
+
+
+async def serve(home: Home) -> int:
+    return await Supervisor(home, load_plan(home)).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="msgctl.supervisor.daemon")
+    parser.add_argument("--home", required=True, type=Path)
+    args = parser.parse_args(argv)
+    return asyncio.run(serve(Home(args.home)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Backend adapters: one family per deployment kind, each implementing `runtime.ports`."""

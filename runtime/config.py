@@ -1,0 +1,56 @@
+"""Configuration of one region node, written by msgctl as JSON and read at start."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class LimitsConfig:
+    max_frame_bytes: int = 64 * 1024  # soft: `too_large`, connection kept
+    hard_frame_bytes: int = 1024 * 1024  # hard: the connection is closed (1009)
+    max_body_bytes: int = 16 * 1024
+    rate_per_second: float = 200.0
+    rate_burst: int = 400
+    max_strikes: int = 50
+    send_queue: int = 2048  # frames queued for one connection before it counts as slow
+    inflight_sends: int = 256
+
+
+@dataclass
+class PresenceConfig:
+    heartbeat_ms: int = 30_000
+    grace_ms: int = 3_000
+
+
+@dataclass
+class NodeConfig:
+    region: str
+    host: str
+    port: int
+    data_dir: str
+    log_dir: str
+    secret: str
+    runtimes: list[str] = field(default_factory=lambda: ["gateway", "sequencer", "presence",
+                                                          "push"])
+    gateway_id: str = "gateway"
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    push_hide_body: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NodeConfig:
+        raw = dict(raw)
+        limits = LimitsConfig(**raw.pop("limits", {}))
+        presence = PresenceConfig(**raw.pop("presence", {}))
+        return cls(limits=limits, presence=presence, **raw)
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        return cls.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,1 @@
+"""The pure domain core: data in, decisions out. No sockets, clocks or backends here."""

@@ -1,0 +1,16 @@
+"""Error codes of protocol v1 and the WebSocket close codes the gateway uses."""
+
+BAD_FRAME = "bad_frame"
+TOO_LARGE = "too_large"
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"
+NOT_FOUND = "not_found"
+RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"
+INTERNAL = "internal"
+
+# Close codes (RFC 6455 section 7.4) for the abuse cases that end a connection.
+CLOSE_POLICY = 1008  # rate-limit flood
+CLOSE_TOO_BIG = 1009  # frame past the hard limit
+CLOSE_TRY_AGAIN = 1013  # slow consumer: its queue is full, reconnect and resume
+CLOSE_GOING_AWAY = 1001  # server shutting down

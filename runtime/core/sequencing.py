@@ -1,0 +1,122 @@
+"""Per-conversation sequencing and send dedupe.
+
+The ingest shell collects a batch of sends, asks `SequencerState.plan` what to
+do with each, makes the new messages durable, and only then calls `commit`.
+Nothing is assigned twice: a plan never mutates state, so a failed append
+leaves the state as it was and the same batch can be planned again.
+
+A seq is ``epoch << 40 | counter``. The counter restarts at 1 in a new epoch,
+so seq stays strictly increasing when a conversation is re-homed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+EPOCH_SHIFT = 40
+COUNTER_MASK = (1 << EPOCH_SHIFT) - 1
+
+
+def make_seq(epoch: int, counter: int) -> int:
+    return (epoch << EPOCH_SHIFT) | counter
+
+
+def split_seq(seq: int) -> tuple[int, int]:
+    return seq >> EPOCH_SHIFT, seq & COUNTER_MASK
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    conv: str
+    cid: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The decision for one request: a new message at `seq`, or a duplicate of one."""
+
+    conv: str
+    cid: str
+    seq: int
+    prev: int
+    duplicate: bool
+
+
+@dataclass
+class Plan:
+    assignments: list[Assignment]
+    heads: dict[str, int]  # conversation -> head after this plan
+
+    @property
+    def new(self) -> list[Assignment]:
+        return [a for a in self.assignments if not a.duplicate]
+
+
+class SequencerState:
+    """Heads per conversation plus a bounded memory of recent (conv, cid) -> seq.
+
+    The memory is a cache; the durable store keeps the full cid index and is
+    consulted through `lookup` for anything the cache has forgotten.
+    """
+
+    def __init__(self, *, epoch: int = 0, recent_capacity: int = 100_000) -> None:
+        self.epoch = epoch
+        self.heads: dict[str, int] = {}
+        self._recent: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._capacity = recent_capacity
+
+    def load_head(self, conv: str, head: int) -> None:
+        self.heads[conv] = max(self.heads.get(conv, 0), head)
+
+    def head(self, conv: str) -> int:
+        return self.heads.get(conv, 0)
+
+    def remember(self, conv: str, cid: str, seq: int, prev: int) -> None:
+        key = (conv, cid)
+        self._recent[key] = (seq, prev)
+        self._recent.move_to_end(key)
+        while len(self._recent) > self._capacity:
+            self._recent.popitem(last=False)
+
+    def known(self, conv: str, cid: str) -> tuple[int, int] | None:
+        return self._recent.get((conv, cid))
+
+    def plan(
+        self,
+        requests: Iterable[SendRequest],
+        lookup: Callable[[str, str], tuple[int, int] | None] = lambda conv, cid: None,
+    ) -> Plan:
+        heads: dict[str, int] = {}
+        seen: dict[tuple[str, str], Assignment] = {}
+        out: list[Assignment] = []
+        for req in requests:
+            key = (req.conv, req.cid)
+            if key in seen:
+                first = seen[key]
+                out.append(Assignment(req.conv, req.cid, first.seq, first.prev, True))
+                continue
+            found = self._recent.get(key) or lookup(req.conv, req.cid)
+            if found is not None:
+                a = Assignment(req.conv, req.cid, found[0], found[1], True)
+            else:
+                prev = heads.get(req.conv, self.head(req.conv))
+                epoch, counter = split_seq(prev)
+                # a new epoch starts its counter again at 1, above every older seq
+                seq = make_seq(self.epoch, counter + 1 if epoch == self.epoch else 1)
+                if seq <= prev:
+                    raise ValueError(f"epoch {self.epoch} is behind conversation {req.conv} "
+                                     f"head {prev}")
+                heads[req.conv] = seq
+                a = Assignment(req.conv, req.cid, seq, prev, False)
+            seen[key] = a
+            out.append(a)
+        return Plan(out, heads)
+
+    def commit(self, plan: Plan) -> None:
+        """Apply a plan whose new messages are now durable."""
+        for conv, head in plan.heads.items():
+            self.load_head(conv, head)
+        for a in plan.assignments:
+            self.remember(a.conv, a.cid, a.seq, a.prev)

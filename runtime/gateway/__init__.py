@@ -1,0 +1,1 @@
+"""Gateway runtime: the WebSocket server clients connect to, and its REST surface."""

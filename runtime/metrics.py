@@ -1,0 +1,47 @@
+"""Prometheus metrics of a runtime process (served at `/metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+disable_created_metrics()
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("msgctl_connections", "Open WebSocket sessions", registry=r)
+        self.frames_in = Counter("msgctl_frames_received", "Client frames by type", ["t"],
+                                 registry=r)
+        self.frames_out = Counter("msgctl_frames_sent", "Server frames by type", ["t"],
+                                  registry=r)
+        self.errors = Counter("msgctl_errors", "Error frames by code", ["code"], registry=r)
+        self.closes = Counter("msgctl_closes", "Connections closed by the server", ["reason"],
+                              registry=r)
+        self.messages = Counter("msgctl_messages", "Messages sequenced and made durable",
+                                registry=r)
+        self.deliveries = Counter("msgctl_deliveries", "msg frames queued to devices",
+                                  registry=r)
+        self.send_seconds = Histogram("msgctl_send_seconds", "send -> sent at the gateway",
+                                      buckets=_LATENCY, registry=r)
+        self.append_seconds = Histogram("msgctl_append_seconds", "Durable append of one batch",
+                                        buckets=_LATENCY, registry=r)
+        self.push = Counter("msgctl_push", "Push notifications by outcome", ["outcome"],
+                            registry=r)
+        self.push_queue = Gauge("msgctl_push_queue", "Push notifications waiting", registry=r)
+        self.presence_online = Gauge("msgctl_presence_online", "Users online", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+METRICS = Metrics()

@@ -1,0 +1,167 @@
+"""A region node: the runtimes of one region in one process, on the embedded backends.
+
+Started by the msgctl supervisor as ``python -m runtime.node --config FILE``.
+It hosts the gateway, sequencer, presence and push runtimes, reports each
+one's readiness on ``/readyz``, writes one JSON log file per runtime, and
+stops gracefully on SIGTERM (stop accepting, close sessions with 1001, drain
+the store's writer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
+from runtime.adapters.embedded.push_sink import LogSinkProvider
+from runtime.adapters.embedded.sqlite_store import SqliteStore
+from runtime.config import NodeConfig
+from runtime.gateway.server import Gateway
+from runtime.presence import PresenceService
+from runtime.push import PushService
+from runtime.sequencer import Conversations, Ingest, Receipts, Router
+
+LOGGERS = {
+    "gateway": ["msgctl.gateway", "websockets"],
+    "sequencer": ["msgctl.sequencer", "msgctl.store", "msgctl.eventlog"],
+    "presence": ["msgctl.presence"],
+    "push": ["msgctl.push"],
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, runtime: str, region: str) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.region = region
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+               "runtime": self.runtime, "region": self.region, "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(config: NodeConfig) -> None:
+    log_dir = Path(config.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for runtime, names in LOGGERS.items():
+        if runtime not in config.runtimes:
+            continue
+        handler = logging.FileHandler(log_dir / f"{runtime}.{config.region}.log")
+        handler.setFormatter(JsonFormatter(runtime, config.region))
+        for name in names:
+            lg = logging.getLogger(name)
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
+            lg.propagate = False
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("node", config.region))
+    root.addHandler(handler)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        data = Path(config.data_dir)
+        self.store = SqliteStore(data / f"{config.region}.db")
+        self.event_log = EmbeddedEventLog(self.store)
+        self.directory = MemoryDirectory()
+        self.conversations = Conversations(self.store)
+        self.ingest = Ingest(self.event_log, self.store)
+        self.receipts = Receipts(self.ingest, self.store, self.event_log)
+        self.presence = PresenceService(
+            self._notify_presence, ttl=2 * config.presence.heartbeat_ms / 1000,
+            grace=config.presence.grace_ms / 1000)
+        self.push = PushService(self.conversations, self.store, self.directory,
+                                LogSinkProvider(data / f"push-{config.region}.jsonl"),
+                                self.receipts.marks, hide_body=config.push_hide_body)
+        self.gateway = Gateway(config, store=self.store, state=self.store,
+                               conversations=self.conversations, ingest=self.ingest,
+                               receipts=self.receipts, event_log=self.event_log,
+                               directory=self.directory, presence=self.presence,
+                               readiness=self.readiness)
+        self.router = Router(self.conversations, self.directory, self._dispatch)
+        self.event_log.subscribe(self.router.on_event)
+        self.event_log.subscribe(self.push.on_event)
+        self.started = time.time()
+
+    def _dispatch(self, gateway: str, event: object, users: list[str]) -> None:
+        if gateway == self.config.gateway_id:
+            self.gateway.deliver(event, users)  # type: ignore[arg-type]
+
+    def _notify_presence(self, watchers: frozenset[str], state: object) -> None:
+        self.gateway.notify_presence(watchers, state)
+
+    def readiness(self) -> dict[str, str]:
+        parts = {"sequencer": self.ingest.ready, "presence": self.presence.ready,
+                 "push": self.push.ready, "gateway": self.gateway.ready}
+        return {k: "ready" if v else "starting" for k, v in parts.items()}
+
+    async def start(self) -> None:
+        # dependency order: the sequencer before anything that sends to it
+        await self.ingest.start()
+        await self.router.start()
+        await self.presence.start()
+        await self.push.start()
+        await self.gateway.start()
+        logging.getLogger("msgctl.gateway").info(
+            "listening on ws://%s:%d/v1/ws", self.config.host, self.config.port)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.gateway.stop()
+        await self.push.stop()
+        await self.presence.stop()
+        await self.router.stop()
+        await self.ingest.stop()
+        await self.store.close()
+
+
+async def run(config: NodeConfig) -> int:
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except OSError as exc:
+        logging.getLogger("msgctl.gateway").error("cannot listen on %s:%d: %s", config.host,
+                                                  config.port, exc)
+        print(f"cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        await node.stop()
+        return 2
+    await stop.wait()
+    logging.getLogger("msgctl.gateway").info("stopping")
+    await node.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="runtime.node", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args(argv)
+    config = NodeConfig.load(args.config)
+    setup_logging(config)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(run(config))
+    return uvloop.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Sequencer runtime: ingest (order, dedupe, durable append), receipts and the router.
+
+Ingest batches the sends that arrive while the previous append is on its way
+to disk (group commit), asks the pure `SequencerState` for seqs, appends the
+new messages to the event log, and resolves each send only after the append
+returned: `sent` means durable. The router hands every sequenced event to the
+gateways holding a member's device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.core.sequencing import SendRequest, SequencerState
+from runtime.core.watermarks import Watermark, apply_ack, apply_read, clamp
+from runtime.metrics import METRICS
+from runtime.ports import (
+    Conversation,
+    Event,
+    EventLog,
+    Message,
+    MessageStore,
+    Receipt,
+    SessionDirectory,
+    StateStore,
+    TypingEvent,
+)
+
+log = logging.getLogger("msgctl.sequencer")
+
+
+class Unavailable(Exception):
+    """The log could not take the write; the client retries with the same cid."""
+
+
+class Conversations:
+    """A bounded cache over the store's conversations (members never change)."""
+
+    def __init__(self, store: MessageStore, capacity: int = 50_000) -> None:
+        self.store = store
+        self._cache: OrderedDict[str, Conversation] = OrderedDict()
+        self._capacity = capacity
+
+    async def get(self, conv: str) -> Conversation | None:
+        hit = self._cache.get(conv)
+        if hit is not None:
+            self._cache.move_to_end(conv)
+            return hit
+        found = await self.store.get_conversation(conv)
+        if found is not None:
+            self._put(found)
+        return found
+
+    async def create(self, conv: Conversation) -> Conversation:
+        stored = await self.store.create_conversation(conv)
+        self._put(stored)
+        return stored
+
+    def _put(self, conv: Conversation) -> None:
+        self._cache[conv.conv] = conv
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+
+
+@dataclass
+class _Pending:
+    req: SendRequest
+    make: Callable[[int, int], Message]
+    future: asyncio.Future[Message]
+
+
+class Ingest:
+    def __init__(self, event_log: EventLog, store: MessageStore, *, max_batch: int = 512,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.log = event_log
+        self.store = store
+        self.state = SequencerState()
+        self.max_batch = max_batch
+        self.clock = clock
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest")
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for p in self._pending:
+            if not p.future.done():
+                p.future.set_exception(Unavailable("sequencer stopping"))
+
+    def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
+               media: dict[str, Any] | None) -> asyncio.Future[Message]:
+        """Queue one send; the future resolves once it is durable (or with Unavailable)."""
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        def make(seq: int, prev: int) -> Message:
+            return Message(conv, seq, prev, uuid.uuid4().hex, cid, sender, device,
+                           int(self.clock() * 1000), kind, body, media)
+
+        self._pending.append(_Pending(SendRequest(conv, cid), make, fut))
+        self._wake.set()
+        return fut
+
+    async def head(self, conv: str) -> int:
+        if conv not in self.state.heads:
+            self.state.load_head(conv, await self.store.head(conv))
+        return self.state.head(conv)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = (self._pending[:self.max_batch],
+                                        self._pending[self.max_batch:])
+                await self._process(batch)
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        try:
+            for conv in {p.req.conv for p in batch}:
+                await self.head(conv)
+            found: dict[tuple[str, str], tuple[int, int]] = {}
+            for p in batch:
+                key = (p.req.conv, p.req.cid)
+                if key not in found and self.state.known(*key) is None:
+                    hit = await self.store.lookup_cid(*key)
+                    if hit is not None:
+                        found[key] = hit
+            plan = self.state.plan([p.req for p in batch], lambda c, i: found.get((c, i)))
+            new: dict[tuple[str, str], Message] = {}
+            for p, a in zip(batch, plan.assignments, strict=True):
+                if not a.duplicate:
+                    new[(a.conv, a.cid)] = p.make(a.seq, a.prev)
+            t0 = time.perf_counter()
+            if new:
+                await self.log.append(list(new.values()))
+            METRICS.append_seconds.observe(time.perf_counter() - t0)
+            self.state.commit(plan)
+        except Exception as exc:
+            log.error("append failed, %d sends answered unavailable: %s", len(batch), exc)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(Unavailable(str(exc)))
+            return
+        METRICS.messages.inc(len(new))
+        for p, a in zip(batch, plan.assignments, strict=True):
+            # in-batch duplicates find their original in `new`, older ones in the store
+            msg = new.get((a.conv, a.cid)) or await self.store.message(a.conv, a.seq)
+            if p.future.done():
+                continue
+            if msg is None:
+                p.future.set_exception(Unavailable("original message not readable"))
+            else:
+                p.future.set_result(msg)
+        for msg in sorted(new.values(), key=lambda m: (m.conv, m.seq)):
+            self.log.publish(msg)
+
+
+class Receipts:
+    """Device cursors and per-user watermarks; publishes receipt events when they move."""
+
+    def __init__(self, ingest: Ingest, state: StateStore, event_log: EventLog) -> None:
+        self.ingest = ingest
+        self.state = state
+        self.log = event_log
+        self._marks: OrderedDict[tuple[str, str], Watermark] = OrderedDict()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def _mark(self, user: str, conv: str) -> Watermark:
+        key = (user, conv)
+        mark = self._marks.get(key)
+        if mark is None:
+            mark = await self.state.watermark(user, conv)
+            mark = self._marks.setdefault(key, mark)
+        self._marks.move_to_end(key)
+        while len(self._marks) > 200_000:
+            self._marks.popitem(last=False)
+        return mark
+
+    async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
+        head = await self.ingest.head(conv)
+        await self.state.set_cursor(user, device, conv, clamp(seq, head))
+        update = apply_ack(await self._mark(user, conv), seq, head)
+        if update.delivered_moved:
+            self._store(user, conv, update.mark)
+            self.log.publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
+
+    async def read(self, user: str, device: str, conv: str, seq: int) -> None:
+        head = await self.ingest.head(conv)
+        update = apply_read(await self._mark(user, conv), seq, head)
+        if update.delivered_moved or update.read_moved:
+            self._store(user, conv, update.mark)
+        if update.delivered_moved:
+            self.log.publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
+        if update.read_moved:
+            self.log.publish(Receipt(conv, user, "read", update.mark.read, device))
+
+    def _store(self, user: str, conv: str, mark: Watermark) -> None:
+        self._marks[(user, conv)] = mark
+        asyncio.get_running_loop().create_task(self.state.set_watermark(user, conv, mark))
+
+    async def marks(self, user: str, conv: str) -> Watermark:
+        return await self._mark(user, conv)
+
+
+Dispatch = Callable[[str, Event, list[str]], None]
+
+
+class Router:
+    """Hands each event to the gateways that hold a device of a member."""
+
+    def __init__(self, conversations: Conversations, directory: SessionDirectory,
+                 dispatch: Dispatch) -> None:
+        self.conversations = conversations
+        self.directory = directory
+        self.dispatch = dispatch
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def on_event(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="router")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self.route(event)
+            except Exception:
+                log.exception("routing failed for %r", event)
+
+    async def route(self, event: Event) -> None:
+        conv = await self.conversations.get(event.conv)
+        if conv is None:
+            return
+        members = list(conv.members)
+        if isinstance(event, TypingEvent):
+            members = [m for m in members if m != event.user]
+        for gateway, users in self.directory.gateways_of(members).items():
+            self.dispatch(gateway, event, users)
