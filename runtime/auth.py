@@ -18,6 +18,7 @@ class AuthError(Exception):
 class Identity:
     user: str
     device: str
+    exp: float = 0.0  # seconds since the epoch
 
 
 def issue(secret: str, user: str, device: str, ttl_seconds: int = 86400,
@@ -40,4 +41,5 @@ def verify(secret: str, token: str) -> Identity:
         raise AuthError("token claims 'sub' and 'did' must be non-empty strings")
     if len(user) > 128 or len(device) > 128:
         raise AuthError("token claims 'sub' and 'did' must be at most 128 characters")
-    return Identity(user, device)
+    exp = claims["exp"]
+    return Identity(user, device, float(exp) if isinstance(exp, int | float) else 0.0)

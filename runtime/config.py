@@ -16,7 +16,7 @@ class LimitsConfig:
     rate_per_second: float = 200.0
     rate_burst: int = 400
     max_strikes: int = 50
-    send_queue: int = 2048  # frames queued for one connection before it counts as slow
+    send_queue_bytes: int = 4 * 1024 * 1024  # queued for one connection before it counts as slow
     inflight_sends: int = 256
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = NodeConfig.load(args.config)
     setup_logging(config)
+    if os.environ.get("MSGCTL_NO_UVLOOP"):
+        return asyncio.run(run(config))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

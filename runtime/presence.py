@@ -46,7 +46,11 @@ class PresenceService:
         self._emit(self.tracker.connect(user, session, self.clock()))
 
     def heartbeat(self, user: str, session: str) -> None:
-        self.tracker.heartbeat(user, session, self.clock())
+        now = self.clock()
+        if self.tracker.has_session(user, session):
+            self.tracker.heartbeat(user, session, now)
+        else:  # expired while silent, yet the connection is alive: it is back
+            self._emit(self.tracker.connect(user, session, now))
 
     def disconnect(self, user: str, session: str) -> None:
         self._emit(self.tracker.disconnect(user, session, self.clock()))

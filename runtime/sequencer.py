@@ -10,6 +10,7 @@ gateways holding a member's device.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -23,6 +24,7 @@ from runtime.core.watermarks import Watermark, apply_ack, apply_read, clamp
 from runtime.metrics import METRICS
 from runtime.ports import (
     Conversation,
+    DeviceState,
     Event,
     EventLog,
     Message,
@@ -74,6 +76,8 @@ class _Pending:
     req: SendRequest
     make: Callable[[int, int], Message]
     future: asyncio.Future[Message]
+    sender: str
+    cid: str
 
 
 class Ingest:
@@ -111,7 +115,9 @@ class Ingest:
             return Message(conv, seq, prev, uuid.uuid4().hex, cid, sender, device,
                            int(self.clock() * 1000), kind, body, media)
 
-        self._pending.append(_Pending(SendRequest(conv, cid), make, fut))
+        # the idempotency key is the sender's: another member reusing a cid is not a retry
+        key = json.dumps([sender, cid], separators=(",", ":"))
+        self._pending.append(_Pending(SendRequest(conv, key), make, fut, sender, cid))
         self._wake.set()
         return fut
 
@@ -137,7 +143,7 @@ class Ingest:
             for p in batch:
                 key = (p.req.conv, p.req.cid)
                 if key not in found and self.state.known(*key) is None:
-                    hit = await self.store.lookup_cid(*key)
+                    hit = await self.store.lookup_cid(p.req.conv, p.sender, p.cid)
                     if hit is not None:
                         found[key] = hit
             plan = self.state.plan([p.req for p in batch], lambda c, i: found.get((c, i)))
@@ -159,7 +165,11 @@ class Ingest:
         METRICS.messages.inc(len(new))
         for p, a in zip(batch, plan.assignments, strict=True):
             # in-batch duplicates find their original in `new`, older ones in the store
-            msg = new.get((a.conv, a.cid)) or await self.store.message(a.conv, a.seq)
+            try:
+                msg = new.get((a.conv, a.cid)) or await self.store.message(a.conv, a.seq)
+            except Exception as exc:  # the loop must outlive a failed read
+                log.error("reading original %s/%s failed: %s", a.conv, a.seq, exc)
+                msg = None
             if p.future.done():
                 continue
             if msg is None:
@@ -178,7 +188,8 @@ class Receipts:
         self.state = state
         self.log = event_log
         self._marks: OrderedDict[tuple[str, str], Watermark] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # acks not yet committed must still count when the device syncs or reconnects
+        self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
 
     async def _mark(self, user: str, conv: str) -> Watermark:
         key = (user, conv)
@@ -191,9 +202,24 @@ class Receipts:
             self._marks.popitem(last=False)
         return mark
 
+    async def device_cursors(self, user: str, device: str) -> DeviceState:
+        """The device's cursors: the store's, with acks still on their way to it."""
+        state = await self.state.device_state(user, device)
+        for conv, acked in self._cursors.get((user, device), {}).items():
+            state.cursors[conv] = max(state.cursors.get(conv, 0), acked)
+        return state
+
     async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
         head = await self.ingest.head(conv)
-        await self.state.set_cursor(user, device, conv, clamp(seq, head))
+        acked = clamp(seq, head)
+        key = (user, device)
+        cursors = self._cursors.setdefault(key, {})
+        self._cursors.move_to_end(key)
+        if acked > cursors.get(conv, 0):
+            cursors[conv] = acked
+        while len(self._cursors) > 100_000:
+            self._cursors.popitem(last=False)
+        await self.state.set_cursor(user, device, conv, acked)
         update = apply_ack(await self._mark(user, conv), seq, head)
         if update.delivered_moved:
             self._store(user, conv, update.mark)

@@ -48,7 +48,7 @@ async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     try:
         writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Connection: close\r\n\r\n".encode())
-        raw = await asyncio.wait_for(reader.read(65536), timeout)
+        raw = await asyncio.wait_for(reader.read(), timeout)  # Connection: close: until EOF
     except (OSError, TimeoutError):
         return None
     finally:
@@ -56,7 +56,8 @@ async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
         with contextlib.suppress(Exception):
             await writer.wait_closed()
     head, _, body = raw.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or status_line[1] != b"200":
         return None
     try:
         data = json.loads(body)
@@ -95,8 +96,11 @@ class Managed:
 
 class Supervisor:
     def __init__(self, home: Home, programs: list[Program],
-                 policy: RestartPolicy = RestartPolicy()) -> None:
+                 policy: RestartPolicy = RestartPolicy(), *, stop_timeout: float = STOP_TIMEOUT,
+                 start_timeout: float = START_TIMEOUT) -> None:
         self.home = home
+        self.stop_timeout = stop_timeout
+        self.start_timeout = start_timeout
         self.managed = {p.name: Managed(p, home, policy) for p in programs}
         self.order = [p.name for p in programs]
         self.shutting_down = False
@@ -126,7 +130,7 @@ class Supervisor:
                 cwd=str(self.home.root))
 
     async def _wait_ready(self, m: Managed, proc: asyncio.subprocess.Process) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 return False
@@ -189,12 +193,11 @@ class Supervisor:
                 m.runtimes = runtimes
                 self.publish()
 
-    async def _kill_group(self, proc: asyncio.subprocess.Process,
-                          timeout: float = STOP_TIMEOUT) -> None:
+    async def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout)
+            await asyncio.wait_for(proc.wait(), self.stop_timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -94,6 +94,9 @@ class PresenceTracker:
         times += [seen + self.ttl for s in self._sessions.values() for seen in s.values()]
         return min(times) if times else None
 
+    def has_session(self, user: str, session: str) -> bool:
+        return session in self._sessions.get(user, {})
+
     def state(self, user: str) -> PresenceState:
         return PresenceState(user, user in self._online, self._last_active.get(user, 0.0))
 

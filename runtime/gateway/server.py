@@ -33,10 +33,11 @@ from runtime.core.errors import (
     INTERNAL,
     NOT_FOUND,
     RATE_LIMITED,
+    UNAUTHORIZED,
     UNAVAILABLE,
 )
 from runtime.core.ratelimit import TokenBucket
-from runtime.gateway.session import Session, encode
+from runtime.gateway.session import CLOSE_GRACE, Session, encode
 from runtime.metrics import METRICS
 from runtime.ports import (
     Conversation,
@@ -77,6 +78,7 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, set[str]] = defaultdict(set)
         self.server: Server | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------
@@ -91,10 +93,21 @@ class Gateway:
             ping_timeout=self.config.presence.heartbeat_ms / 1000,
             compression=None,
         )
+        self._refresher = asyncio.create_task(self._refresh_sessions(), name="session-refresh")
         self.ready = True
+
+    async def _refresh_sessions(self) -> None:
+        """An open connection is a live session: the WebSocket keepalive pings prove it."""
+        while True:
+            await asyncio.sleep(self.config.presence.heartbeat_ms / 2000)
+            for session in list(self.sessions.values()):
+                if not session.closing:
+                    self.presence.heartbeat(session.user, session.id)
 
     async def stop(self) -> None:
         self.ready = False
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self.server is not None:
             self.server.close(close_connections=False)
             for session in list(self.sessions.values()):
@@ -163,13 +176,14 @@ class Gateway:
     async def _handle(self, ws: ServerConnection) -> None:
         ident: auth.Identity = ws.identity  # type: ignore[attr-defined]
         lim = self.config.limits
-        session = Session(ws, ident.user, ident.device, uuid.uuid4().hex[:16], lim.send_queue,
-                          self.store.messages)
+        session = Session(ws, ident.user, ident.device, uuid.uuid4().hex[:16],
+                          lim.send_queue_bytes, self.store.messages)
         bucket = TokenBucket(lim.rate_per_second, lim.rate_burst, lim.max_strikes)
         inflight = asyncio.Semaphore(lim.inflight_sends)
         writer = asyncio.create_task(session.writer())
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, ident.exp - time.time()), self._expire, session)
         self.sessions[session.id] = session
-        self.by_user[session.user].add(session.id)
         METRICS.connections.inc()
         try:
             session.enqueue({"t": "hello", "user": ident.user, "device": ident.device,
@@ -177,19 +191,23 @@ class Gateway:
                              "heartbeat_ms": self.config.presence.heartbeat_ms})
             await self._open(session)
             async for data in ws:
+                if session.closing:
+                    # keep reading, and discarding, so the peer's close frame is seen
+                    continue
                 verdict = bucket.check(time.monotonic())
                 if not verdict.allowed:
                     if verdict.close:
                         METRICS.closes.labels("rate_limit").inc()
-                        session.close(CLOSE_POLICY, "rate limit exceeded")
-                        break
+                        session.close(CLOSE_POLICY, "rate limit exceeded", flush=True)
+                        continue
                     self._error(session, RATE_LIMITED, "slow down", _peek_id(data),
                                 retry_ms=verdict.retry_ms)
                     continue
                 self.presence.heartbeat(session.user, session.id)
                 frame = f.parse_client_frame(data, self.limits)
                 if isinstance(frame, f.FrameError):
-                    self._error(session, frame.code, frame.message, frame.id)
+                    fid = frame.id if frame.id is not None else _peek_id(data)
+                    self._error(session, frame.code, frame.message, fid)
                     continue
                 METRICS.frames_in.labels(type(frame).__name__.lower()).inc()
                 try:
@@ -200,22 +218,32 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            expiry.cancel()
+            server_closed = session.closing
             self._close(session)
+            if server_closed:  # a flushing close sends what was queued before it
+                await asyncio.wait({writer}, timeout=CLOSE_GRACE)
             writer.cancel()
+            session.finish_close()
 
     async def _open(self, session: Session) -> None:
-        """Register the session, then resume every conversation after the device's cursor."""
-        self.directory.register(session.user, session.device, session.id, self.config.gateway_id)
-        self.presence.connect(session.user, session.id)
+        """Load the device's cursors, register the session, then resume after the cursors.
+
+        The cursors are known before the session can receive a live message, and the
+        heads are compared after it can: whatever was committed in between is resumed.
+        """
         convs = await self.store.conversations_of(session.user)
-        device = await self.state.device_state(session.user, session.device)
+        device = await self.receipts.device_cursors(session.user, session.device)
         if not device.known:
             # a new device starts at the current heads: it gets what is sent from now on
             baseline = {c: await self.ingest.head(c) for c in convs}
             await self.state.register_device(session.user, session.device, baseline)
             device.cursors = baseline
         session.cursors = device.cursors
-        for conv in convs:
+        self.directory.register(session.user, session.device, session.id, self.config.gateway_id)
+        self.by_user[session.user].add(session.id)
+        self.presence.connect(session.user, session.id)
+        for conv in await self.store.conversations_of(session.user):
             if await self.ingest.head(conv) > device.cursors.get(conv, 0):
                 session.resume(conv)
 
@@ -231,6 +259,11 @@ class Gateway:
         self.directory.unregister(session.user, session.device, session.id)
         self.presence.disconnect(session.user, session.id)
         METRICS.connections.dec()
+
+    def _expire(self, session: Session) -> None:
+        self._error(session, UNAUTHORIZED, "token expired; reconnect with a fresh token", None)
+        METRICS.closes.labels("token_expired").inc()
+        session.close(CLOSE_POLICY, "token expired", flush=True)
 
     def _error(self, session: Session, code: str, message: str, fid: str | None,
                **extra: Any) -> None:
@@ -320,7 +353,7 @@ class Gateway:
                         "more": len(msgs) > frame.limit}, frame.id)
 
     async def _sync_all(self, s: Session, frame: f.Sync) -> None:
-        device = await self.state.device_state(s.user, s.device)
+        device = await self.receipts.device_cursors(s.user, s.device)
         for conv in await self.store.conversations_of(s.user):
             after = device.cursors.get(conv, 0)
             msgs = await self.store.messages(conv, after, frame.limit + 1)

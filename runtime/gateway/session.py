@@ -1,10 +1,11 @@
 """One device connection: its bounded outgoing queue and its per-conversation streams.
 
 Everything the server sends to a device goes through `enqueue`, so replies,
-messages, receipts and presence keep one order and one bound. A device that
-does not read fast enough fills its queue and is closed with a reason (close
-code 1013); it reconnects and resumes after its last ack, and the memory the
-server holds for it never grows past the queue bound.
+messages, receipts and presence keep one order and one bound. The bound is in
+bytes, not frames: a burst of small frames queued in one loop tick is normal,
+a device that stops reading is not. A device whose queue passes the bound is
+closed with a reason (close code 1013); it reconnects and resumes after its
+last ack, and the memory the server holds for it never grows past the bound.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from runtime.ports import Message
 log = logging.getLogger("msgctl.gateway")
 
 FILL_PAGE = 200
+CLOSE_GRACE = 2.0  # seconds a closing handshake may take before the socket is dropped
+
+# close tasks outlive their session's own tasks, which are cancelled on disconnect
+_closers: set[asyncio.Task[None]] = set()
 
 ReadPage = Callable[[str, int, int], Awaitable[list[Message]]]
 
@@ -40,45 +45,89 @@ def msg_frame(msg: Message) -> dict[str, Any]:
 
 class Session:
     def __init__(self, ws: ServerConnection, user: str, device: str, session_id: str,
-                 queue_size: int, read_page: ReadPage) -> None:
+                 queue_bytes: int, read_page: ReadPage) -> None:
         self.ws = ws
         self.user = user
         self.device = device
         self.id = session_id
         self.cursors: dict[str, int] = {}  # conv -> acked seq when this connection opened
         self.streams: dict[str, ConvStream] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
+        self._queue_limit = queue_bytes
+        self.queued_bytes = 0
+        # fills (resume, gap repair) wait for room instead of overrunning the bound
+        self._room = asyncio.Event()
+        self._room.set()
         self._read_page = read_page
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending_close: tuple[int, str] | None = None
         self.closing = False
 
     # -- outgoing ---------------------------------------------------------
-    def enqueue(self, frame: dict[str, Any]) -> bool:
+    def enqueue(self, frame: dict[str, Any], *, paced: bool = False) -> bool:
+        """Queue a frame; past the bound the peer is a slow consumer and is closed.
+
+        `paced` frames come from a fill that waited for room before reading its
+        page, so they may pass the bound by at most one page.
+        """
         if self.closing:
             return False
-        try:
-            self._queue.put_nowait(encode(frame))
-        except asyncio.QueueFull:
+        text = encode(frame)
+        if not paced and self.queued_bytes + len(text) > self._queue_limit:
             METRICS.closes.labels("slow_consumer").inc()
             self.close(CLOSE_TRY_AGAIN, "slow consumer: send queue full, reconnect to resume")
             return False
+        self.queued_bytes += len(text)
+        if self.queued_bytes > self._queue_limit // 2:
+            self._room.clear()
+        self._queue.put_nowait(text)
         METRICS.frames_out.labels(frame.get("t", "?")).inc()
         return True
 
     async def writer(self) -> None:
+        """Send queued frames in order; a queued close ends the stream after what came first."""
         try:
             while True:
-                text = await self._queue.get()
-                await self.ws.send(text)
+                item = await self._queue.get()
+                if isinstance(item, tuple):
+                    self._close_now(*item)
+                    return
+                await self.ws.send(item)
+                self.queued_bytes -= len(item)
+                if self.queued_bytes <= self._queue_limit // 4:
+                    self._room.set()
         except ConnectionClosed:
             pass
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Close the connection; with `flush`, after the frames already queued are sent."""
         if self.closing:
             return
         self.closing = True
         log.info("closing session %s of %s/%s: %s", self.id, self.user, self.device, reason)
-        self.spawn(self.ws.close(code, reason))
+        if flush:
+            self._pending_close = (code, reason)
+            self._queue.put_nowait((code, reason))
+        else:
+            self._close_now(code, reason)
+
+    def finish_close(self) -> None:
+        """A flushing close whose frames could not all be sent in time closes now."""
+        if self._pending_close is not None:
+            self._close_now(*self._pending_close)
+
+    def _close_now(self, code: int, reason: str) -> None:
+        self._pending_close = None
+        task = asyncio.ensure_future(self._shutdown(code, reason))
+        _closers.add(task)
+        task.add_done_callback(_closers.discard)
+
+    async def _shutdown(self, code: int, reason: str) -> None:
+        # an abusive or stuck peer may never answer the closing handshake
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_GRACE)
+        except (TimeoutError, ConnectionClosed):
+            self.ws.transport.abort()
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -117,11 +166,14 @@ class Session:
         stream = self.stream(conv)
         try:
             while not self.closing:
+                await self._room.wait()
                 page = await self._read_page(conv, stream.last, FILL_PAGE)
                 entries = {m.seq: m for m in page}
                 out, more = stream.filled([self._entry(m) for m in page], len(page) == FILL_PAGE)
+                # no await from here to the last enqueue: a live message offered now
+                # would otherwise overtake the rest of the page
                 for entry in out:
-                    if not self.enqueue(msg_frame(entries[entry.seq])):
+                    if not self.enqueue(msg_frame(entries[entry.seq]), paced=True):
                         return
                     METRICS.deliveries.inc()
                 if not more:
@@ -129,3 +181,6 @@ class Session:
         except Exception:
             log.exception("fill of %s for session %s failed", conv, self.id)
             stream.abort_fill()
+        finally:
+            if self.closing:
+                stream.abort_fill()

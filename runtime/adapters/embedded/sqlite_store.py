@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS messages(
     cid TEXT NOT NULL, sender TEXT NOT NULL, from_device TEXT NOT NULL, ts INTEGER NOT NULL,
     kind TEXT NOT NULL, body TEXT NOT NULL, media TEXT,
     PRIMARY KEY(conv, seq)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages(conv, cid);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages(conv, sender, cid);
 CREATE TABLE IF NOT EXISTS devices(
     user TEXT NOT NULL, device TEXT NOT NULL, first_seen INTEGER NOT NULL,
     PRIMARY KEY(user, device)) WITHOUT ROWID;
@@ -206,12 +206,9 @@ class SqliteStore:
                                  (conv, seq)).fetchone()
         return _row_to_message(row) if row else None
 
-    async def lookup_cid(self, conv: str, cid: str) -> tuple[int, int] | None:
-        return self.lookup_cid_now(conv, cid)
-
-    def lookup_cid_now(self, conv: str, cid: str) -> tuple[int, int] | None:
-        row = self._read.execute("SELECT seq, prev FROM messages WHERE conv=? AND cid=?",
-                                 (conv, cid)).fetchone()
+    async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None:
+        row = self._read.execute("SELECT seq, prev FROM messages WHERE conv=? AND sender=? AND "
+                                 "cid=?", (conv, sender, cid)).fetchone()
         return (row[0], row[1]) if row else None
 
     def count_messages(self) -> int:

@@ -1,0 +1,129 @@
+"""Shared fixtures: real deployments started with `msgctl up` in temporary homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from msgctl.home import Home
+from runtime import auth
+
+# limits small enough that the abuse paths are cheap to reach in tests
+TEST_LIMITS = {
+    "max_frame_bytes": 65536, "hard_frame_bytes": 262144, "max_body_bytes": 16384,
+    "rate_per_second": 1000, "rate_burst": 1000, "max_strikes": 50, "send_queue_bytes": 524288,
+}
+TEST_PRESENCE = {"heartbeat_ms": 30000, "grace_ms": 500}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def msgctl(*args: str, check: bool = True, timeout: float = 180,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "msgctl.cli.app", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200",
+                                                           **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"msgctl {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def write_topology(path: Path, port: int, **overrides: Any) -> Path:
+    topo = {"name": "test", "backend": "embedded",
+            "regions": [{"name": "local", "host": "127.0.0.1", "gateway": {"port": port}}],
+            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            topo[key].update(value)
+        else:
+            topo[key] = value
+    path.write_text(yaml.safe_dump(topo))
+    return path
+
+
+@dataclass
+class Deployment:
+    home: Path
+    topology: Path
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, user: str, device: str = "phone", ttl: int = 3600) -> str:
+        return auth.issue(Home(self.home).secret(), user, device, ttl)
+
+    def up(self) -> None:
+        msgctl("up", "--home", str(self.home), "-t", str(self.topology))
+
+    def down(self) -> None:
+        msgctl("down", "--home", str(self.home))
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(msgctl("status", "--json", "--home", str(self.home),
+                                 check=False).stdout)
+
+    def node_pid(self) -> int:
+        pids = {r["pid"] for r in self.status()["runtimes"]}
+        assert len(pids) == 1 and None not in pids, pids
+        return pids.pop()
+
+    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.http_url + path)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                body = resp.read()
+                status = resp.status
+                ctype = resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            body, status, ctype = exc.read(), exc.code, exc.headers.get("Content-Type", "")
+        return status, json.loads(body) if "json" in ctype else body.decode()
+
+
+def start_deployment(root: Path, **overrides: Any) -> Deployment:
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    dep = Deployment(root / "home", write_topology(root / "topology.yaml", port, **overrides),
+                     port)
+    dep.up()
+    return dep
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One deployment shared by the protocol tests (each test uses its own users)."""
+    dep = start_deployment(tmp_path_factory.mktemp("shared"))
+    yield dep
+    dep.down()
+
+
+@pytest.fixture
+def fresh_deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A deployment of its own, for tests that restart or kill it."""
+    dep = start_deployment(tmp_path)
+    yield dep
+    msgctl("down", "--home", str(dep.home), check=False)

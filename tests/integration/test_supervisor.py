@@ -1,0 +1,74 @@
+"""The supervisor against real child processes: readiness, backoff to FATAL, stop escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from msgctl.home import Home
+from msgctl.supervisor.daemon import FATAL, RUNNING, STOPPED, Supervisor
+from msgctl.supervisor.policy import RestartPolicy
+from msgctl.topology import Program
+from tests.conftest import free_port
+
+# a program that answers /readyz and, when asked, ignores SIGTERM
+SERVER = """
+import http.server, json, signal, sys
+if sys.argv[2] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"ready": True, "runtimes": {"gateway": "ready"}}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def program(name: str, argv: list[str], port: int) -> Program:
+    return Program(name=name, region="r", runtimes=["gateway"], argv=argv,
+                   health_url=f"http://127.0.0.1:{port}/readyz", endpoint="-")
+
+
+async def test_a_crash_looping_program_ends_in_fatal(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    port = free_port()
+    crash = program("crashy", [sys.executable, "-c", "import sys; sys.exit(3)"], port)
+    policy = RestartPolicy(base_delay=0.01, max_delay=0.05, max_retries=3)
+    sup = Supervisor(home, [crash], policy, start_timeout=5)
+    t0 = time.monotonic()
+    await sup.start_program("crashy")
+    m = sup.managed["crashy"]
+    assert m.state == FATAL and m.last_exit == 3
+    assert m.tracker.total == 3  # three restarts, then it gave up
+    assert time.monotonic() - t0 < 10
+    state = json.loads(home.state_file.read_text())
+    assert state["programs"][0]["state"] == FATAL
+    assert "gave up" in state["programs"][0]["message"]
+
+
+async def test_ready_restart_after_kill_and_sigkill_escalation(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    port = free_port()
+    prog = program("stubborn", [sys.executable, "-c", SERVER, str(port), "stubborn"], port)
+    sup = Supervisor(home, [prog], RestartPolicy(base_delay=0.05), stop_timeout=1.0)
+    await sup.start_program("stubborn")
+    m = sup.managed["stubborn"]
+    assert m.state == RUNNING and m.runtimes == {"gateway": "ready"}
+    first = m.proc.pid
+    os.kill(first, 9)
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if m.state == RUNNING and m.proc.pid != first:
+            break
+    assert m.state == RUNNING and m.proc.pid != first and m.tracker.total == 1
+    t0 = time.monotonic()
+    await sup.stop_program("stubborn")  # ignores SIGTERM: SIGKILL after the timeout
+    took = time.monotonic() - t0
+    assert m.state == STOPPED and m.proc.returncode == -9
+    assert 0.9 <= took < 5
