@@ -40,10 +40,11 @@ class RestartTracker:
         self.consecutive += 1
         if self.consecutive > p.max_retries:
             return Decision(True)
-        delay = min(p.max_delay, p.base_delay * p.factor ** (self.consecutive - 1))
+        delay = p.base_delay * p.factor ** (self.consecutive - 1)
         delay *= 1 + p.jitter * (2 * rand - 1)
         self.total += 1
-        return Decision(False, max(0.0, delay))
+        # cap after the jitter: max_delay is a promise to the operator
+        return Decision(False, max(0.0, min(p.max_delay, delay)))
 
     def reset(self) -> None:
         self.consecutive = 0

@@ -75,10 +75,16 @@ class PresenceTracker:
 
     def tick(self, now: float) -> list[Change]:
         """Expire silent sessions and end grace periods that are over."""
-        for user in list(self._sessions):
-            for session, seen in list(self._sessions[user].items()):
-                if now - seen > self.ttl:
-                    self.disconnect(user, session, seen + self.ttl)
+        # in the order they went silent, so the grace counts from the last one to end
+        expired = sorted((seen, user, session) for user, sessions in self._sessions.items()
+                         for session, seen in sessions.items() if now - seen > self.ttl)
+        for seen, user, session in expired:
+            self.unwatch(session)
+            sessions = self._sessions[user]
+            del sessions[session]
+            if not sessions:
+                del self._sessions[user]
+                self._offline_at[user] = seen + self.ttl + self.grace
         changes: list[Change] = []
         for user, deadline in list(self._offline_at.items()):
             if now >= deadline:

@@ -34,8 +34,9 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
         if self._at is None or now > self._at:
             self._at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        # a float refill can land a hair under one token after exactly retry_ms
+        if self.tokens >= 1 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1)
             self.strikes = 0
             return Verdict(True)
         self.strikes += 1

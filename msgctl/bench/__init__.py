@@ -1,0 +1,1 @@
+"""`msgctl bench`: the performance suite, measured against a running deployment."""
