@@ -28,6 +28,7 @@ from runtime.config import NodeConfig
 from runtime.core import frames as f
 from runtime.core.errors import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
     CLOSE_POLICY,
     FORBIDDEN,
     INTERNAL,
@@ -89,20 +90,33 @@ class Gateway:
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             max_size=self.config.limits.hard_frame_bytes,
-            ping_interval=self.config.presence.heartbeat_ms / 1000,
-            ping_timeout=self.config.presence.heartbeat_ms / 1000,
+            # one gateway-wide keepalive (below) instead of a task per connection
+            ping_interval=None,
             compression=None,
         )
-        self._refresher = asyncio.create_task(self._refresh_sessions(), name="session-refresh")
+        self._refresher = asyncio.create_task(self._keepalive(), name="keepalive")
         self.ready = True
 
-    async def _refresh_sessions(self) -> None:
-        """An open connection is a live session: the WebSocket keepalive pings prove it."""
+    async def _keepalive(self) -> None:
+        """Ping every connection each heartbeat; drop those whose last ping got no pong.
+
+        An open connection whose peer answers is a live session, so each round
+        also refreshes presence. One task serves all connections.
+        """
         while True:
-            await asyncio.sleep(self.config.presence.heartbeat_ms / 2000)
+            await asyncio.sleep(self.config.presence.heartbeat_ms / 1000)
             for session in list(self.sessions.values()):
-                if not session.closing:
-                    self.presence.heartbeat(session.user, session.id)
+                if session.closing:
+                    continue
+                if session.ping is not None and not session.ping.done():  # type: ignore[attr-defined]
+                    METRICS.closes.labels("keepalive_timeout").inc()
+                    session.close(CLOSE_INTERNAL, "keepalive ping timeout")
+                    continue
+                self.presence.heartbeat(session.user, session.id)
+                try:
+                    session.ping = await session.ws.ping()
+                except ConnectionClosed:
+                    continue
 
     async def stop(self) -> None:
         self.ready = False
@@ -179,8 +193,6 @@ class Gateway:
         session = Session(ws, ident.user, ident.device, uuid.uuid4().hex[:16],
                           lim.send_queue_bytes, self.store.messages)
         bucket = TokenBucket(lim.rate_per_second, lim.rate_burst, lim.max_strikes)
-        inflight = asyncio.Semaphore(lim.inflight_sends)
-        writer = asyncio.create_task(session.writer())
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, ident.exp - time.time()), self._expire, session)
         self.sessions[session.id] = session
@@ -211,7 +223,7 @@ class Gateway:
                     continue
                 METRICS.frames_in.labels(type(frame).__name__.lower()).inc()
                 try:
-                    await self._dispatch(session, frame, inflight)
+                    await self._dispatch(session, frame)
                 except Exception:
                     log.exception("frame %r from %s failed", frame, session.user)
                     self._error(session, INTERNAL, "internal error", frame.id)
@@ -222,8 +234,8 @@ class Gateway:
             server_closed = session.closing
             self._close(session)
             if server_closed:  # a flushing close sends what was queued before it
-                await asyncio.wait({writer}, timeout=CLOSE_GRACE)
-            writer.cancel()
+                await session.drain(CLOSE_GRACE)
+            session.stop_writer()
             session.finish_close()
 
     async def _open(self, session: Session) -> None:
@@ -289,11 +301,10 @@ class Gateway:
             return None
         return conv
 
-    async def _dispatch(self, s: Session, frame: f.ClientFrame,
-                        inflight: asyncio.Semaphore) -> None:
+    async def _dispatch(self, s: Session, frame: f.ClientFrame) -> None:
         match frame:
             case f.Send():
-                await self._send(s, frame, inflight)
+                await self._send(s, frame)
             case f.Ack():
                 if await self._member_conv(s, frame.conv, frame.id):
                     await self.receipts.ack(s.user, s.device, frame.conv, frame.seq)
@@ -322,9 +333,12 @@ class Gateway:
                 self._error(s, UNAVAILABLE, "media uploads are not configured on this "
                             "deployment", frame.id)
 
-    async def _send(self, s: Session, frame: f.Send, inflight: asyncio.Semaphore) -> None:
+    async def _send(self, s: Session, frame: f.Send) -> None:
         if not await self._member_conv(s, frame.conv, frame.id):
             return
+        if s.inflight is None:
+            s.inflight = asyncio.Semaphore(self.config.limits.inflight_sends)
+        inflight = s.inflight
         await inflight.acquire()  # back-pressure: stop reading this socket while it is full
         t0 = time.perf_counter()
         fut = self.ingest.submit(frame.conv, frame.cid, s.user, s.device, frame.kind, frame.body,

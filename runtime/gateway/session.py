@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +45,11 @@ def msg_frame(msg: Message) -> dict[str, Any]:
 
 
 class Session:
+    # slots: tens of thousands of these live at once on one gateway
+    __slots__ = ("ws", "user", "device", "id", "cursors", "streams", "_out", "_writer",
+                 "_queue_limit", "queued_bytes", "_room", "ping", "_read_page", "_tasks",
+                 "_pending_close", "closing", "inflight")
+
     def __init__(self, ws: ServerConnection, user: str, device: str, session_id: str,
                  queue_bytes: int, read_page: ReadPage) -> None:
         self.ws = ws
@@ -52,14 +58,17 @@ class Session:
         self.id = session_id
         self.cursors: dict[str, int] = {}  # conv -> acked seq when this connection opened
         self.streams: dict[str, ConvStream] = {}
-        self._queue: asyncio.Queue[str | tuple[int, str]] = asyncio.Queue()
+        # frames waiting to be written; a (code, reason) item closes after what came first
+        self._out: deque[str | tuple[int, str]] | None = None  # made on first use
+        self._writer: asyncio.Task[None] | None = None  # only while there is something to write
         self._queue_limit = queue_bytes
         self.queued_bytes = 0
         # fills (resume, gap repair) wait for room instead of overrunning the bound
-        self._room = asyncio.Event()
-        self._room.set()
+        self._room: asyncio.Event | None = None
+        self.ping: Awaitable[float] | None = None  # the keepalive's outstanding pong
         self._read_page = read_page
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self.inflight: asyncio.Semaphore | None = None  # made on the first send
         self._pending_close: tuple[int, str] | None = None
         self.closing = False
 
@@ -78,26 +87,56 @@ class Session:
             self.close(CLOSE_TRY_AGAIN, "slow consumer: send queue full, reconnect to resume")
             return False
         self.queued_bytes += len(text)
-        if self.queued_bytes > self._queue_limit // 2:
-            self._room.clear()
-        self._queue.put_nowait(text)
+        self._push(text)
         METRICS.frames_out.labels(frame.get("t", "?")).inc()
         return True
 
-    async def writer(self) -> None:
-        """Send queued frames in order; a queued close ends the stream after what came first."""
+    def _push(self, item: str | tuple[int, str]) -> None:
+        if self._out is None:
+            self._out = deque()
+        self._out.append(item)
+        if self._writer is None:
+            # an idle connection holds no writer task: memory per connection stays small
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        """Send queued frames in order, then end; the next enqueue starts a new writer."""
+        out = self._out
+        assert out is not None
         try:
-            while True:
-                item = await self._queue.get()
+            while out:
+                item = out.popleft()
                 if isinstance(item, tuple):
                     self._close_now(*item)
                     return
                 await self.ws.send(item)
                 self.queued_bytes -= len(item)
-                if self.queued_bytes <= self._queue_limit // 4:
+                if self._room is not None and self.queued_bytes <= self._queue_limit // 4:
                     self._room.set()
         except ConnectionClosed:
             pass
+        finally:
+            self._writer = None
+            if not out:
+                self._out = None  # an empty deque still costs ~700 bytes
+
+    async def wait_room(self) -> None:
+        """Wait until the queue is at most half full."""
+        if self.queued_bytes <= self._queue_limit // 2:
+            return
+        if self._room is None:
+            self._room = asyncio.Event()
+        self._room.clear()
+        await self._room.wait()
+
+    async def drain(self, timeout: float) -> None:
+        """Give the writer up to `timeout` to send what is queued (used by a flushing close)."""
+        if self._writer is not None:
+            await asyncio.wait({self._writer}, timeout=timeout)
+
+    def stop_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
 
     def close(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Close the connection; with `flush`, after the frames already queued are sent."""
@@ -107,7 +146,7 @@ class Session:
         log.info("closing session %s of %s/%s: %s", self.id, self.user, self.device, reason)
         if flush:
             self._pending_close = (code, reason)
-            self._queue.put_nowait((code, reason))
+            self._push((code, reason))
         else:
             self._close_now(code, reason)
 
@@ -130,12 +169,14 @@ class Session:
             self.ws.transport.abort()
 
     def spawn(self, coro: Awaitable[Any]) -> None:
+        if self._tasks is None:
+            self._tasks = set()
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def cancel_tasks(self) -> None:
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
 
     # -- ordered delivery -------------------------------------------------
@@ -166,7 +207,7 @@ class Session:
         stream = self.stream(conv)
         try:
             while not self.closing:
-                await self._room.wait()
+                await self.wait_room()
                 page = await self._read_page(conv, stream.last, FILL_PAGE)
                 entries = {m.seq: m for m in page}
                 out, more = stream.filled([self._entry(m) for m in page], len(page) == FILL_PAGE)
