@@ -10,7 +10,6 @@ gateways holding a member's device.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -91,6 +90,8 @@ class Ingest:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._mid_prefix = uuid.uuid4().hex[:16]
+        self._mids = 0
         self.ready = False
 
     async def start(self) -> None:
@@ -106,17 +107,23 @@ class Ingest:
             if not p.future.done():
                 p.future.set_exception(Unavailable("sequencer stopping"))
 
+    def _next_mid(self) -> str:
+        # unique across processes and restarts without a random draw per message
+        self._mids += 1
+        return f"{self._mid_prefix}{self._mids:x}"
+
     def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
                media: dict[str, Any] | None) -> asyncio.Future[Message]:
         """Queue one send; the future resolves once it is durable (or with Unavailable)."""
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
 
         def make(seq: int, prev: int) -> Message:
-            return Message(conv, seq, prev, uuid.uuid4().hex, cid, sender, device,
+            return Message(conv, seq, prev, self._next_mid(), cid, sender, device,
                            int(self.clock() * 1000), kind, body, media)
 
-        # the idempotency key is the sender's: another member reusing a cid is not a retry
-        key = json.dumps([sender, cid], separators=(",", ":"))
+        # the idempotency key is the sender's: another member reusing a cid is not a retry;
+        # the length prefix keeps (sender, cid) pairs from colliding
+        key = f"{len(sender)}:{sender}{cid}"
         self._pending.append(_Pending(SendRequest(conv, key), make, fut, sender, cid))
         self._wake.set()
         return fut

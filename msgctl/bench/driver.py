@@ -30,7 +30,7 @@ def _run(coro: Any) -> Any:
 
 
 async def _open(url: str, token: str, **kwargs: Any) -> ClientConnection:
-    ws = await connect(f"{url}?token={token}", compression=None, open_timeout=30,
+    ws = await connect(f"{url}?token={token}", compression=None, open_timeout=120,
                        ping_interval=None, **kwargs)
     return ws
 

@@ -38,7 +38,7 @@ from runtime.core.errors import (
     UNAVAILABLE,
 )
 from runtime.core.ratelimit import TokenBucket
-from runtime.gateway.session import CLOSE_GRACE, Session, encode
+from runtime.gateway.session import CLOSE_GRACE, Session, encode, msg_frame
 from runtime.metrics import METRICS
 from runtime.ports import (
     Conversation,
@@ -395,13 +395,14 @@ class Gateway:
 
     # -- events from the router and presence -------------------------------
     def deliver(self, event: Event, users: list[str]) -> None:
+        text = encode(msg_frame(event)) if isinstance(event, Message) else None
         for user in users:
             for sid in list(self.by_user.get(user, ())):
                 session = self.sessions.get(sid)
                 if session is None:
                     continue
                 if isinstance(event, Message):
-                    session.offer(event)
+                    session.offer(event, text)
                 elif isinstance(event, Receipt):
                     if session.user != event.user:
                         session.enqueue({"t": "receipt", "conv": event.conv, "user": event.user,

@@ -11,6 +11,7 @@ last ack, and the memory the server holds for it never grows past the bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import deque
@@ -38,6 +39,12 @@ ReadPage = Callable[[str, int, int], Awaitable[list[Message]]]
 
 def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
+
+
+@functools.cache
+def _frames_out(t: str) -> Any:
+    # resolving a labelled child takes a lock and a lookup; do it once per frame type
+    return METRICS.frames_out.labels(t)
 
 
 def msg_frame(msg: Message) -> dict[str, Any]:
@@ -81,14 +88,19 @@ class Session:
         """
         if self.closing:
             return False
-        text = encode(frame)
+        return self.enqueue_text(encode(frame), frame.get("t", "?"), paced=paced)
+
+    def enqueue_text(self, text: str, t: str, *, paced: bool = False) -> bool:
+        """`enqueue` for a frame already encoded (one encoding serves every recipient)."""
+        if self.closing:
+            return False
         if not paced and self.queued_bytes + len(text) > self._queue_limit:
             METRICS.closes.labels("slow_consumer").inc()
             self.close(CLOSE_TRY_AGAIN, "slow consumer: send queue full, reconnect to resume")
             return False
         self.queued_bytes += len(text)
         self._push(text)
-        METRICS.frames_out.labels(frame.get("t", "?")).inc()
+        _frames_out(t).inc()
         return True
 
     def _push(self, item: str | tuple[int, str]) -> None:
@@ -190,10 +202,11 @@ class Session:
         return Entry(msg.seq, msg.prev, own=msg.sender == self.user and
                      msg.from_device == self.device)
 
-    def offer(self, msg: Message) -> None:
+    def offer(self, msg: Message, text: str | None = None) -> None:
+        """Offer a sequenced message; `text` is its `msg` frame, encoded once by the caller."""
         action = self.stream(msg.conv).offer(self._entry(msg))
         if action is Offer.DELIVER:
-            if self.enqueue(msg_frame(msg)):
+            if self.enqueue_text(text or encode(msg_frame(msg)), "msg"):
                 METRICS.deliveries.inc()
         elif action is Offer.FILL:
             self.spawn(self._fill(msg.conv))

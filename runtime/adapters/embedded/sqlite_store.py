@@ -82,6 +82,10 @@ class SqliteStore:
         init.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         init.close()
         self._read = _connect(path)
+        # every message asks for its members' tokens: keep them in memory, written through
+        self._tokens: dict[str, dict[str, PushToken]] = {}
+        for row in self._read.execute("SELECT user, device, platform, token FROM push_tokens"):
+            self._tokens.setdefault(row[0], {})[row[1]] = PushToken(*row)
         self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = (
             queue.SimpleQueue())
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -255,14 +259,10 @@ class SqliteStore:
             conn.execute("INSERT OR REPLACE INTO push_tokens VALUES (?,?,?,?)",
                          (token.user, token.device, token.platform, token.token))
         await self.write(op)
+        self._tokens.setdefault(token.user, {})[token.device] = token
 
     async def push_tokens(self, users: list[str]) -> list[PushToken]:
-        if not users:
-            return []
-        marks = ",".join("?" * len(users))
-        rows = self._read.execute(f"SELECT user, device, platform, token FROM push_tokens WHERE "
-                                  f"user IN ({marks})", users).fetchall()
-        return [PushToken(*r) for r in rows]
+        return [t for u in users for t in self._tokens.get(u, {}).values()]
 
 
 def _conv_from_row(row: tuple[Any, ...]) -> Conversation:
