@@ -344,18 +344,25 @@ class Gateway:
         fut = self.ingest.submit(frame.conv, frame.cid, s.user, s.device, frame.kind, frame.body,
                                  frame.media)
 
-        async def reply() -> None:
-            try:
-                msg = await fut
+        def reply(done: asyncio.Future[Message]) -> None:
+            # a callback, not a task per send: the hot path stays cheap
+            inflight.release()
+            if done.cancelled():
+                self._error(s, UNAVAILABLE, "not stored, retry with the same cid", frame.id)
+                return
+            exc = done.exception()
+            if exc is None:
+                msg = done.result()
                 METRICS.send_seconds.observe(time.perf_counter() - t0)
                 self._reply(s, {"t": "sent", "conv": msg.conv, "cid": msg.cid, "seq": msg.seq,
                                 "prev": msg.prev, "ts": msg.ts}, frame.id)
-            except Unavailable as exc:
+            elif isinstance(exc, Unavailable):
                 self._error(s, UNAVAILABLE, f"not stored, retry with the same cid: {exc}",
                             frame.id)
-            finally:
-                inflight.release()
-        s.spawn(reply())
+            else:
+                log.error("send %s/%s failed: %r", frame.conv, frame.cid, exc)
+                self._error(s, INTERNAL, "internal error; retry with the same cid", frame.id)
+        fut.add_done_callback(reply)
 
     async def _sync(self, s: Session, frame: f.Sync) -> None:
         assert frame.conv is not None
