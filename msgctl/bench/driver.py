@@ -105,13 +105,19 @@ async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: 
         counts["closed"] += 1
 
 
-async def _sender_reader(ws: ClientConnection, counts: dict[str, int]) -> None:
+async def _sender_reader(ws: ClientConnection, counts: dict[str, int],
+                         sent_at: dict[str, float], sent_lat: list[float],
+                         window: tuple[float, float]) -> None:
     try:
         async for raw in ws:
+            now = time.time()
             frame = json.loads(raw)
             t = frame.get("t")
             if t == "sent":
                 counts["sent"] += 1
+                at = sent_at.pop(frame["cid"], None)
+                if at is not None and window[0] <= at <= window[1] and len(sent_lat) < MAX_SAMPLES:
+                    sent_lat.append((now - at) * 1000)
             elif t == "error":
                 counts["errors"] += 1
     except ConnectionClosed:
@@ -122,6 +128,8 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
                    relay: bool) -> dict[str, Any]:
     counts = {"sent": 0, "delivered": 0, "errors": 0, "closed": 0, "disorder": 0, "offered": 0}
     lat: list[float] = []
+    sent_lat: list[float] = []
+    sent_at: dict[str, float] = {}
     senders: list[ClientConnection] = []
     receivers: list[ClientConnection] = []
     for p in pairs:
@@ -140,7 +148,8 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
     window = (start + warmup, start + warmup + duration)
     tasks = [asyncio.create_task(_receiver(r, p, lat, counts, window))
              for r, p in zip(receivers, pairs, strict=True)]
-    tasks += [asyncio.create_task(_sender_reader(s, counts)) for s in senders]
+    tasks += [asyncio.create_task(_sender_reader(s, counts, sent_at, sent_lat, window))
+              for s in senders]
     await asyncio.sleep(max(0.0, start - time.time()))
     end = window[1]
     n = 0
@@ -152,15 +161,16 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
         due = int((now - start) * rate) - n
         for _ in range(max(0, due)):
             i = n % len(pairs)
-            sent_at = time.time()
-            body = f"{sent_at:.6f}"
-            frame = json.dumps({"t": "send", "conv": pairs[i].conv, "cid": f"b{n}",
-                                "kind": "text", "body": body})
+            at = time.time()
+            cid = f"b{n}"
+            sent_at[cid] = at
+            frame = json.dumps({"t": "send", "conv": pairs[i].conv, "cid": cid,
+                                "kind": "text", "body": f"{at:.6f}"})
             try:
                 await senders[i].send(frame)
             except ConnectionClosed:
                 counts["errors"] += 1
-            if window[0] <= sent_at <= window[1]:
+            if window[0] <= at <= window[1]:
                 offered_in_window += 1
             n += 1
         await asyncio.sleep(0.001)
@@ -174,7 +184,8 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
     for ws in senders + receivers:
         ws.transport.abort()
     in_window = len(lat)
-    return {"counts": counts, "latencies_ms": lat, "offered_in_window": offered_in_window,
+    return {"counts": counts, "latencies_ms": lat, "sent_latencies_ms": sent_lat,
+            "offered_in_window": offered_in_window,
             "delivered_in_window": in_window, "window_s": duration}
 
 

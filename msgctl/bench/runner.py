@@ -67,8 +67,10 @@ class Target:
 class Step:
     rate: float
     achieved: float
-    p50_ms: float
+    p50_ms: float  # send -> deliver (the receiving client's clock, same machine)
     p99_ms: float
+    sent_p50_ms: float  # send -> sent (durable)
+    sent_p99_ms: float
     delivered: int
     offered: int
     errors: int
@@ -205,6 +207,7 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
                    for g in groups]
         results = [f.result() for f in futures]
     lat = [x for r in results for x in r["latencies_ms"]]
+    sent_lat = [x for r in results for x in r["sent_latencies_ms"]]
     offered = sum(r["offered_in_window"] for r in results)
     delivered = sum(r["delivered_in_window"] for r in results)
     errors = sum(r["counts"]["errors"] + r["counts"]["disorder"] for r in results)
@@ -213,7 +216,8 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
     # everything offered in the window must arrive, fast enough, without errors
     ok = offered > 0 and delivered >= 0.99 * offered and p99 < P99_LIMIT_MS and errors == 0
     return Step(rate, round(delivered / window, 1), round(percentile(lat, 50), 2),
-                round(p99, 2), delivered, offered, errors, ok)
+                round(p99, 2), round(percentile(sent_lat, 50), 2),
+                round(percentile(sent_lat, 99), 2), delivered, offered, errors, ok)
 
 
 def search_max(target: Target, s: Settings, relay: bool,

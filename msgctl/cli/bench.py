@@ -64,6 +64,8 @@ def _render(out: dict[str, Any]) -> None:
     if half:
         table.add_row(f"p50 / p99 send->deliver at {half['rate']:,.0f} msgs/s (ms)",
                       f"{_fmt(half['p50_ms'])} / {_fmt(half['p99_ms'])}")
+        table.add_row(f"p50 / p99 send->sent at {half['rate']:,.0f} msgs/s (ms)",
+                      f"{_fmt(half['sent_p50_ms'])} / {_fmt(half['sent_p99_ms'])}")
     cu = out.get("catch_up")
     if cu:
         table.add_row(f"catch-up of {cu['messages']:,} messages (msgs/s)",
