@@ -11,8 +11,9 @@ import sys
 import typer
 
 from msgctl import __version__
-from msgctl.cli import doctor, lifecycle, logs, token
+from msgctl.cli import bench, doctor, lifecycle, logs, token
 from msgctl.cli.common import err_console
+from msgctl.cli.load import load_app
 from msgctl.errors import MsgctlError
 
 app = typer.Typer(
@@ -42,6 +43,8 @@ lifecycle.register(app)
 logs.register(app)
 token.register(app)
 doctor.register(app)
+app.add_typer(load_app, name="load")
+bench.register(app)
 
 
 def main() -> None:
