@@ -187,13 +187,24 @@ class Ingest:
             self.log.publish(msg)
 
 
+RECEIPT_WINDOW = 0.025  # seconds over which receipts of one conversation are coalesced
+
+
 class Receipts:
-    """Device cursors and per-user watermarks; publishes receipt events when they move."""
+    """Device cursors and per-user watermarks; publishes receipt events when they move.
+
+    Receipts are cumulative, so within a short window only the newest watermark per
+    (conversation, user, kind) is published: in a group every member's ack would
+    otherwise reach every other member, a frame count that grows with the square
+    of the group size.
+    """
 
     def __init__(self, ingest: Ingest, state: StateStore, event_log: EventLog) -> None:
         self.ingest = ingest
         self.state = state
         self.log = event_log
+        self._pending: dict[tuple[str, str, str], Receipt] = {}
+        self._flush_at: asyncio.TimerHandle | None = None
         self._marks: OrderedDict[tuple[str, str], Watermark] = OrderedDict()
         # acks not yet committed must still count when the device syncs or reconnects
         self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
@@ -230,7 +241,7 @@ class Receipts:
         update = apply_ack(await self._mark(user, conv), seq, head)
         if update.delivered_moved:
             self._store(user, conv, update.mark)
-            self.log.publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
+            self._publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
 
     async def read(self, user: str, device: str, conv: str, seq: int) -> None:
         head = await self.ingest.head(conv)
@@ -238,9 +249,20 @@ class Receipts:
         if update.delivered_moved or update.read_moved:
             self._store(user, conv, update.mark)
         if update.delivered_moved:
-            self.log.publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
+            self._publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
         if update.read_moved:
-            self.log.publish(Receipt(conv, user, "read", update.mark.read, device))
+            self._publish(Receipt(conv, user, "read", update.mark.read, device))
+
+    def _publish(self, receipt: Receipt) -> None:
+        self._pending[(receipt.conv, receipt.user, receipt.kind)] = receipt
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(RECEIPT_WINDOW, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        pending, self._pending = self._pending, {}
+        for receipt in pending.values():
+            self.log.publish(receipt)
 
     def _store(self, user: str, conv: str, mark: Watermark) -> None:
         self._marks[(user, conv)] = mark
