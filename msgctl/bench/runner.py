@@ -168,7 +168,7 @@ def measure_idle(target: Target, s: Settings, progress: Callable[[str], None]) -
             held = (_metric(target.http, "msgctl_connections") or 0.0) - base_conns
             if held > best:
                 best, stable_since = held, time.monotonic()
-            if held >= n or time.monotonic() - stable_since > 3.0:
+            if held >= n or time.monotonic() - stable_since > 8.0:
                 break
             time.sleep(0.25)
         time.sleep(1.0)  # let the last handshakes' garbage settle
