@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -101,6 +102,8 @@ def bench(
     relay: Annotated[bool, typer.Option(help="Also measure the bare relay ceiling.")] = True,
     region: Annotated[str | None, typer.Option(help="Region whose gateway to measure.")]
     = None,
+    save: Annotated[Path | None, typer.Option(
+        help="Also write the JSON results to this file (e.g. a CI baseline).")] = None,
 ) -> None:
     """Measure the running deployment: idle connections, throughput, latency, catch-up."""
     parts = {p.strip() for p in only.split(",") if p.strip()}
@@ -127,8 +130,11 @@ def bench(
             raise
         except Exception as exc:  # a worker's failure, e.g. the deployment went away
             raise MsgctlError(f"bench failed: {type(exc).__name__}: {exc}") from None
+    text = json.dumps(out, indent=2, default=str)
+    if save is not None:
+        save.write_text(text + "\n")
     if json_out:
-        print(json.dumps(out, indent=2, default=str))
+        print(text)
     else:
         _render(out)
 
