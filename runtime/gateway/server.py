@@ -92,6 +92,8 @@ class Gateway:
             max_size=self.config.limits.hard_frame_bytes,
             # one gateway-wide keepalive (below) instead of a task per connection
             ping_interval=None,
+            # reconnect storms: asyncio's default accept backlog of 100 drops handshakes
+            backlog=4096,
             compression=None,
         )
         self._refresher = asyncio.create_task(self._keepalive(), name="keepalive")
