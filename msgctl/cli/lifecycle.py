@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from msgctl import topology as topo_mod
@@ -210,10 +211,12 @@ def _print_status(h: Home) -> bool:
     running = h.supervisor_pid() is not None
     rows = _rows(h, client.read_state(h), running)
     deployment = h.deployment() or {}
-    table = Table(title=f"{deployment.get('name', 'msgctl')} — {h.root}", title_justify="left")
+    table = Table(title=f"{deployment.get('name', 'msgctl')} — {h.root}", title_justify="left",
+                  box=box.SIMPLE_HEAD)
     for col in ("region", "runtime", "state", "pid", "uptime", "restarts", "endpoint"):
+        # names stay whole; a long endpoint folds on a narrow terminal
         table.add_column(col, justify="right" if col in ("pid", "restarts") else "left",
-                         overflow="fold")
+                         no_wrap=col != "endpoint", overflow="fold")
     for r in rows:
         colour = _COLOURS.get(r["state"], "white")
         table.add_row(r["region"], r["runtime"], f"[{colour}]{r['state']}[/]",
