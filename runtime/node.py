@@ -128,6 +128,7 @@ class Node:
         await self.push.stop()
         await self.presence.stop()
         await self.router.stop()
+        await self.receipts.flush()  # cursors and watermarks still waiting for their flush
         await self.ingest.stop()
         await self.store.close()
 

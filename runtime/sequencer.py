@@ -149,7 +149,8 @@ class Ingest:
             found: dict[tuple[str, str], tuple[int, int]] = {}
             for p in batch:
                 key = (p.req.conv, p.req.cid)
-                if key not in found and self.state.known(*key) is None:
+                if (key not in found and not self.state.complete(p.req.conv)
+                        and self.state.known(*key) is None):
                     hit = await self.store.lookup_cid(p.req.conv, p.sender, p.cid)
                     if hit is not None:
                         found[key] = hit
@@ -204,6 +205,10 @@ class Receipts:
         self.state = state
         self.log = event_log
         self._pending: dict[tuple[str, str, str], Receipt] = {}
+        # cursor and watermark writes wait for the same flush: only the newest value is written
+        self._dirty_cursors: dict[tuple[str, str, str], int] = {}
+        self._dirty_marks: dict[tuple[str, str], Watermark] = {}
+        self._writes: set[asyncio.Task[None]] = set()
         self._flush_at: asyncio.TimerHandle | None = None
         self._marks: OrderedDict[tuple[str, str], Watermark] = OrderedDict()
         # acks not yet committed must still count when the device syncs or reconnects
@@ -237,7 +242,9 @@ class Receipts:
             cursors[conv] = acked
         while len(self._cursors) > 100_000:
             self._cursors.popitem(last=False)
-        await self.state.set_cursor(user, device, conv, acked)
+        ckey = (user, device, conv)
+        self._dirty_cursors[ckey] = max(self._dirty_cursors.get(ckey, 0), acked)
+        self._schedule()
         update = apply_ack(await self._mark(user, conv), seq, head)
         if update.delivered_moved:
             self._store(user, conv, update.mark)
@@ -255,6 +262,9 @@ class Receipts:
 
     def _publish(self, receipt: Receipt) -> None:
         self._pending[(receipt.conv, receipt.user, receipt.kind)] = receipt
+        self._schedule()
+
+    def _schedule(self) -> None:
         if self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().call_later(RECEIPT_WINDOW, self._flush)
 
@@ -263,10 +273,32 @@ class Receipts:
         pending, self._pending = self._pending, {}
         for receipt in pending.values():
             self.log.publish(receipt)
+        if self._dirty_cursors or self._dirty_marks:
+            cursors, self._dirty_cursors = self._dirty_cursors, {}
+            marks, self._dirty_marks = self._dirty_marks, {}
+            task = asyncio.get_running_loop().create_task(self._persist(cursors, marks))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _persist(self, cursors: dict[tuple[str, str, str], int],
+                       marks: dict[tuple[str, str], Watermark]) -> None:
+        for (user, device, conv), acked in cursors.items():
+            await self.state.set_cursor(user, device, conv, acked)
+        for (user, conv), mark in marks.items():
+            await self.state.set_watermark(user, conv, mark)
+
+    async def flush(self) -> None:
+        """Write what waits for the next flush now (on shutdown)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._flush()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _store(self, user: str, conv: str, mark: Watermark) -> None:
         self._marks[(user, conv)] = mark
-        asyncio.get_running_loop().create_task(self.state.set_watermark(user, conv, mark))
+        self._dirty_marks[(user, conv)] = mark
+        self._schedule()
 
     async def marks(self, user: str, conv: str) -> Watermark:
         return await self._mark(user, conv)

@@ -228,7 +228,7 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
 
 def search_max(target: Target, s: Settings, relay: bool,
                progress: Callable[[str], None]) -> Search:
-    """Raise the rate geometrically until a step fails, then bisect once between."""
+    """Raise the rate geometrically until a step fails, then bisect twice between."""
     search = Search()
     rate = s.start_rate
     last_ok: float | None = None
@@ -247,10 +247,17 @@ def search_max(target: Target, s: Settings, relay: bool,
             break
         last_ok = rate
         rate *= s.growth
-    if last_ok is not None and first_bad is not None:
+    for _ in range(2):
+        if last_ok is None or first_bad is None:
+            break
         mid = (last_ok + first_bad) / 2
         progress(f"{'relay' if relay else 'throughput'}: {mid:.0f} msg/s (refine)")
-        search.steps.append(run_step(target, s, mid, relay))
+        step = run_step(target, s, mid, relay)
+        search.steps.append(step)
+        if step.ok:
+            last_ok = mid
+        else:
+            first_bad = mid
     return search
 
 

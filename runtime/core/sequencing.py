@@ -66,9 +66,19 @@ class SequencerState:
         self.heads: dict[str, int] = {}
         self._recent: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
         self._capacity = recent_capacity
+        # conversations whose every cid is in the cache: they were empty when first loaded
+        # and have lost nothing to eviction, so the store need not be asked about a new cid
+        self._complete: set[str] = set()
 
     def load_head(self, conv: str, head: int) -> None:
+        first = conv not in self.heads
         self.heads[conv] = max(self.heads.get(conv, 0), head)
+        if first and head == 0:
+            self._complete.add(conv)
+
+    def complete(self, conv: str) -> bool:
+        """True when `known` is authoritative for `conv` (no store lookup needed)."""
+        return conv in self._complete
 
     def head(self, conv: str) -> int:
         return self.heads.get(conv, 0)
@@ -78,7 +88,8 @@ class SequencerState:
         self._recent[key] = (seq, prev)
         self._recent.move_to_end(key)
         while len(self._recent) > self._capacity:
-            self._recent.popitem(last=False)
+            (evicted_conv, _), _ = self._recent.popitem(last=False)
+            self._complete.discard(evicted_conv)
 
     def known(self, conv: str, cid: str) -> tuple[int, int] | None:
         return self._recent.get((conv, cid))
