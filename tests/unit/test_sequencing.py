@@ -284,3 +284,34 @@ def test_with_store_every_cid_makes_exactly_one_message(requests, capacity):
         s.commit(plan)
     # the memory stays bounded: the state remembers at most `capacity` of the cids
     assert sum(s.known(*key) is not None for key in store) <= capacity
+
+
+def test_complete_only_for_conversations_seen_whole():
+    s = SequencerState(recent_capacity=3)
+    s.load_head("fresh", 0)
+    s.load_head("old", 7)
+    assert s.complete("fresh") and not s.complete("old")
+    s.load_head("fresh", 0)  # loading again changes nothing
+    assert s.complete("fresh")
+    for i in range(3):
+        s.remember("fresh", f"c{i}", i + 1, i)
+    assert s.complete("fresh")
+    s.remember("other", "x", 1, 0)  # evicts fresh's oldest cid: the cache no longer has all
+    assert not s.complete("fresh")
+    assert s.known("fresh", "c0") is None
+
+
+def test_a_complete_conversation_never_consults_the_store():
+    s = SequencerState()
+    s.load_head("c", 0)
+    asked: list[tuple[str, str]] = []
+
+    def lookup(conv: str, cid: str) -> tuple[int, int] | None:
+        asked.append((conv, cid))
+        return None
+
+    # the shell skips lookups for complete conversations; the plan is the same without them
+    s.commit(s.plan([SendRequest("c", "a")], lookup if not s.complete("c") else lambda c, i: None))
+    assert asked == []
+    again = s.plan([SendRequest("c", "a")])
+    assert again.assignments[0].duplicate and again.assignments[0].seq == 1
