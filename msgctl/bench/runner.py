@@ -13,7 +13,6 @@ import json
 import math
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -362,11 +361,6 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": "p99 send->deliver < 50 ms at half the maximum rate",
                      "value": half["p99_ms"], "met": half["p99_ms"] < 50})
     return rows
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(values) if values else math.nan,
-            "p99": percentile(values, 99)}
 
 
 def dumps(out: dict[str, Any]) -> str:

@@ -6,7 +6,6 @@ import json
 import resource
 import shutil
 import sys
-from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -72,5 +71,3 @@ def doctor(
 def register(app: typer.Typer) -> None:
     app.command()(doctor)
 
-
-__all__ = ["register", "Annotated"]

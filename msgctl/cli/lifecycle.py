@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -275,5 +274,3 @@ def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(restart)
 
-
-__all__ = ["register", "Path"]
