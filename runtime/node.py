@@ -119,6 +119,12 @@ class Node:
         await self.presence.start()
         await self.push.start()
         await self.gateway.start()
+        logging.getLogger("msgctl.sequencer").info("ready: store %s", self.store.path)
+        logging.getLogger("msgctl.presence").info(
+            "ready: heartbeat %d ms, grace %d ms", self.config.presence.heartbeat_ms,
+            self.config.presence.grace_ms)
+        logging.getLogger("msgctl.push").info("ready: provider log sink %s",
+                                              self.push.provider.path)  # type: ignore[attr-defined]
         logging.getLogger("msgctl.gateway").info(
             "listening on ws://%s:%d/v1/ws", self.config.host, self.config.port)
 
