@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from msgctl.errors import UsageError
+
 
 def default_home() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -28,7 +30,11 @@ class Home:
 
     def ensure(self) -> Home:
         for d in (self.root, self.run, self.logs, self.data, self.config):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"cannot use {self.root} as a deployment home: "
+                                 f"{d} {exc.strerror.lower()}") from None
         return self
 
     @property

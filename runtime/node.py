@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -140,7 +141,13 @@ class Node:
 
 
 async def run(config: NodeConfig) -> int:
-    node = Node(config)
+    try:
+        node = Node(config)
+    except (sqlite3.Error, OSError) as exc:
+        logging.getLogger("msgctl.sequencer").error("cannot open the store in %s: %s",
+                                                    config.data_dir, exc)
+        print(f"cannot open the store in {config.data_dir}: {exc}", file=sys.stderr)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -53,6 +53,10 @@ def main() -> None:
     except MsgctlError as exc:
         err_console.print(f"[red]msgctl:[/] {exc.message}", highlight=False)
         sys.exit(exc.code)
+    except OSError as exc:  # the machine said no (permissions, disk): one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        err_console.print(f"[red]msgctl:[/] {exc.strerror or exc}{where}", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -174,7 +174,8 @@ def _rows(h: Home, state: dict[str, Any] | None, running: bool) -> list[dict[str
     now = time.time()
     for p in (state or {}).get("programs", []):
         for runtime, rstate in p["runtimes"].items():
-            pstate = p["state"] if running else "STOPPED"
+            # FATAL outlives the supervisor: `up` gave up on it, and that is the news
+            pstate = p["state"] if running or p["state"] == FATAL else "STOPPED"
             shown = pstate
             if pstate == RUNNING and rstate not in ("ready", "-"):
                 shown = rstate.upper()

@@ -251,3 +251,20 @@ def test_two_deployments_side_by_side(tmp_path: Path) -> None:
     finally:
         one.down()
         two.down()
+
+
+def test_a_node_that_cannot_start_ends_in_fatal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "local.db").write_text("this is not a database " * 10)
+    topo = write_topology(tmp_path / "t.yaml", free_port())
+    r = msgctl("up", "--home", str(home), "-t", str(topo), check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("msgctl: node.local failed to start: exited 2; gave up after 5 "
+                                "quick restarts; see 'msgctl logs node.local'")
+    st = json.loads(msgctl("status", "--json", "--home", str(home), check=False).stdout)
+    assert st["running"] is False
+    assert {x["state"] for x in st["runtimes"]} == {"FATAL"}
+    assert {x["restarts"] for x in st["runtimes"]} == {5}
+    logs = msgctl("logs", "node*", "--home", str(home)).stdout
+    assert "cannot open the store" in logs and "Traceback" not in logs
