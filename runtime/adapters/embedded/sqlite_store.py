@@ -88,7 +88,6 @@ class SqliteStore:
             self._tokens.setdefault(row[0], {})[row[1]] = PushToken(*row)
         self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = (
             queue.SimpleQueue())
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         self.commits = 0
@@ -197,9 +196,6 @@ class SqliteStore:
         row = self._read.execute("SELECT max(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
         return row[0] or 0
 
-    async def heads(self, convs: list[str]) -> dict[str, int]:
-        return {c: await self.head(c) for c in convs}
-
     async def messages(self, conv: str, after: int, limit: int) -> list[Message]:
         rows = self._read.execute(f"SELECT {_MSG_COLS} FROM messages WHERE conv=? AND seq>? "
                                   "ORDER BY seq LIMIT ?", (conv, after, limit)).fetchall()
@@ -214,9 +210,6 @@ class SqliteStore:
         row = self._read.execute("SELECT seq, prev FROM messages WHERE conv=? AND sender=? AND "
                                  "cid=?", (conv, sender, cid)).fetchone()
         return (row[0], row[1]) if row else None
-
-    def count_messages(self) -> int:
-        return self._read.execute("SELECT count(*) FROM messages").fetchone()[0]
 
     # -- state store ------------------------------------------------------
     async def device_state(self, user: str, device: str) -> DeviceState:
