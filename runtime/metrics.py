@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -45,3 +48,9 @@ class Metrics:
 
 
 METRICS = Metrics()
+
+
+@functools.cache
+def labelled(metric: Any, value: str) -> Any:
+    """A metric's child for one label value, resolved once (`labels()` locks and looks up)."""
+    return metric.labels(value)

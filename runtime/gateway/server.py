@@ -39,7 +39,7 @@ from runtime.core.errors import (
 )
 from runtime.core.ratelimit import TokenBucket
 from runtime.gateway.session import CLOSE_GRACE, Session, encode, msg_frame
-from runtime.metrics import METRICS
+from runtime.metrics import METRICS, labelled
 from runtime.ports import (
     Conversation,
     Event,
@@ -223,7 +223,7 @@ class Gateway:
                     fid = frame.id if frame.id is not None else _peek_id(data)
                     self._error(session, frame.code, frame.message, fid)
                     continue
-                METRICS.frames_in.labels(type(frame).__name__.lower()).inc()
+                labelled(METRICS.frames_in, type(frame).__name__.lower()).inc()
                 try:
                     await self._dispatch(session, frame)
                 except Exception:
@@ -281,7 +281,7 @@ class Gateway:
 
     def _error(self, session: Session, code: str, message: str, fid: str | None,
                **extra: Any) -> None:
-        METRICS.errors.labels(code).inc()
+        labelled(METRICS.errors, code).inc()
         frame: dict[str, Any] = {"t": "error", "code": code, "message": message, **extra}
         if fid is not None:
             frame["id"] = fid

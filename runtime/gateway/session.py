@@ -11,7 +11,6 @@ last ack, and the memory the server holds for it never grows past the bound.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from collections import deque
@@ -23,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from runtime.core.delivery import ConvStream, Entry, Offer
 from runtime.core.errors import CLOSE_TRY_AGAIN
-from runtime.metrics import METRICS
+from runtime.metrics import METRICS, labelled
 from runtime.ports import Message
 
 log = logging.getLogger("msgctl.gateway")
@@ -39,12 +38,6 @@ ReadPage = Callable[[str, int, int], Awaitable[list[Message]]]
 
 def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
-
-
-@functools.cache
-def _frames_out(t: str) -> Any:
-    # resolving a labelled child takes a lock and a lookup; do it once per frame type
-    return METRICS.frames_out.labels(t)
 
 
 def msg_frame(msg: Message) -> dict[str, Any]:
@@ -100,7 +93,7 @@ class Session:
             return False
         self.queued_bytes += len(text)
         self._push(text)
-        _frames_out(t).inc()
+        labelled(METRICS.frames_out, t).inc()
         return True
 
     def _push(self, item: str | tuple[int, str]) -> None:
