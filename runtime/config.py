@@ -27,6 +27,20 @@ class PresenceConfig:
 
 
 @dataclass
+class EnginesConfig:
+    """Where the cluster backends are (backend "cluster" only)."""
+
+    kafka_bootstrap: str = ""  # host:port[,host:port]
+    cassandra_hosts: list[str] = field(default_factory=list)
+    cassandra_port: int = 9042
+    cassandra_dc: str = ""  # the local data center (LOCAL_QUORUM is counted in it)
+    keyspace: str = "msgctl"
+    replication: dict[str, int] = field(default_factory=dict)  # data center -> replicas
+    redis_url: str = ""  # redis://host:port/db
+    partitions: int = 8  # of msg.ingress, msg.events and msg.seq-state
+
+
+@dataclass
 class NodeConfig:
     region: str
     host: str
@@ -40,6 +54,8 @@ class NodeConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     push_hide_body: bool = False
+    backend: str = "embedded"  # or "cluster": Cassandra, Kafka, Redis from `engines`
+    engines: EnginesConfig = field(default_factory=EnginesConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -49,7 +65,8 @@ class NodeConfig:
         raw = dict(raw)
         limits = LimitsConfig(**raw.pop("limits", {}))
         presence = PresenceConfig(**raw.pop("presence", {}))
-        return cls(limits=limits, presence=presence, **raw)
+        engines = EnginesConfig(**raw.pop("engines", {}))
+        return cls(limits=limits, presence=presence, engines=engines, **raw)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
