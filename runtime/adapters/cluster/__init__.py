@@ -1,0 +1,1 @@
+"""Cluster backends: Cassandra, Kafka and Redis adapters implementing `runtime.ports`."""

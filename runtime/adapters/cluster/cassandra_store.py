@@ -1,0 +1,449 @@
+"""Cassandra message store and state store of the cluster backend.
+
+Implements the MessageStore and StateStore ports with the semantics of the
+embedded SqliteStore (the shared contract suite in tests/contract runs
+against both). In cluster mode the durable log is Kafka; `upsert_messages` is
+the store writer's way in, idempotent so the writer may replay any batch.
+
+Every request is a prepared statement at LOCAL_QUORUM (LOCAL_SERIAL for the
+one lightweight transaction), routed token-aware within the local data
+center, and bridged to asyncio through the driver's callbacks: nothing here
+blocks the event loop except `connect`'s work, which runs in a thread.
+Requests are bounded by a timeout and failures of availability surface as
+`StoreUnavailable`, which callers map to the protocol's `unavailable` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
+
+from cassandra import (
+    ConsistencyLevel,
+    CoordinationFailure,
+    OperationTimedOut,
+    ReadTimeout,
+    Unavailable,
+    WriteTimeout,
+)
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    Session,
+)
+from cassandra.connection import ConnectionException
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import (
+    BatchStatement,
+    BatchType,
+    PreparedStatement,
+    dict_factory,
+    tuple_factory,
+)
+
+from runtime.adapters.cluster.cql_schema import (
+    DEFAULT_BUCKET_SIZE,
+    check_keyspace,
+    ensure_schema,
+)
+from runtime.config import EnginesConfig
+from runtime.core.watermarks import Watermark
+from runtime.ports import Conversation, DeviceState, Message, PushToken
+
+log = logging.getLogger("msgctl.store.cassandra")
+
+_LWT = "lwt"
+_MSG_COLS = "conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, media"
+# unlogged batches only ever hold one partition's rows (Cassandra skips its batch size
+# guard for those); these bound one request's size all the same
+_BATCH_ROWS = 100
+_BATCH_BYTES = 256 * 1024
+
+# errors that mean "the store cannot answer now", as opposed to a bad request
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout,
+    CoordinationFailure, ConnectionException,
+)
+
+
+class StoreUnavailable(Exception):
+    """Cassandra could not serve the request in time (down, partitioned, overloaded)."""
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        err = StoreUnavailable(f"cassandra unavailable: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    if fut.done():  # cancelled by the caller meanwhile
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(_wrap(result))
+    else:
+        fut.set_result(result)
+
+
+def _bucket(seq: int, size: int) -> int:
+    return seq // size
+
+
+def _row_to_message(row: Sequence[Any]) -> Message:
+    conv, seq, prev, mid, cid, sender, device, ts, kind, body, media = row
+    return Message(conv, seq, prev, mid, cid, sender, device, ts, kind, body,
+                   json.loads(media) if media else None)
+
+
+def _row_to_conversation(row: dict[str, Any]) -> Conversation:
+    return Conversation(row["conv"], tuple(row["members"] or ()), row["home"], row["title"],
+                        row["created_ts"] or 0)
+
+
+class CassandraStore:
+    """MessageStore + StateStore on Cassandra; use one per process, bound to one event loop."""
+
+    def __init__(self, hosts: list[str], port: int = 9042, keyspace: str = "msgctl",
+                 local_dc: str = "", replication: dict[str, int] | None = None,
+                 consistency: str = "LOCAL_QUORUM", *, request_timeout: float = 5.0,
+                 connect_timeout: float = 5.0, bucket_size: int | None = None,
+                 max_inflight: int = 256, create_schema: bool = True,
+                 protocol_version: int = 5) -> None:
+        if not hosts:
+            raise ValueError("CassandraStore needs at least one contact host")
+        self.hosts = list(hosts)
+        self.port = port
+        self.keyspace = check_keyspace(keyspace)
+        self.local_dc = local_dc
+        self.replication = dict(replication or ({local_dc: 1} if local_dc else {}))
+        self.consistency = ConsistencyLevel.name_to_value[consistency.upper()]
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._requested_bucket = bucket_size
+        self.bucket_size = bucket_size or DEFAULT_BUCKET_SIZE
+        self.max_inflight = max_inflight
+        self.create_schema = create_schema
+        # pinned: negotiating down from the driver's newest version costs reconnects and
+        # warnings; 5 is what Cassandra 4.0+ speaks
+        self.protocol_version = protocol_version
+        self._cluster: Cluster | None = None
+        self._session: Session | None = None
+        self._ps: dict[str, PreparedStatement] = {}
+        self._inflight: asyncio.Semaphore | None = None
+
+    @classmethod
+    def from_config(cls, engines: EnginesConfig, **kwargs: Any) -> CassandraStore:
+        return cls(engines.cassandra_hosts, engines.cassandra_port, engines.keyspace,
+                   engines.cassandra_dc, engines.replication, **kwargs)
+
+    # -- lifecycle --------------------------------------------------------
+    async def connect(self) -> None:
+        """Connect, create or migrate the schema, prepare the statements.
+
+        Raises StoreUnavailable when no host answers within the connect timeout.
+        """
+        self._inflight = asyncio.Semaphore(self.max_inflight)
+        loop = asyncio.get_running_loop()
+        # the driver bounds each contact attempt itself; this bounds the whole, schema included
+        budget = self.connect_timeout * (len(self.hosts) + 1) + 60
+        task = loop.run_in_executor(None, self._connect_blocking)
+        try:
+            await asyncio.wait_for(task, budget)
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"cassandra at {self._where()}: connect took over "
+                                   f"{budget:.0f}s") from exc
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"cassandra at {self._where()} unreachable: {exc}") from exc
+
+    def _where(self) -> str:
+        return ",".join(f"{h}:{self.port}" for h in self.hosts)
+
+    def _connect_blocking(self) -> None:
+        routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc or None))
+        default = ExecutionProfile(
+            load_balancing_policy=routing, consistency_level=self.consistency,
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=self.request_timeout, row_factory=tuple_factory)
+        # LWT results carry `[applied]` and the stored row: read them by name
+        lwt = ExecutionProfile(
+            load_balancing_policy=routing, consistency_level=self.consistency,
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=self.request_timeout, row_factory=dict_factory)
+        cluster = Cluster(
+            self.hosts, port=self.port, protocol_version=self.protocol_version,
+            execution_profiles={EXEC_PROFILE_DEFAULT: default, _LWT: lwt},
+            connect_timeout=self.connect_timeout,
+            control_connection_timeout=self.connect_timeout,
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
+            idle_heartbeat_interval=10, idle_heartbeat_timeout=self.request_timeout)
+        try:
+            session = cluster.connect()
+            if self.create_schema:
+                if not self.replication:
+                    raise ValueError("CassandraStore: replication (or local_dc) is needed to "
+                                     "create the keyspace")
+                ensure_schema(session, self.keyspace, self.replication)
+            self._session = session
+            self._cluster = cluster
+            self._prepare(session)
+            self._settle_bucket_size(session)
+        except BaseException:
+            self._session = None
+            self._cluster = None
+            cluster.shutdown()
+            raise
+
+    def _settle_bucket_size(self, session: Session) -> None:
+        ks = self.keyspace
+        row = session.execute(
+            f"INSERT INTO {ks}.store_settings (name, value) VALUES ('bucket_size', %s) "
+            "IF NOT EXISTS", (str(self.bucket_size),), execution_profile=_LWT).one()
+        stored = int(row["value"]) if not row["[applied]"] else self.bucket_size
+        if self._requested_bucket is not None and stored != self._requested_bucket:
+            raise ValueError(f"keyspace {ks} was created with bucket size {stored}, "
+                             f"not {self._requested_bucket}")
+        self.bucket_size = stored
+
+    def _prepare(self, session: Session) -> None:
+        ks = self.keyspace
+        queries = {
+            "ins_conv": f"INSERT INTO {ks}.conversations (conv, members, home, title, "
+                        "created_ts) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+            "sel_conv": f"SELECT conv, members, home, title, created_ts FROM {ks}.conversations "
+                        "WHERE conv = ?",
+            "ins_member": f"INSERT INTO {ks}.user_conversations (user, conv) VALUES (?, ?)",
+            "sel_convs_of": f"SELECT conv FROM {ks}.user_conversations WHERE user = ?",
+            "sel_head": f"SELECT head FROM {ks}.conv_heads WHERE conv = ?",
+            "set_head": f"INSERT INTO {ks}.conv_heads (conv, head) VALUES (?, ?) "
+                        "USING TIMESTAMP ?",
+            "ins_msg": f"INSERT INTO {ks}.messages (bucket, {_MSG_COLS}) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "sel_msgs": f"SELECT {_MSG_COLS} FROM {ks}.messages WHERE conv = ? AND bucket = ? "
+                        "AND seq > ? ORDER BY seq ASC LIMIT ?",
+            "sel_msg": f"SELECT {_MSG_COLS} FROM {ks}.messages WHERE conv = ? AND bucket = ? "
+                       "AND seq = ?",
+            "ins_cid": f"INSERT INTO {ks}.message_cids (conv, sender, cid, seq, prev) "
+                       "VALUES (?, ?, ?, ?, ?)",
+            "sel_cid": f"SELECT seq, prev FROM {ks}.message_cids WHERE conv = ? AND sender = ? "
+                       "AND cid = ?",
+            "sel_device": f"SELECT known, conv, acked FROM {ks}.device_cursors "
+                          "WHERE user = ? AND device = ?",
+            "ins_device": f"INSERT INTO {ks}.device_cursors (user, device, known, first_seen) "
+                          "VALUES (?, ?, true, ?)",
+            "set_cursor": f"INSERT INTO {ks}.device_cursors (user, device, conv, acked) "
+                          "VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+            "sel_mark": f"SELECT delivered, read FROM {ks}.watermarks WHERE user = ? AND conv = ?",
+            "set_delivered": f"INSERT INTO {ks}.watermarks (user, conv, delivered) "
+                             "VALUES (?, ?, ?) USING TIMESTAMP ?",
+            "set_read": f"INSERT INTO {ks}.watermarks (user, conv, read) VALUES (?, ?, ?) "
+                        "USING TIMESTAMP ?",
+            "ins_token": f"INSERT INTO {ks}.push_tokens (user, device, platform, push_token) "
+                         "VALUES (?, ?, ?, ?)",
+            "sel_tokens": f"SELECT user, device, platform, push_token FROM {ks}.push_tokens "
+                          "WHERE user = ?",
+        }
+        self._ps = {name: session.prepare(q) for name, q in queries.items()}
+
+    async def close(self) -> None:
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+    # -- the asyncio bridge -----------------------------------------------
+    async def _run(self, statement: Any, params: Any = None, profile: Any = None) -> list[Any]:
+        """Execute one statement; all pages' rows. Bounded in flight and in time."""
+        session = self._session
+        if session is None or self._inflight is None:
+            raise StoreUnavailable("cassandra store is not connected")
+        async with self._inflight:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[list[Any]] = loop.create_future()
+            rows: list[Any] = []
+            try:
+                rf: ResponseFuture = session.execute_async(
+                    statement, params, timeout=self.request_timeout,
+                    execution_profile=profile or EXEC_PROFILE_DEFAULT)
+            except Exception as exc:  # e.g. the session was shut down underneath
+                raise _wrap(exc) from exc
+
+            # both callbacks run on the driver's I/O thread
+            def on_page(page: Iterable[Any] | None) -> None:
+                try:
+                    rows.extend(page or ())  # writes have no rows
+                    if rf.has_more_pages:
+                        rf.start_fetching_next_page()
+                        return
+                except Exception as exc:  # unsettled, the caller would wait forever
+                    loop.call_soon_threadsafe(_settle, fut, exc)
+                    return
+                loop.call_soon_threadsafe(_settle, fut, rows)
+
+            def on_error(exc: BaseException) -> None:
+                loop.call_soon_threadsafe(_settle, fut, exc)
+
+            rf.add_callbacks(on_page, on_error)
+            return await fut
+
+    def _bind(self, name: str, params: Sequence[Any]) -> Any:
+        return self._ps[name].bind(params)
+
+    async def _all(self, requests: Iterable[Awaitable[Any]]) -> list[Any]:
+        """Await every request (none is left running), then raise the first failure."""
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    # -- store writer -----------------------------------------------------
+    async def upsert_messages(self, messages: list[Message]) -> None:
+        """Write messages, their cid index and the heads; replaying a batch changes nothing.
+
+        Heads are written only after every message of the batch is stored, so a head never
+        points past what a reader can fetch.
+        """
+        if not messages:
+            return
+        partitions: dict[tuple[str, int], list[Message]] = defaultdict(list)
+        heads: dict[str, int] = {}
+        for m in messages:
+            partitions[(m.conv, _bucket(m.seq, self.bucket_size))].append(m)
+            heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
+        requests: list[Awaitable[Any]] = []
+        for (_, bucket), group in partitions.items():
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            size = 0
+            for m in group:
+                media = json.dumps(m.media) if m.media is not None else None
+                if len(batch) >= _BATCH_ROWS or size >= _BATCH_BYTES:
+                    requests.append(self._run(batch))
+                    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                    size = 0
+                batch.add(self._ps["ins_msg"], (bucket, m.conv, m.seq, m.prev, m.mid, m.cid,
+                                                 m.sender, m.from_device, m.ts, m.kind, m.body,
+                                                 media))
+                size += len(m.body) + len(media or "") + 128
+                requests.append(self._run(self._bind(
+                    "ins_cid", (m.conv, m.sender, m.cid, m.seq, m.prev))))
+            requests.append(self._run(batch))
+        await self._all(requests)
+        await self._all(self._run(self._bind("set_head", (conv, head, head)))
+                        for conv, head in heads.items())
+
+    async def append(self, messages: list[Message]) -> None:
+        """The port's name for the writer (in the embedded family it is the durable log)."""
+        await self.upsert_messages(messages)
+
+    # -- message store ----------------------------------------------------
+    async def create_conversation(self, conv: Conversation) -> Conversation:
+        """Store `conv` unless the id exists; either way, return what is stored (first wins)."""
+        rows = await self._run(self._bind("ins_conv", (
+            conv.conv, list(conv.members), conv.home, conv.title, conv.created_ts)), profile=_LWT)
+        stored = conv if rows[0]["[applied]"] else _row_to_conversation(rows[0])
+        # also by the losers of a race: the membership rows get written even if the
+        # winner died between its insert and these
+        await self._all(self._run(self._bind("ins_member", (user, stored.conv)))
+                        for user in dict.fromkeys(stored.members))
+        return stored
+
+    async def get_conversation(self, conv: str) -> Conversation | None:
+        rows = await self._run(self._bind("sel_conv", (conv,)))
+        if not rows:
+            return None
+        conv_id, members, home, title, created_ts = rows[0]
+        return Conversation(conv_id, tuple(members or ()), home, title, created_ts or 0)
+
+    async def conversations_of(self, user: str) -> list[str]:
+        return [row[0] for row in await self._run(self._bind("sel_convs_of", (user,)))]
+
+    async def head(self, conv: str) -> int:
+        rows = await self._run(self._bind("sel_head", (conv,)))
+        return rows[0][0] if rows and rows[0][0] is not None else 0
+
+    async def messages(self, conv: str, after: int, limit: int) -> list[Message]:
+        """Messages with seq > after, ascending, at most `limit`, walking the buckets."""
+        out: list[Message] = []
+        if limit <= 0:
+            return out
+        after = max(after, 0)
+        bucket = _bucket(after + 1, self.bucket_size)
+        last_bucket: int | None = None  # read only when the walk leaves the first bucket
+        while len(out) < limit:
+            rows = await self._run(self._bind("sel_msgs", (conv, bucket, after,
+                                                           limit - len(out))))
+            out.extend(_row_to_message(r) for r in rows)
+            if len(out) >= limit:
+                break
+            if last_bucket is None:
+                last_bucket = _bucket(await self.head(conv), self.bucket_size)
+            if bucket >= last_bucket:
+                break
+            bucket += 1
+        return out
+
+    async def message(self, conv: str, seq: int) -> Message | None:
+        rows = await self._run(self._bind("sel_msg", (conv, _bucket(seq, self.bucket_size),
+                                                      seq)))
+        return _row_to_message(rows[0]) if rows else None
+
+    async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None:
+        rows = await self._run(self._bind("sel_cid", (conv, sender, cid)))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # -- state store ------------------------------------------------------
+    async def device_state(self, user: str, device: str) -> DeviceState:
+        rows = await self._run(self._bind("sel_device", (user, device)))
+        known = any(bool(r[0]) for r in rows)
+        # a partition with only its static row yields one row whose conv is null
+        cursors = {r[1]: r[2] for r in rows if r[1] is not None and r[2] is not None}
+        return DeviceState(known, cursors)
+
+    async def register_device(self, user: str, device: str, baseline: dict[str, int]) -> None:
+        """Mark the device known with `baseline` cursors; existing cursors are kept."""
+        state = await self.device_state(user, device)
+        await self._all(self._run(self._bind("set_cursor", (user, device, conv, s, max(s, 0))))
+                        for conv, s in baseline.items() if conv not in state.cursors)
+        # known last: a device that failed half-way registers again instead of being
+        # known without its baseline
+        if not state.known:
+            await self._run(self._bind("ins_device", (user, device, int(time.time()))))
+
+    async def set_cursor(self, user: str, device: str, conv: str, acked: int) -> None:
+        # the value is the write timestamp: an older ack, replayed or late, loses
+        await self._run(self._bind("set_cursor", (user, device, conv, acked, max(acked, 0))))
+
+    async def watermark(self, user: str, conv: str) -> Watermark:
+        rows = await self._run(self._bind("sel_mark", (user, conv)))
+        if not rows:
+            return Watermark()
+        return Watermark(rows[0][0] or 0, rows[0][1] or 0)
+
+    async def set_watermark(self, user: str, conv: str, mark: Watermark) -> None:
+        # one partition, so the batch is applied atomically; each register keeps its max
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batch.add(self._ps["set_delivered"], (user, conv, mark.delivered, max(mark.delivered, 0)))
+        batch.add(self._ps["set_read"], (user, conv, mark.read, max(mark.read, 0)))
+        await self._run(batch)
+
+    async def set_push_token(self, token: PushToken) -> None:
+        await self._run(self._bind("ins_token", (token.user, token.device, token.platform,
+                                                 token.token)))
+
+    async def push_tokens(self, users: list[str]) -> list[PushToken]:
+        per_user = await self._all(self._run(self._bind("sel_tokens", (u,)))
+                                   for u in dict.fromkeys(users))
+        return [PushToken(*row) for rows in per_user for row in rows]
