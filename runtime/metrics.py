@@ -41,6 +41,8 @@ class Metrics:
         self.push = Counter("msgctl_push", "Push notifications by outcome", ["outcome"],
                             registry=r)
         self.push_queue = Gauge("msgctl_push_queue", "Push notifications waiting", registry=r)
+        self.routed = Counter("msgctl_routed_events", "Events handed to gateways by the router",
+                              registry=r)
         self.presence_online = Gauge("msgctl_presence_online", "Users online", registry=r)
 
     def render(self) -> bytes:

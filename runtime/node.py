@@ -32,8 +32,9 @@ from runtime.push import PushService
 from runtime.sequencer import Conversations, Ingest, Receipts, Router
 
 LOGGERS = {
-    "gateway": ["msgctl.gateway", "websockets"],
-    "sequencer": ["msgctl.sequencer", "msgctl.store", "msgctl.eventlog"],
+    "gateway": ["msgctl.gateway", "websockets", "msgctl.directory"],
+    "sequencer": ["msgctl.sequencer", "msgctl.store", "msgctl.eventlog", "msgctl.router",
+                  "msgctl.cassandra"],
     "presence": ["msgctl.presence"],
     "push": ["msgctl.push"],
 }
@@ -60,7 +61,9 @@ def setup_logging(config: NodeConfig) -> None:
     for runtime, names in LOGGERS.items():
         if runtime not in config.runtimes:
             continue
-        handler = logging.FileHandler(log_dir / f"{runtime}.{config.region}.log")
+        # two gateway processes of a region each keep their own file
+        name = config.gateway_id if runtime == "gateway" else runtime
+        handler = logging.FileHandler(log_dir / f"{name}.{config.region}.log")
         handler.setFormatter(JsonFormatter(runtime, config.region))
         for name in names:
             lg = logging.getLogger(name)
@@ -140,7 +143,41 @@ class Node:
         await self.store.close()
 
 
+async def run_cluster(config: NodeConfig) -> int:
+    from runtime.cluster_node import ClusterNode
+
+    node = ClusterNode(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started = asyncio.create_task(node.start())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({started, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():  # asked to stop while still starting
+        started.cancel()
+        await asyncio.gather(started, return_exceptions=True)
+        await node.stop()
+        return 0
+    waiter.cancel()
+    exc = started.exception()
+    if exc is not None:
+        # an engine is not there (yet): one line, and the supervisor retries with backoff
+        what = ", ".join(config.runtimes)
+        logging.getLogger(f"msgctl.{config.runtimes[0]}").error("cannot start %s: %s", what,
+                                                               exc)
+        print(f"cannot start {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await node.stop()
+        return 2
+    await stop.wait()
+    logging.getLogger(f"msgctl.{config.runtimes[0]}").info("stopping")
+    await node.stop()
+    return 0
+
+
 async def run(config: NodeConfig) -> int:
+    if config.backend == "cluster":
+        return await run_cluster(config)
     try:
         node = Node(config)
     except (sqlite3.Error, OSError) as exc:

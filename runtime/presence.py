@@ -56,7 +56,7 @@ class PresenceService:
         self._emit(self.tracker.disconnect(user, session, self.clock()))
         self._wake.set()
 
-    def watch(self, session: str, users: tuple[str, ...]) -> list[PresenceState]:
+    async def watch(self, session: str, users: tuple[str, ...]) -> list[PresenceState]:
         return self.tracker.watch(session, users)
 
     def _emit(self, changes: list[Change]) -> None:

@@ -76,7 +76,7 @@ class PushService:
         for token in await self.state.push_tokens(list(conv.members)):
             if token.user == msg.sender and token.device == msg.from_device:
                 continue
-            if self.directory.device_online(token.user, token.device):
+            if await self.directory.device_online(token.user, token.device):
                 continue
             mark = await self.marks(token.user, msg.conv)
             payload = {

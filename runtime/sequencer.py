@@ -344,5 +344,5 @@ class Router:
         members = list(conv.members)
         if isinstance(event, TypingEvent):
             members = [m for m in members if m != event.user]
-        for gateway, users in self.directory.gateways_of(members).items():
+        for gateway, users in (await self.directory.gateways_of(members)).items():
             self.dispatch(gateway, event, users)

@@ -80,6 +80,10 @@ class SequencerState:
         """True when `known` is authoritative for `conv` (no store lookup needed)."""
         return conv in self._complete
 
+    def mark_complete(self, conv: str) -> None:
+        """Every cid of `conv` is in the cache (a restored snapshot that covers it all)."""
+        self._complete.add(conv)
+
     def head(self, conv: str) -> int:
         return self.heads.get(conv, 0)
 

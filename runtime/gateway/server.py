@@ -322,7 +322,7 @@ class Gateway:
             case f.Create():
                 await self._create(s, frame)
             case f.Watch():
-                for state in self.presence.watch(s.id, frame.users):
+                for state in await self.presence.watch(s.id, frame.users):
                     self._reply(s, presence_frame(state), frame.id)
             case f.Typing():
                 if await self._member_conv(s, frame.conv, frame.id):

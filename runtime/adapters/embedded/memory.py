@@ -54,7 +54,7 @@ class MemoryDirectory:
         if not devices:
             del self._users[user]
 
-    def gateways_of(self, users: list[str]) -> dict[str, list[str]]:
+    async def gateways_of(self, users: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = defaultdict(list)
         for user in users:
             gateways = {g for s in self._users.get(user, {}).values() for g in s.values()}
@@ -62,7 +62,7 @@ class MemoryDirectory:
                 out[g].append(user)
         return dict(out)
 
-    def device_online(self, user: str, device: str) -> bool:
+    async def device_online(self, user: str, device: str) -> bool:
         return bool(self._users.get(user, {}).get(device))
 
     def session_count(self) -> int:

@@ -1,0 +1,304 @@
+"""What a cluster gateway process uses in place of the in-process runtimes.
+
+The gateway code is the same for both families; here are the cluster objects
+it talks to: `ClusterIngest` (a send goes to `msg.ingress`, its future
+resolves when the router hands back the sequenced message: durable, since the
+router reads only committed events), `ClusterReceipts` (device cursors in
+Cassandra, acks and reads to the sequencer, which owns the watermarks),
+`KafkaTypingLog` (typing straight to `msg.events`), `PresenceClient`
+(sessions, heartbeats and watches to the presence runtime over Redis), and
+`GatewayLink`, which takes this gateway's channel and feeds it all back in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from runtime.adapters.cluster import envelopes as env
+from runtime.adapters.cluster.kafka import EVENTS, INGRESS, AsyncProducer
+from runtime.adapters.cluster.redis_bus import (
+    PRESENCE_IN,
+    PRESENCE_RESYNC,
+    RedisDirectory,
+    Subscriber,
+    gateway_channel,
+    publish,
+)
+from runtime.core.presence import PresenceState
+from runtime.ports import DeviceState, Event, Message, MessageStore, StateStore, TypingEvent
+from runtime.sequencer import Unavailable
+
+log = logging.getLogger("msgctl.gateway")
+
+SEND_TIMEOUT = 10.0  # seconds a send waits for its seq before the client is told to retry
+
+
+class ClusterIngest:
+    def __init__(self, producer: AsyncProducer, store: MessageStore, gateway: str) -> None:
+        self.producer = producer
+        self.store = store
+        self.gateway = gateway
+        self._pending: dict[tuple[str, str, str], list[asyncio.Future[Message]]] = {}
+        self._heads: dict[str, int] = {}
+        self.ready = True
+
+    def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
+               media: dict[str, Any] | None) -> asyncio.Future[Message]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+        key = (conv, sender, cid)
+        self._pending.setdefault(key, []).append(fut)
+        record = env.send_request(conv, cid, sender, device, kind, body, media, self.gateway,
+                                  int(time.time() * 1000))
+        sent = self.producer.send(INGRESS, conv.encode(), record)
+
+        def produced(done: asyncio.Future[None]) -> None:
+            exc = done.exception() if not done.cancelled() else None
+            if exc is not None:
+                self._fail(key, fut, Unavailable(f"event log unavailable: {exc}"))
+
+        sent.add_done_callback(produced)
+        timer = loop.call_later(SEND_TIMEOUT, self._fail, key, fut,
+                                Unavailable("timed out waiting for the sequencer"))
+        fut.add_done_callback(lambda _f: timer.cancel())
+        return fut
+
+    def _fail(self, key: tuple[str, str, str], fut: asyncio.Future[Message],
+              exc: Exception) -> None:
+        waiting = self._pending.get(key)
+        if waiting is not None and fut in waiting:
+            waiting.remove(fut)
+            if not waiting:
+                del self._pending[key]
+        if not fut.done():
+            fut.set_exception(exc)
+
+    def resolve(self, msg: Message) -> None:
+        self.note_head(msg.conv, msg.seq)
+        for fut in self._pending.pop((msg.conv, msg.sender, msg.cid), ()):
+            if not fut.done():
+                fut.set_result(msg)
+
+    def note_head(self, conv: str, seq: int) -> None:
+        if seq > self._heads.get(conv, 0):
+            self._heads[conv] = seq
+
+    async def head(self, conv: str) -> int:
+        # the store's head, or newer if this gateway already routed a newer message
+        stored = await self.store.head(conv)
+        return max(stored, self._heads.get(conv, 0))
+
+
+class ClusterReceipts:
+    """Cursors per device (written here, batched) and acks/reads sent to the sequencer."""
+
+    def __init__(self, producer: AsyncProducer, state: StateStore, ingest: ClusterIngest) -> None:
+        self.producer = producer
+        self.state = state
+        self.ingest = ingest
+        self._cursors: dict[tuple[str, str], dict[str, int]] = {}
+        self._dirty: dict[tuple[str, str, str], int] = {}
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def device_cursors(self, user: str, device: str) -> DeviceState:
+        state = await self.state.device_state(user, device)
+        for conv, acked in self._cursors.get((user, device), {}).items():
+            state.cursors[conv] = max(state.cursors.get(conv, 0), acked)
+        return state
+
+    async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
+        acked = max(0, min(seq, await self.ingest.head(conv)))
+        cursors = self._cursors.setdefault((user, device), {})
+        if acked > cursors.get(conv, 0):
+            cursors[conv] = acked
+            key = (user, device, conv)
+            self._dirty[key] = max(self._dirty.get(key, 0), acked)
+            if self._flush_at is None:
+                self._flush_at = asyncio.get_running_loop().call_later(0.025, self._flush)
+        await self._forward("ack", user, device, conv, seq)
+
+    async def read(self, user: str, device: str, conv: str, seq: int) -> None:
+        await self._forward("read", user, device, conv, seq)
+
+    async def _forward(self, kind: str, user: str, device: str, conv: str, seq: int) -> None:
+        try:
+            await self.producer.send(INGRESS, conv.encode(),
+                                     env.mark_request(kind, conv, user, device, seq))
+        except Exception as exc:
+            # receipts are cumulative: the device's next ack carries this one too
+            log.warning("%s for %s/%s not forwarded: %s", kind, conv, user, exc)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        dirty, self._dirty = self._dirty, {}
+        task = asyncio.get_running_loop().create_task(self._persist(dirty))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _persist(self, dirty: dict[tuple[str, str, str], int]) -> None:
+        try:
+            await asyncio.gather(*(self.state.set_cursor(u, d, c, s)
+                                   for (u, d, c), s in dirty.items()))
+        except Exception as exc:
+            log.warning("%d cursors not stored yet: %s", len(dirty), exc)
+            for key, seq in dirty.items():  # written with the next flush
+                self._dirty[key] = max(self._dirty.get(key, 0), seq)
+
+    async def flush(self) -> None:
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    async def marks(self, user: str, conv: str) -> Any:
+        return await self.state.watermark(user, conv)
+
+
+class KafkaTypingLog:
+    """The gateway's `event_log`: only typing is published from here."""
+
+    def __init__(self, producer: AsyncProducer) -> None:
+        self.producer = producer
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, TypingEvent):
+            fut = self.producer.send(EVENTS, event.conv.encode(), env.typing_event(event))
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class PresenceClient:
+    """Reports sessions to the presence runtime; heartbeats are thinned per session."""
+
+    def __init__(self, redis: Any, region: str, gateway: str, heartbeat_s: float) -> None:
+        self.redis = redis
+        self.region = region
+        self.gateway = gateway
+        self.every = heartbeat_s / 3
+        self._sessions: dict[str, str] = {}  # session -> user
+        self._watching: dict[str, tuple[str, ...]] = {}
+        self._last: dict[str, float] = {}
+        self._replies: dict[str, asyncio.Future[list[PresenceState]]] = {}
+        self._rids = itertools.count()
+        self._prefix = uuid.uuid4().hex[:8]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.ready = True
+
+    def _send(self, payload: dict[str, Any]) -> None:
+        payload["gw"] = self.gateway
+        task = asyncio.get_running_loop().create_task(self._publish(payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, payload: dict[str, Any]) -> None:
+        try:
+            await publish(self.redis, PRESENCE_IN, payload)
+        except Exception as exc:  # presence is soft state: the next resync repairs it
+            log.debug("presence report lost: %s", exc)
+
+    def connect(self, user: str, session: str) -> None:
+        self._sessions[session] = user
+        self._last[session] = time.monotonic()
+        self._send({"op": "connect", "user": user, "session": session})
+
+    def heartbeat(self, user: str, session: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(session, 0.0) < self.every:
+            return
+        self._last[session] = now
+        self._send({"op": "heartbeat", "user": user, "session": session})
+
+    def disconnect(self, user: str, session: str) -> None:
+        self._sessions.pop(session, None)
+        self._watching.pop(session, None)
+        self._last.pop(session, None)
+        self._send({"op": "disconnect", "user": user, "session": session})
+
+    async def watch(self, session: str, users: tuple[str, ...]) -> list[PresenceState]:
+        self._watching[session] = users
+        rid = f"{self._prefix}{next(self._rids):x}"
+        fut: asyncio.Future[list[PresenceState]] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = fut
+        self._send({"op": "watch", "session": session, "users": list(users), "rid": rid})
+        try:
+            return await asyncio.wait_for(fut, 3.0)
+        except TimeoutError:
+            return [PresenceState(u, False, 0.0) for u in dict.fromkeys(users)]
+        finally:
+            self._replies.pop(rid, None)
+
+    def on_reply(self, rid: str, states: list[dict[str, Any]]) -> None:
+        fut = self._replies.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_result([PresenceState(s["user"], s["state"] == "online",
+                                          s["last_active"] / 1000) for s in states])
+
+    def resync(self) -> None:
+        for session, user in list(self._sessions.items()):
+            self._send({"op": "connect", "user": user, "session": session})
+        for session, users in list(self._watching.items()):
+            self._send({"op": "watch", "session": session, "users": list(users), "rid": ""})
+
+
+class GatewayLink:
+    """This gateway's channel: routed events, send answers, presence changes and replies."""
+
+    def __init__(self, redis: Any, region: str, gateway_id: str, ingest: ClusterIngest,
+                 presence: PresenceClient, directory: RedisDirectory,
+                 deliver: Callable[[Event, list[str]], None],
+                 notify_presence: Callable[[frozenset[str], PresenceState], None]) -> None:
+        self.ingest = ingest
+        self.presence = presence
+        self.directory = directory
+        self.deliver = deliver
+        self.notify_presence = notify_presence
+        self.subscriber = Subscriber(redis, [gateway_channel(region, gateway_id), PRESENCE_RESYNC],
+                                     self.handle, self._reconnected)
+
+    async def start(self) -> None:
+        await self.subscriber.start()
+
+    async def stop(self) -> None:
+        await self.subscriber.stop()
+
+    async def _reconnected(self) -> None:
+        # Redis restarted or the link dropped: what it knew of us may be gone
+        await self.directory.refresh()
+        self.presence.resync()
+
+    def handle(self, channel: str, payload: dict[str, Any]) -> None:
+        if channel == PRESENCE_RESYNC:
+            self.presence.resync()
+            return
+        kind = payload.get("t")
+        if kind == "events":
+            for item in payload["events"]:
+                self._event(item["e"], item.get("users", []))
+        elif kind == "presence":
+            s = payload["state"]
+            state = PresenceState(s["user"], s["state"] == "online", s["last_active"] / 1000)
+            self.notify_presence(frozenset(payload["sessions"]), state)
+        elif kind == "watch_reply":
+            self.presence.on_reply(payload["rid"], payload["states"])
+
+    def _event(self, e: dict[str, Any], users: list[str]) -> None:
+        kind = e.get("t")
+        if kind == "dup":
+            m = e.get("m")
+            if m is not None:
+                self.ingest.resolve(env.message_from_dict(m))
+            return
+        event = env.event_from_dict(e)
+        if event is None:
+            return
+        if isinstance(event, Message):
+            self.ingest.resolve(event)
+        if users:
+            self.deliver(event, users)

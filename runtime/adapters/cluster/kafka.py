@@ -1,0 +1,120 @@
+"""Kafka plumbing for the cluster family: topics, client settings, asyncio bridges.
+
+confluent-kafka's calls block, so each client gets one worker thread: calls on a
+client stay serialized (librdkafka's transactional API wants that) and the
+event loop never waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger("msgctl.eventlog")
+
+INGRESS = "msg.ingress"
+EVENTS = "msg.events"
+SEQ_STATE = "msg.seq-state"
+
+T = TypeVar("T")
+
+
+def common(bootstrap: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "client.dns.lookup": "use_all_dns_ips",
+            "socket.keepalive.enable": True, "reconnect.backoff.max.ms": 2000}
+
+
+def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> list[str]:
+    """Create the event topics if missing (explicit partitions); returns those created."""
+    admin = AdminClient(common(bootstrap))
+    meta = admin.list_topics(timeout=timeout)
+    replicas = max(1, min(3, len(meta.brokers)))
+    wanted = {
+        INGRESS: {"retention.ms": str(7 * 86_400_000)},
+        EVENTS: {"retention.ms": str(7 * 86_400_000)},
+        # the sequencer's state: only the newest record per key matters
+        SEQ_STATE: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                    "segment.ms": "600000"},
+    }
+    if replicas > 1:
+        for conf in wanted.values():
+            conf["min.insync.replicas"] = "2"
+    missing = [NewTopic(name, num_partitions=partitions, replication_factor=replicas, config=conf)
+               for name, conf in wanted.items() if name not in meta.topics]
+    created: list[str] = []
+    if not missing:
+        return created
+    for name, fut in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+class Worker:
+    """One thread that runs a client's blocking calls in order."""
+
+    def __init__(self, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class AsyncProducer:
+    """A plain (non-transactional) idempotent producer with acks=all; `send` awaits the ack."""
+
+    def __init__(self, bootstrap: str, *, linger_ms: int = 1, timeout_ms: int = 8000) -> None:
+        self._producer = Producer(common(bootstrap) | {
+            "enable.idempotence": True, "acks": "all", "linger.ms": linger_ms,
+            "compression.type": "lz4", "message.timeout.ms": timeout_ms,
+        })
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(err: KafkaError | None, _msg: Any) -> None:
+            loop.call_soon_threadsafe(_settle, fut, err)
+
+        try:
+            self._producer.produce(topic, value, key, on_delivery=done)
+        except BufferError as exc:
+            fut.set_exception(exc)
+        except KafkaException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(1.0)
+
+
+def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(KafkaException(err))

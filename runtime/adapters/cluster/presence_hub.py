@@ -1,0 +1,99 @@
+"""The presence runtime of a cluster region: one process, fed by every gateway over Redis.
+
+Gateways report connects, heartbeats, disconnects and watches on
+`presence.in`; the pure tracker decides, and each change goes to the gateways
+whose sessions watch that user. On start (and after Redis comes back) it asks
+all gateways to report again, since its state lives only in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from runtime.adapters.cluster.redis_bus import (
+    PRESENCE_IN,
+    PRESENCE_RESYNC,
+    Subscriber,
+    gateway_channel,
+    publish,
+)
+from runtime.core.presence import PresenceState
+from runtime.presence import PresenceService, presence_frame
+
+log = logging.getLogger("msgctl.presence")
+
+
+class PresenceHub:
+    def __init__(self, redis: Any, region: str, *, ttl: float, grace: float) -> None:
+        self.redis = redis
+        self.region = region
+        self.service = PresenceService(self._notify, ttl=ttl, grace=grace)
+        self.session_gateway: dict[str, str] = {}
+        self.subscriber = Subscriber(redis, [PRESENCE_IN], self.handle, self._resync)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self.service.ready and self.subscriber.connected.is_set()
+
+    async def start(self) -> None:
+        await self.service.start()
+        await self.subscriber.start()
+        await self._resync()
+
+    async def stop(self) -> None:
+        await self.subscriber.stop()
+        await self.service.stop()
+
+    async def _resync(self) -> None:
+        await publish(self.redis, PRESENCE_RESYNC, {"t": "resync"})
+
+    def handle(self, _channel: str, p: dict[str, Any]) -> None:
+        op = p.get("op")
+        gw = str(p.get("gw", ""))
+        session = str(p.get("session", ""))
+        if op == "connect":
+            self.session_gateway[session] = gw
+            self.service.connect(str(p["user"]), session)
+        elif op == "heartbeat":
+            self.session_gateway.setdefault(session, gw)
+            self.service.heartbeat(str(p["user"]), session)
+        elif op == "disconnect":
+            self.service.disconnect(str(p["user"]), session)
+            self.session_gateway.pop(session, None)
+        elif op == "watch":
+            self.session_gateway.setdefault(session, gw)
+            states = self.service.tracker.watch(session, [str(u) for u in p.get("users", [])])
+            if p.get("rid"):
+                self._publish(gw, {"t": "watch_reply", "rid": p["rid"],
+                                   "states": [_state(s) for s in states]})
+        else:
+            log.warning("unknown presence report %r", op)
+
+    def _notify(self, watchers: frozenset[str], state: PresenceState) -> None:
+        by_gateway: dict[str, list[str]] = defaultdict(list)
+        for session in watchers:
+            gw = self.session_gateway.get(session)
+            if gw:
+                by_gateway[gw].append(session)
+        for gw, sessions in by_gateway.items():
+            self._publish(gw, {"t": "presence", "sessions": sessions, "state": _state(state)})
+
+    def _publish(self, gw: str, payload: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(
+            publish(self.redis, gateway_channel(self.region, gw), payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("presence change not published: %s", task.exception())
+
+
+def _state(s: PresenceState) -> dict[str, Any]:
+    frame = presence_frame(s)
+    return {"user": frame["user"], "state": frame["state"], "last_active": frame["last_active"]}

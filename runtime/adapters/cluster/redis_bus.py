@@ -1,0 +1,191 @@
+"""Redis for the cluster family: the session directory and the delivery channels.
+
+Directory: one hash per user, ``sessions:{user}`` with ``{device}|{session}``
+-> gateway id, refreshed by each gateway and expiring on its own when a
+gateway dies. Channels: ``gw:{region}:{gateway}`` carries events to one
+gateway, ``presence.in`` carries session/heartbeat/watch reports to the
+presence runtime, ``presence.resync`` asks every gateway to report again
+(after the presence runtime or Redis restarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from runtime.adapters.cluster import envelopes as env
+
+log = logging.getLogger("msgctl.directory")
+
+SESSION_TTL = 30  # seconds; gateways refresh every SESSION_TTL / 3
+PRESENCE_IN = "presence.in"
+PRESENCE_RESYNC = "presence.resync"
+
+
+def gateway_channel(region: str, gateway: str) -> str:
+    return f"gw:{region}:{gateway}"
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
+                                   health_check_interval=10, retry_on_timeout=False)
+
+
+class RedisDirectory:
+    """The SessionDirectory port on Redis. Writes are queued and applied in order."""
+
+    def __init__(self, client: aioredis.Redis, gateway: str = "") -> None:
+        self.redis = client
+        self.gateway = gateway
+        self._local: dict[tuple[str, str, str], str] = {}  # this gateway's own sessions
+        self._ops: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="directory")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        # a clean stop removes this gateway's sessions at once instead of waiting for the TTL
+        with contextlib.suppress(RedisError, OSError):
+            pipe = self.redis.pipeline(transaction=False)
+            for (user, device, session) in self._local:
+                pipe.hdel(f"sessions:{user}", f"{device}|{session}")
+            await pipe.execute()
+
+    def register(self, user: str, device: str, session: str, gateway: str) -> None:
+        self._local[(user, device, session)] = gateway
+        self._ops.put_nowait(("set", user, device, session))
+
+    def unregister(self, user: str, device: str, session: str) -> None:
+        self._local.pop((user, device, session), None)
+        self._ops.put_nowait(("del", user, device, session))
+
+    async def _run(self) -> None:
+        refresh_every = SESSION_TTL / 3
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time() + refresh_every
+        while True:
+            try:
+                timeout = max(0.0, next_refresh - loop.time())
+                with contextlib.suppress(TimeoutError):
+                    op = await asyncio.wait_for(self._ops.get(), timeout)
+                    batch = [op]
+                    while not self._ops.empty() and len(batch) < 500:
+                        batch.append(self._ops.get_nowait())
+                    await self._apply(batch)
+                if loop.time() >= next_refresh:
+                    await self.refresh()
+                    next_refresh = loop.time() + refresh_every
+            except (RedisError, OSError) as exc:
+                # Redis is away: keep the local truth, write it all again once it is back
+                log.warning("session directory write failed (%s); re-registering on reconnect",
+                            exc)
+                await asyncio.sleep(1.0)
+                next_refresh = loop.time()
+
+    async def _apply(self, batch: list[tuple[str, str, str, str]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for kind, user, device, session in batch:
+            key = f"sessions:{user}"
+            if kind == "set":
+                pipe.hset(key, f"{device}|{session}", self._local.get((user, device, session),
+                                                                     self.gateway))
+                pipe.expire(key, SESSION_TTL)
+            else:
+                pipe.hdel(key, f"{device}|{session}")
+        await pipe.execute()
+
+    async def refresh(self) -> None:
+        """Write every local session again (periodically, and after Redis came back)."""
+        items = list(self._local.items())
+        for i in range(0, len(items), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            for (user, device, session), gateway in items[i:i + 500]:
+                key = f"sessions:{user}"
+                pipe.hset(key, f"{device}|{session}", gateway)
+                pipe.expire(key, SESSION_TTL)
+            await pipe.execute()
+
+    async def gateways_of(self, users: list[str]) -> dict[str, list[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hvals(f"sessions:{user}")
+        out: dict[str, list[str]] = defaultdict(list)
+        for user, gateways in zip(users, await pipe.execute(), strict=True):
+            for g in {v.decode() if isinstance(v, bytes) else v for v in gateways}:
+                out[g].append(user)
+        return dict(out)
+
+    async def device_online(self, user: str, device: str) -> bool:
+        fields = await self.redis.hkeys(f"sessions:{user}")
+        prefix = f"{device}|"
+        return any((k.decode() if isinstance(k, bytes) else k).startswith(prefix) for k in fields)
+
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+
+
+class Subscriber:
+    """Listens on channels, reconnecting with backoff; `on_reconnect` runs after each return."""
+
+    def __init__(self, client: aioredis.Redis, channels: list[str], handler: Handler,
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.redis = client
+        self.channels = channels
+        self.handler = handler
+        self.on_reconnect = on_reconnect
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="subscriber")
+        await asyncio.wait_for(self.connected.wait(), 30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*self.channels)
+                self.connected.set()
+                if not first and self.on_reconnect is not None:
+                    await self.on_reconnect()
+                first = False
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    channel = msg["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    try:
+                        res = self.handler(channel, env.loads(msg["data"]))
+                        if res is not None:
+                            await res
+                    except Exception:
+                        log.exception("handling a message on %s failed", channel)
+            except (RedisError, OSError) as exc:
+                self.connected.clear()
+                log.warning("redis subscription lost (%s); reconnecting", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+
+async def publish(client: aioredis.Redis, channel: str, payload: dict[str, Any]) -> None:
+    await client.publish(channel, env.dumps(payload))

@@ -1,0 +1,290 @@
+"""The cluster sequencer: Kafka exactly-once read-process-write (DESIGN.md section 4).
+
+The owner of `msg.ingress` consumes a batch of requests (read_committed), asks
+the pure `SequencerState` for seqs and the watermark rules for receipts, and
+in ONE transaction produces the results to `msg.events`, the changed
+per-conversation snapshots to the compacted `msg.seq-state`, and commits its
+input offsets. The in-memory state changes only after the commit. A new owner
+restores the state from `msg.seq-state` before it processes anything; a zombie
+is fenced by `init_transactions` (same transactional id, higher epoch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from runtime.adapters.cluster import envelopes as env
+from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE, Worker, common
+from runtime.core.seqsnapshot import SnapshotBook, head_key, marks_key, parse_key
+from runtime.core.sequencing import SendRequest, SequencerState
+from runtime.core.watermarks import Watermark, apply_ack, apply_read
+from runtime.metrics import METRICS
+from runtime.ports import Message, MessageStore, Receipt, StateStore
+
+log = logging.getLogger("msgctl.sequencer")
+
+MAX_BATCH = 500
+
+
+def sender_key(sender: str, cid: str) -> str:
+    # the same key the embedded ingest uses: (sender, cid) pairs never collide
+    return f"{len(sender)}:{sender}{cid}"
+
+
+class KafkaSequencer:
+    def __init__(self, bootstrap: str, region: str, store: MessageStore, state: StateStore,
+                 *, group: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.region = region
+        self.store = store
+        self.marks_store = state
+        self.group = group or f"msgctl-sequencer-{region}"
+        self.state = SequencerState()
+        self.book = SnapshotBook()
+        self.marks: dict[tuple[str, str], Watermark] = {}
+        self.worker = Worker("sequencer-kafka")
+        self.producer: Producer | None = None
+        self.consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._mid_prefix = uuid.uuid4().hex[:16]
+        self._mids = 0
+        self.ready = False
+        self.failed: BaseException | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        self.producer = Producer(common(self.bootstrap) | {
+            "transactional.id": f"msgctl-sequencer-{self.region}",
+            "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+            "compression.type": "lz4", "transaction.timeout.ms": 60_000,
+        })
+        # fences any older instance and aborts its open transaction
+        await self.worker.run(self.producer.init_transactions, 60)
+        t0 = time.monotonic()
+        count = await self.worker.run(self._restore)
+        log.info("restored %d seq-state records (%d conversations) in %.2fs", count,
+                 len(self.state.heads), time.monotonic() - t0)
+        self.consumer = Consumer(common(self.bootstrap) | {
+            "group.id": self.group, "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5, "session.timeout.ms": 10_000,
+        })
+        self.consumer.subscribe([INGRESS])
+        self._task = asyncio.create_task(self._run(), name="sequencer")
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.consumer is not None:
+            await self.worker.run(self.consumer.close)
+        self.worker.close()
+
+    def _restore(self) -> int:
+        """Read `msg.seq-state` to its end (read_committed) into the state."""
+        consumer = Consumer(common(self.bootstrap) | {
+            "group.id": f"{self.group}-restore", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True,
+        })
+        try:
+            meta = consumer.list_topics(SEQ_STATE, timeout=30)
+            parts = list(meta.topics[SEQ_STATE].partitions)
+            pending: set[int] = set()
+            assign: list[TopicPartition] = []
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(SEQ_STATE, p), 30)
+                if high > low:
+                    pending.add(p)
+                    assign.append(TopicPartition(SEQ_STATE, p, OFFSET_BEGINNING))
+            if not assign:
+                return 0
+            consumer.assign(assign)
+            count = 0
+            while pending:
+                for rec in consumer.consume(1000, 1.0):
+                    err = rec.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(rec.partition())
+                            continue
+                        raise KafkaException(err)
+                    count += 1
+                    self._apply_state(rec.key(), rec.value())
+            return count
+        finally:
+            consumer.close()
+
+    def _apply_state(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return
+        try:
+            kind, conv, user = parse_key(key)
+            snap = env.loads(value)
+        except (ValueError, KeyError, IndexError):
+            log.warning("skipping unreadable seq-state record %r", key)
+            return
+        if kind == "h":
+            self.book.restore(self.state, conv, snap)
+        elif user is not None:
+            self.marks[(conv, user)] = Watermark(int(snap["d"]), int(snap["r"]))
+
+    # -- the loop ------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        while True:
+            records = await self.worker.run(self.consumer.consume, MAX_BATCH, 0.05)
+            records = [r for r in records if r.error() is None]
+            if not records:
+                continue
+            try:
+                await self._process(records)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not err.txn_requires_abort() and not err.retriable():
+                    # fenced (another owner took over) or broken: the supervisor restarts us
+                    # and the new instance restores from msg.seq-state
+                    log.error("sequencer transaction failed fatally, exiting: %s", err)
+                    logging.shutdown()
+                    os._exit(70)
+                log.warning("transaction aborted, the batch is retried: %s", err)
+                await self._abort_and_rewind()
+            except Exception as exc:
+                log.exception("sequencer batch failed, retrying it")
+                self.failed = exc
+                await self._abort_and_rewind()
+                await asyncio.sleep(0.5)
+
+    async def _abort_and_rewind(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        try:
+            await self.worker.run(self.producer.abort_transaction, 30)
+        except KafkaException as exc:
+            log.warning("abort failed: %s", exc)
+        # back to the last committed input: the batch is planned again from unchanged state
+        assignment = await self.worker.run(self.consumer.assignment)
+        committed = await self.worker.run(self.consumer.committed, assignment, 30)
+        for tp in committed:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+            await self.worker.run(self.consumer.seek, tp)
+
+    def _next_mid(self) -> str:
+        self._mids += 1
+        return f"{self._mid_prefix}{self._mids:x}"
+
+    async def _head(self, conv: str) -> int:
+        if conv not in self.state.heads:
+            self.state.load_head(conv, await self.store.head(conv))
+        return self.state.head(conv)
+
+    async def _mark(self, conv: str, user: str) -> Watermark:
+        mark = self.marks.get((conv, user))
+        if mark is None:
+            mark = await self.marks_store.watermark(user, conv)
+        return mark
+
+    async def _process(self, records: list[Any]) -> None:
+        assert self.producer is not None and self.consumer is not None
+        t0 = time.perf_counter()
+        sends: list[dict[str, Any]] = []
+        marks_ops: list[dict[str, Any]] = []
+        for rec in records:
+            try:
+                req = env.loads(rec.value())
+                kind = req["t"]
+                if kind == "send":
+                    str(req["conv"]), str(req["cid"]), str(req["from"])
+                    sends.append(req)
+                elif kind in ("ack", "read"):
+                    marks_ops.append(req)
+                else:
+                    raise ValueError(f"unknown request type {kind!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("dropping malformed ingress record at %s/%s: %s", rec.partition(),
+                            rec.offset(), exc)
+        for conv in {r["conv"] for r in sends} | {r["conv"] for r in marks_ops}:
+            await self._head(conv)
+        reqs = [SendRequest(r["conv"], sender_key(r["from"], r["cid"])) for r in sends]
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        lookups = [(q, r) for q, r in zip(reqs, sends, strict=True)
+                   if not self.state.complete(q.conv) and self.state.known(q.conv, q.cid) is None]
+        if lookups:
+            hits = await asyncio.gather(*(self.store.lookup_cid(r["conv"], r["from"], r["cid"])
+                                          for _, r in lookups))
+            for (q, _), hit in zip(lookups, hits, strict=True):
+                if hit is not None:
+                    found[(q.conv, q.cid)] = hit
+        plan = self.state.plan(reqs, lambda c, i: found.get((c, i)))
+        out: list[tuple[str, bytes, bytes]] = []  # (topic, key, value)
+        for req, a in zip(sends, plan.assignments, strict=True):
+            key = a.conv.encode()
+            if a.duplicate:
+                out.append((EVENTS, key, env.duplicate_event(a.conv, req["from"], req["cid"],
+                                                             a.seq, a.prev, req["gw"])))
+                continue
+            msg = Message(a.conv, a.seq, a.prev, self._next_mid(), req["cid"], req["from"],
+                          req["from_device"], int(req.get("ts") or time.time() * 1000),
+                          req["kind"], req["body"], req.get("media"))
+            out.append((EVENTS, key, env.message_event(msg, req["gw"])))
+        # receipts: the head used for clamping includes this batch's new messages
+        tentative: dict[tuple[str, str], Watermark] = {}
+        for op in marks_ops:
+            k = (op["conv"], op["user"])
+            mark = tentative.get(k) or await self._mark(*k)
+            head = plan.heads.get(op["conv"], self.state.head(op["conv"]))
+            upd = (apply_ack if op["t"] == "ack" else apply_read)(mark, int(op["seq"]), head)
+            if not (upd.delivered_moved or upd.read_moved):
+                continue
+            tentative[k] = upd.mark
+            if upd.delivered_moved:
+                r = Receipt(op["conv"], op["user"], "delivered", upd.mark.delivered,
+                            op.get("device", ""))
+                out.append((EVENTS, r.conv.encode(),
+                            env.receipt_event(r, upd.mark.delivered, upd.mark.read)))
+            if upd.read_moved:
+                r = Receipt(op["conv"], op["user"], "read", upd.mark.read, op.get("device", ""))
+                out.append((EVENTS, r.conv.encode(),
+                            env.receipt_event(r, upd.mark.delivered, upd.mark.read)))
+        for conv, snap in self.book.preview(plan).items():
+            out.append((SEQ_STATE, head_key(conv), env.dumps(snap)))
+        for (conv, user), mark in tentative.items():
+            out.append((SEQ_STATE, marks_key(conv, user),
+                        env.dumps({"d": mark.delivered, "r": mark.read})))
+        await self.worker.run(self._transact, out)
+        # committed: only now does the state move
+        self.state.commit(plan)
+        self.book.note(plan)
+        self.marks.update(tentative)
+        METRICS.messages.inc(len(plan.new))
+        METRICS.append_seconds.observe(time.perf_counter() - t0)
+
+    def _transact(self, out: list[tuple[str, bytes, bytes]]) -> None:
+        assert self.producer is not None and self.consumer is not None
+        producer, consumer = self.producer, self.consumer
+        producer.begin_transaction()
+        for topic, key, value in out:
+            while True:
+                try:
+                    producer.produce(topic, value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        positions = consumer.position(consumer.assignment())
+        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)

@@ -1,0 +1,168 @@
+"""A runtime process of a cluster region: one of sequencer, presence, push or gateway.
+
+Same entry point as the embedded node (``python -m runtime.node --config``);
+the config's `backend: cluster` and `runtimes` pick this composition. Each
+process talks to the engines (Kafka, Cassandra, Redis) and, through them, to
+the other runtimes; it serves /readyz on its port for the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from runtime.adapters.cluster.cassandra_store import CassandraStore
+from runtime.adapters.cluster.feed import EventFeed
+from runtime.adapters.cluster.gateway_link import (
+    ClusterIngest,
+    ClusterReceipts,
+    GatewayLink,
+    KafkaTypingLog,
+    PresenceClient,
+)
+from runtime.adapters.cluster.kafka import AsyncProducer, ensure_topics
+from runtime.adapters.cluster.presence_hub import PresenceHub
+from runtime.adapters.cluster.redis_bus import RedisDirectory, connect
+from runtime.adapters.cluster.router import StoreRouter
+from runtime.adapters.cluster.sequencer import KafkaSequencer
+from runtime.adapters.embedded.push_sink import LogSinkProvider
+from runtime.config import NodeConfig
+from runtime.gateway.server import Gateway
+from runtime.health import HealthServer
+from runtime.push import PushService
+from runtime.sequencer import Conversations
+
+log = logging.getLogger("msgctl.node")
+
+
+class ClusterNode:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.engines = config.engines
+        self.parts: dict[str, Any] = {}
+        self._stops: list[Any] = []  # async callables, run in reverse on stop
+        self.health: HealthServer | None = None
+        self.gateway: Gateway | None = None
+
+    def readiness(self) -> dict[str, str]:
+        out = {}
+        for name, part in self.parts.items():
+            out[name] = "ready" if getattr(part, "ready", False) else "starting"
+        return out
+
+    async def start(self) -> None:
+        roles = self.config.runtimes
+        if "gateway" not in roles:
+            # the supervisor probes /readyz here while the parts come up
+            self.health = HealthServer(self.config.host, self.config.port, self.config.region,
+                                       self.readiness)
+            await self.health.start()
+            self._stops.append(self.health.stop)
+        for role in ("sequencer", "presence", "push", "gateway"):
+            if role in roles:
+                await getattr(self, f"_start_{role}")()
+
+    async def stop(self) -> None:
+        for stop in reversed(self._stops):
+            with contextlib.suppress(Exception):
+                await stop()
+
+    async def _store(self, create_schema: bool) -> CassandraStore:
+        store = CassandraStore.from_config(self.engines, create_schema=create_schema)
+        await store.connect()
+        self._stops.append(store.close)
+        return store
+
+    def _redis(self) -> Any:
+        client = connect(self.engines.redis_url)
+        self._stops.append(client.aclose)
+        return client
+
+    async def _start_sequencer(self) -> None:
+        loop = asyncio.get_running_loop()
+        created = await loop.run_in_executor(None, ensure_topics, self.engines.kafka_bootstrap,
+                                             self.engines.partitions)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        store = await self._store(create_schema=True)
+        redis = self._redis()
+        await redis.ping()
+        directory = RedisDirectory(redis)
+        sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store)
+        self.parts["sequencer"] = sequencer
+        await sequencer.start()
+        self._stops.append(sequencer.stop)
+        router = StoreRouter(self.engines.kafka_bootstrap, self.config.region, store,
+                             Conversations(store), directory)
+        self.parts["router"] = router
+        await router.start()
+        self._stops.append(router.stop)
+        logging.getLogger("msgctl.sequencer").info(
+            "ready: kafka %s, cassandra %s/%s, redis %s", self.engines.kafka_bootstrap,
+            ",".join(self.engines.cassandra_hosts), self.engines.keyspace, self.engines.redis_url)
+
+    async def _start_presence(self) -> None:
+        redis = self._redis()
+        await redis.ping()
+        p = self.config.presence
+        hub = PresenceHub(redis, self.config.region, ttl=2 * p.heartbeat_ms / 1000,
+                          grace=p.grace_ms / 1000)
+        self.parts["presence"] = hub
+        await hub.start()
+        self._stops.append(hub.stop)
+        logging.getLogger("msgctl.presence").info("ready: redis %s", self.engines.redis_url)
+
+    async def _start_push(self) -> None:
+        store = await self._store(create_schema=False)
+        redis = self._redis()
+        directory = RedisDirectory(redis)
+        provider = LogSinkProvider(Path(self.config.data_dir) / f"push-{self.config.region}.jsonl")
+
+        async def marks(user: str, conv: str) -> Any:
+            return await store.watermark(user, conv)
+
+        push = PushService(Conversations(store), store, directory, provider, marks,
+                           hide_body=self.config.push_hide_body)
+        self.parts["push"] = push
+        await push.start()
+        self._stops.append(push.stop)
+        feed = EventFeed(self.engines.kafka_bootstrap, f"msgctl-push-{self.config.region}",
+                         push.on_event)
+        await feed.start()
+        self._stops.append(feed.stop)
+        logging.getLogger("msgctl.push").info("ready: provider log sink %s", provider.path)
+
+    async def _start_gateway(self) -> None:
+        cfg = self.config
+        store = await self._store(create_schema=False)
+        producer = AsyncProducer(self.engines.kafka_bootstrap)
+        self._stops.append(lambda: asyncio.get_running_loop().run_in_executor(
+            None, producer.close))
+        redis = self._redis()
+        await redis.ping()
+        directory = RedisDirectory(redis, cfg.gateway_id)
+        await directory.start()
+        self._stops.append(directory.stop)
+        ingest = ClusterIngest(producer, store, cfg.gateway_id)
+        receipts = ClusterReceipts(producer, store, ingest)
+        self._stops.append(receipts.flush)
+        presence = PresenceClient(redis, cfg.region, cfg.gateway_id,
+                                  cfg.presence.heartbeat_ms / 1000)
+        gateway = Gateway(cfg, store=store, state=store, conversations=Conversations(store),
+                          ingest=ingest, receipts=receipts,  # type: ignore[arg-type]
+                          event_log=KafkaTypingLog(producer),  # type: ignore[arg-type]
+                          directory=directory, presence=presence,  # type: ignore[arg-type]
+                          readiness=self.readiness)
+        self.gateway = gateway
+        link = GatewayLink(redis, cfg.region, cfg.gateway_id, ingest, presence, directory,
+                           gateway.deliver, gateway.notify_presence)
+        await link.start()
+        self._stops.append(link.stop)
+        self.parts["gateway"] = gateway
+        await gateway.start()
+        self._stops.append(gateway.stop)
+        logging.getLogger("msgctl.gateway").info(
+            "listening on ws://%s:%d/v1/ws as %s", cfg.host, cfg.port, cfg.gateway_id)

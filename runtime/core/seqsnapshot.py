@@ -1,0 +1,95 @@
+"""What the cluster sequencer keeps per conversation in the compacted `msg.seq-state` topic.
+
+A snapshot holds the head and the last few (cid key -> seq, prev) of one
+conversation: enough for a new sequencer owner to continue the seq chain and
+to recognise the retries that matter (a client retries within seconds, long
+before `window` newer messages arrive). Older cids are looked up in the store.
+Pure: records in, state out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from typing import Any
+
+from runtime.core.sequencing import Plan, SequencerState, split_seq
+
+WINDOW = 32
+
+
+class SnapshotBook:
+    """The per-conversation recent-cid windows whose snapshots go to `msg.seq-state`."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        self._recent: dict[str, deque[tuple[str, int, int]]] = {}
+
+    def note(self, plan: Plan) -> set[str]:
+        """Record a committed plan's new messages; returns the conversations that changed."""
+        changed: set[str] = set()
+        for a in plan.new:
+            ring = self._recent.get(a.conv)
+            if ring is None:
+                ring = self._recent[a.conv] = deque(maxlen=self.window)
+            ring.append((a.cid, a.seq, a.prev))
+            changed.add(a.conv)
+        return changed
+
+    def preview(self, plan: Plan) -> dict[str, dict[str, Any]]:
+        """The snapshots `plan` will leave, without changing anything (it may be aborted)."""
+        out: dict[str, dict[str, Any]] = {}
+        added: dict[str, list[tuple[str, int, int]]] = {}
+        for a in plan.new:
+            added.setdefault(a.conv, []).append((a.cid, a.seq, a.prev))
+        for conv, head in plan.heads.items():
+            ring = [*self._recent.get(conv, ()), *added.get(conv, ())][-self.window:]
+            out[conv] = {"head": head, "recent": [list(r) for r in ring]}
+        return out
+
+    def snapshot(self, conv: str, head: int) -> dict[str, Any]:
+        return {"head": head, "recent": [list(r) for r in self._recent.get(conv, ())]}
+
+    def restore(self, state: SequencerState, conv: str, snap: dict[str, Any]) -> None:
+        """Load one snapshot into the sequencer state (replayed oldest first)."""
+        head = int(snap.get("head", 0))
+        recent = [(str(c), int(s), int(p)) for c, s, p in snap.get("recent", [])]
+        state.load_head(conv, head)
+        self._recent[conv] = deque(recent, maxlen=self.window)
+        for cid, seq, prev in recent:
+            state.remember(conv, cid, seq, prev)
+        # every cid of the conversation is in the window only while its counter is small
+        _, counter = split_seq(head)
+        if counter <= self.window:
+            state.mark_complete(conv)
+
+
+def head_key(conv: str) -> bytes:
+    # JSON arrays: ids may contain any character, so no separator is safe
+    return json.dumps(["h", conv]).encode()
+
+
+def marks_key(conv: str, user: str) -> bytes:
+    return json.dumps(["w", conv, user]).encode()
+
+
+def parse_key(key: bytes) -> tuple[str, str, str | None]:
+    """('h', conv, None) or ('w', conv, user) from a `msg.seq-state` key."""
+    parts = json.loads(key)
+    if parts[0] == "w":
+        return "w", parts[1], parts[2]
+    return "h", parts[1], None
+
+
+class LruMarks(OrderedDict[tuple[str, str], tuple[int, int]]):
+    """(conv, user) -> (delivered, read), bounded."""
+
+    def __init__(self, capacity: int = 500_000) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: tuple[str, str], value: tuple[int, int]) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
