@@ -13,7 +13,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common
+from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
 from runtime.ports import Event
 
 log = logging.getLogger("msgctl.eventlog")
@@ -45,7 +45,7 @@ class EventFeed:
 
     async def _run(self) -> None:
         while True:
-            records = await self.worker.run(self.consumer.consume, 500, 0.1)
+            records = await self.worker.run(take, self.consumer, 500, 0.1)
             for rec in records:
                 if rec.error() is not None:
                     continue

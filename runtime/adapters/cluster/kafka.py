@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 log = logging.getLogger("msgctl.eventlog")
@@ -59,6 +59,18 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> lis
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def take(consumer: Consumer, limit: int, timeout: float) -> list[Message]:
+    """Up to `limit` records: waits for the first only, then takes what is already fetched.
+
+    `Consumer.consume(n, timeout)` waits for n records or the whole timeout, which
+    would add the timeout to the latency of every quiet-time message.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
 
 
 class Worker:

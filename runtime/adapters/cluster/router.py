@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common
+from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
@@ -68,7 +68,7 @@ class StoreRouter:
     async def _run(self) -> None:
         assert self.consumer is not None
         while True:
-            records = await self.worker.run(self.consumer.consume, 1000, 0.05)
+            records = await self.worker.run(take, self.consumer, 1000, 0.1)
             records = [r for r in records if r.error() is None]
             if not records:
                 continue

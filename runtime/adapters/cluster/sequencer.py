@@ -28,7 +28,7 @@ from confluent_kafka import (
 )
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE, Worker, common
+from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE, Worker, common, take
 from runtime.core.seqsnapshot import SnapshotBook, head_key, marks_key, parse_key
 from runtime.core.sequencing import SendRequest, SequencerState
 from runtime.core.watermarks import Watermark, apply_ack, apply_read
@@ -148,7 +148,7 @@ class KafkaSequencer:
     async def _run(self) -> None:
         assert self.consumer is not None
         while True:
-            records = await self.worker.run(self.consumer.consume, MAX_BATCH, 0.05)
+            records = await self.worker.run(take, self.consumer, MAX_BATCH, 0.1)
             records = [r for r in records if r.error() is None]
             if not records:
                 continue
