@@ -58,15 +58,65 @@ def write_topology(path: Path, port: int, **overrides: Any) -> Path:
     return path
 
 
+def free_block(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with `count` consecutive free ports above it."""
+    for _ in range(200):
+        base = free_port(host)
+        if base + count > 65000:
+            continue
+        try:
+            socks = []
+            for p in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free block of ports")
+
+
+def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
+    """One region on real engines: gateways on base, base+1; runtimes base+10..12; engines
+    from base+20."""
+    topo: dict[str, Any] = {
+        "name": "test-cluster", "backend": "cluster",
+        "regions": [{"name": "local", "host": "127.0.0.1",
+                     "gateway": {"port": base, "processes": 2},
+                     "engines": {
+                         "kafka": {"port": base + 20, "controller_port": base + 21},
+                         "cassandra": {"port": base + 22, "storage_port": base + 23,
+                                       "jmx_port": base + 24},
+                         "redis": {"port": base + 25}}}],
+        "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+    topo.update(overrides)
+    path.write_text(yaml.safe_dump(topo))
+    return path
+
+
 @dataclass
 class Deployment:
     home: Path
     topology: Path
     port: int
+    gateways: int = 1  # gateway processes on port, port+1, ...
+    family: str = "embedded"
+    _next: int = 0
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
+
+    def gateway_url(self, i: int) -> str:
+        return f"ws://127.0.0.1:{self.port + i % self.gateways}/v1/ws"
+
+    def next_ws_url(self) -> str:
+        """Gateways in turn, so a test's devices spread over every gateway process."""
+        self._next += 1
+        return self.gateway_url(self._next)
 
     @property
     def http_url(self) -> str:
@@ -113,12 +163,35 @@ def start_deployment(root: Path, **overrides: Any) -> Deployment:
     return dep
 
 
+def start_cluster_deployment(root: Path, **overrides: Any) -> Deployment:
+    base = free_block(30)
+    root.mkdir(parents=True, exist_ok=True)
+    dep = Deployment(root / "home", write_cluster_topology(root / "topology.yaml", base,
+                                                           **overrides),
+                     base, gateways=2, family="cluster")
+    msgctl("up", "--home", str(dep.home), "-t", str(dep.topology), timeout=600)
+    return dep
+
+
 @pytest.fixture(scope="session")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """One deployment shared by the protocol tests (each test uses its own users)."""
+def cluster_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One region on real Kafka, Cassandra and Redis, started once per test session."""
+    dep = start_cluster_deployment(tmp_path_factory.mktemp("cluster"))
+    yield dep
+    msgctl("down", "--home", str(dep.home), check=False, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def embedded_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     dep = start_deployment(tmp_path_factory.mktemp("shared"))
     yield dep
     dep.down()
+
+
+@pytest.fixture(scope="session", params=["embedded", "cluster"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """The protocol tests run against both adapter families (each test uses its own users)."""
+    return request.getfixturevalue(f"{request.param}_deployment")
 
 
 @pytest.fixture

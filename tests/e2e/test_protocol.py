@@ -21,7 +21,7 @@ def uid(prefix: str) -> str:
 
 
 async def open_client(dep: Deployment, user: str, device: str = "phone") -> Client:
-    return await Client.open(dep.ws_url, dep.token(user, device))
+    return await Client.open(dep.next_ws_url(), dep.token(user, device))
 
 
 def assert_chain(frames: list[dict], start_prev: int = 0) -> None:
