@@ -3,24 +3,35 @@
 A topology names the regions, their addresses and ports, the backend family
 and the tunables of the runtimes. `plan` turns it into the programs the
 supervisor runs, in dependency order, with one node config file each.
+Embedded: one node per region hosting the four runtimes. Cluster: per region
+the engines msgctl provisions (Kafka, Cassandra, Redis; none when external),
+then one process per runtime and N gateway processes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from msgctl.errors import UsageError
+from msgctl.infra import programs as engine_programs
+from msgctl.infra.spec import EngineSpec, parse_engines
+from msgctl.supervisor.program import Program
 from runtime.config import LimitsConfig, NodeConfig, PresenceConfig
+
+__all__ = ["Program", "Region", "Topology", "load", "parse", "plan"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOPOLOGY = "regions/local.yaml"
-BACKENDS = ("embedded",)
+BACKENDS = ("embedded", "cluster")
 RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
+# cluster: the single-runtime processes listen beside the gateways (base + 10, 11, 12)
+RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
+MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class Region:
     name: str
     host: str
     gateway_port: int
+    gateway_processes: int = 1
+    engines: dict[str, EngineSpec] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def ws_url(self) -> str:
@@ -36,6 +49,16 @@ class Region:
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
+
+    def ports(self) -> list[tuple[int, str]]:
+        """Every port this region's programs listen on, with what listens there."""
+        out = [(self.gateway_port + i, f"gateway-{i + 1}" if self.engines else "gateway")
+               for i in range(self.gateway_processes)]
+        if self.engines:
+            out += [(self.gateway_port + off, rt) for rt, off in RUNTIME_PORT_OFFSETS.items()]
+            for spec in engine_programs.provisioned(self.engines):
+                out += [(port, f"{spec.engine} {key}") for key, port in spec.ports.items()]
+        return out
 
 
 @dataclass
@@ -48,25 +71,6 @@ class Topology:
     presence: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass
-class Program:
-    """One supervised process and the runtimes it hosts."""
-
-    name: str
-    region: str
-    runtimes: list[str]
-    argv: list[str]
-    health_url: str
-    endpoint: str
-    depends_on: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Program:
-        return cls(**raw)
 
 
 def resolve_path(spec: str | Path) -> Path:
@@ -120,11 +124,32 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         port = _require(gateway, "port", int, f"{rw}.gateway") + port_offset
         if not 1 <= port <= 65535:
             raise UsageError(f"{rw}: gateway port {port} is out of range 1-65535")
-        regions.append(Region(name, host, port))
+        processes = gateway.get("processes", 1)
+        if not isinstance(processes, int) or isinstance(processes, bool) or not (
+                1 <= processes <= MAX_GATEWAY_PROCESSES):
+            raise UsageError(f"{rw}.gateway.processes must be an integer from 1 to "
+                             f"{MAX_GATEWAY_PROCESSES}")
+        if processes > 1 and backend != "cluster":
+            raise UsageError(f"{rw}.gateway.processes: more than one gateway process needs "
+                             "backend: cluster")
+        engines: dict[str, EngineSpec] = {}
+        if backend == "cluster":
+            engines = parse_engines(r.get("engines"), rw, port_offset)
+        elif "engines" in r:
+            raise UsageError(f"{rw}: 'engines' needs backend: cluster")
+        region = Region(name, host, port, processes, engines)
+        seen: dict[int, str] = {}
+        for p, what in region.ports():
+            if not 1 <= p <= 65535:
+                raise UsageError(f"{rw}: {what} port {p} is out of range 1-65535")
+            if p in seen:
+                raise UsageError(f"{rw}: {what} and {seen[p]} both use port {p}")
+            seen[p] = what
+        regions.append(region)
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: region names must be unique")
-    endpoints = [(r.host, r.gateway_port) for r in regions]
+    endpoints = [(r.host, p) for r in regions for p, _ in r.ports()]
     if len(set(endpoints)) != len(endpoints):
         raise UsageError(f"{where}: two regions share a host and port")
     limits = _known_keys(raw.get("limits") or {}, LimitsConfig, f"{where}: limits")
@@ -146,7 +171,7 @@ def load(spec: str | Path, port_offset: int = 0) -> Topology:
 
 
 def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
-                secret: str) -> NodeConfig:
+                secret: str, **overrides: Any) -> NodeConfig:
     try:
         limits = LimitsConfig(**topo.limits)
         presence = PresenceConfig(**topo.presence)
@@ -155,19 +180,72 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
     return NodeConfig(region=region.name, host=region.host, port=region.gateway_port,
                       data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]),
                       secret=secret, limits=limits, presence=presence,
-                      push_hide_body=bool(topo.push.get("hide_body", False)))
+                      push_hide_body=bool(topo.push.get("hide_body", False)), **overrides)
+
+
+def _write_config(config_dir: Path, name: str, cfg: NodeConfig) -> Path:
+    path = config_dir / f"{name}.json"
+    path.write_text(cfg.to_json())
+    path.chmod(0o600)  # it holds the JWT secret
+    return path
+
+
+def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
+    """The provisioned engines of every region (external ones have no program)."""
+    return [engine_programs.engine_program(spec, region.name, region.host, home_root)
+            for region in topo.regions for spec in engine_programs.provisioned(region.engines)]
+
+
+def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
+                  home_dirs: dict[str, Path], secret: str,
+                  engines: list[Program]) -> list[Program]:
+    """One process per runtime, then the gateways; each waits for the one before it."""
+    engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host)
+    http = f"http://{region.host}"
+    out: list[Program] = []
+    previous = [p.name for p in engines if p.region == region.name]
+    units = [(rt, [rt], region.gateway_port + off, "gateway")  # gateway_id unused there
+             for rt, off in RUNTIME_PORT_OFFSETS.items()]
+    units += [(f"gateway-{i + 1}", ["gateway"], region.gateway_port + i, f"gateway-{i + 1}")
+              for i in range(region.gateway_processes)]
+    for unit, runtimes, port, gateway_id in units:
+        name = f"{unit}.{region.name}"
+        cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
+                          gateway_id=gateway_id, backend="cluster", engines=engines_cfg)
+        path = _write_config(config_dir, name, cfg)
+        is_gateway = runtimes == ["gateway"]
+        out.append(Program(
+            name=name, region=region.name, runtimes=runtimes,
+            argv=[python, "-m", "runtime.node", "--config", str(path)],
+            health_url=f"{http}:{port}/readyz",
+            endpoint=f"ws://{region.host}:{port}/v1/ws" if is_gateway else f"{http}:{port}",
+            depends_on=list(previous)))
+        if not is_gateway:
+            previous = [name]  # the gateways, last, start side by side
+    return out
 
 
 def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Path],
-         secret: str) -> list[Program]:
-    """Programs to supervise. Embedded: one node per region hosting all four runtimes."""
+         secret: str, home_root: Path | None = None) -> list[Program]:
+    """Programs to supervise, in start order.
+
+    Embedded: one node per region hosting all four runtimes. Cluster: the
+    provisioned engines (which need the engine cache, see `msgctl infra fetch`),
+    then sequencer, presence, push and the gateway processes of each region.
+    """
     programs: list[Program] = []
     config_dir.mkdir(parents=True, exist_ok=True)
+    if topo.backend == "cluster":
+        root = home_root or config_dir.parent
+        engines = plan_engines(topo, root)
+        programs += engines
+        for region in topo.regions:
+            programs += _plan_cluster(topo, region, python, config_dir, home_dirs, secret,
+                                      engines)
+        return programs
     for region in topo.regions:
         cfg = node_config(topo, region, home_dirs, secret)
-        cfg_path = config_dir / f"node.{region.name}.json"
-        cfg_path.write_text(cfg.to_json())
-        cfg_path.chmod(0o600)  # it holds the JWT secret
+        cfg_path = _write_config(config_dir, f"node.{region.name}", cfg)
         programs.append(Program(
             name=f"node.{region.name}", region=region.name, runtimes=list(RUNTIMES),
             argv=[python, "-m", "runtime.node", "--config", str(cfg_path)],
@@ -176,6 +254,15 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
 
 
 def to_json(topo: Topology) -> str:
+    regions = []
+    for r in topo.regions:
+        entry: dict[str, Any] = {"name": r.name, "host": r.host, "gateway_port": r.gateway_port,
+                                 "ws_url": r.ws_url}
+        if topo.backend == "cluster":
+            entry["gateway_urls"] = [f"ws://{r.host}:{r.gateway_port + i}/v1/ws"
+                                     for i in range(r.gateway_processes)]
+            entry["engines"] = {e: engine_programs.engine_endpoint(s, r.host)
+                                for e, s in r.engines.items()}
+        regions.append(entry)
     return json.dumps({"name": topo.name, "backend": topo.backend, "source": topo.source,
-                       "regions": [asdict(r) | {"ws_url": r.ws_url} for r in topo.regions]},
-                      indent=2)
+                       "regions": regions}, indent=2)

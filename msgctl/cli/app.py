@@ -13,6 +13,7 @@ import typer
 from msgctl import __version__
 from msgctl.cli import bench, doctor, lifecycle, logs, token
 from msgctl.cli.common import err_console
+from msgctl.cli.infra import infra_app
 from msgctl.cli.load import load_app
 from msgctl.errors import MsgctlError
 
@@ -44,6 +45,7 @@ logs.register(app)
 token.register(app)
 doctor.register(app)
 app.add_typer(load_app, name="load")
+app.add_typer(infra_app, name="infra")
 bench.register(app)
 
 

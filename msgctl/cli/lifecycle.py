@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,11 +19,15 @@ from rich import box
 from rich.table import Table
 
 from msgctl import topology as topo_mod
+from msgctl.cli import engines as engines_cli
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home, write_json_atomic
+from msgctl.infra.catalog import ENGINES
+from msgctl.infra.programs import run_prepare
 from msgctl.supervisor import client
-from msgctl.supervisor.daemon import FATAL, RUNNING, Supervisor
+from msgctl.supervisor.daemon import FATAL, RUNNING, STOPPED, Supervisor
+from msgctl.supervisor.program import ENGINE
 
 TopologyOpt = Annotated[str, typer.Option(
     "--topology", "-t", help="Topology file (relative to the project if not found here).")]
@@ -41,18 +46,50 @@ def _check_port_free(host: str, port: int) -> None:
                              "holds it, or choose other ports with --port-offset") from None
 
 
-def _prepare(home: Home, topology: str, port_offset: int) -> list[topo_mod.Program]:
-    topo = topo_mod.load(topology, port_offset)
+def _ports(topo: topo_mod.Topology, engines_only: bool) -> list[tuple[str, int]]:
+    """What the plan will listen on: gateways and runtimes, and the engines msgctl runs."""
+    out = []
     for region in topo.regions:
-        _check_port_free(region.host, region.gateway_port)
+        for port, what in region.ports():
+            is_engine = what.split()[0] in ENGINES
+            if is_engine or not engines_only:
+                out.append((region.host, port))
+    return out
+
+
+def _prepare(home: Home, topology: str, port_offset: int,
+             engines_only: bool = False) -> list[topo_mod.Program]:
+    topo = topo_mod.load(topology, port_offset)
+    if engines_only and topo.backend != "cluster":
+        raise UsageError(f"{topo.name}: backend {topo.backend} runs no engines (use a "
+                         "topology with backend: cluster, e.g. regions/one-region.yaml)")
+    for host, port in _ports(topo, engines_only):
+        _check_port_free(host, port)
     home.ensure()
-    programs = topo_mod.plan(topo, sys.executable, home.config, home.dirs, home.secret())
+    if topo.backend == "cluster":
+        engines_cli.ensure(engines_cli.wanted(topo))  # instant when cached
+    if engines_only:
+        programs = topo_mod.plan_engines(topo, home.root)
+    else:
+        programs = topo_mod.plan(topo, sys.executable, home.config, home.dirs, home.secret(),
+                                 home_root=home.root)
+    for p in programs:
+        if p.prepare and not (p.prepare_creates and Path(p.prepare_creates).exists()):
+            with console.status(f"{p.name}: preparing its storage…"):
+                run_prepare(p, home.logs / f"{p.name}.log")
     write_json_atomic(home.plan_file, {"programs": [p.to_dict() for p in programs]})
     deployment = json.loads(topo_mod.to_json(topo))
-    deployment.update(home=str(home.root), port_offset=port_offset, created=time.time())
+    deployment.update(home=str(home.root), port_offset=port_offset, created=time.time(),
+                      scope="engines" if engines_only else "all")
     write_json_atomic(home.deployment_file, deployment)
     home.state_file.unlink(missing_ok=True)
     return programs
+
+
+def default_timeout(programs: list[topo_mod.Program]) -> float:
+    """Wait for the slowest chain: runtimes get 120 s, plus each engine's own deadline."""
+    engines = [p.start_timeout or 0.0 for p in programs if p.kind == ENGINE]
+    return 120.0 + (max(engines) if engines else 0.0)
 
 
 def _wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
@@ -67,10 +104,15 @@ def _wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float) -> dict[
                 programs = state["programs"]
                 spinner.update(" ".join(f"{p['name']}: {p['state'].lower()}" for p in programs))
                 fatal = [p for p in programs if p["state"] == FATAL]
+                skipped = [p for p in programs if p["state"] == STOPPED
+                           and p.get("message", "").startswith("not started")]
                 if fatal:
                     p = fatal[0]
                     raise MsgctlError(f"{p['name']} failed to start: {p['message']}; see "
                                       f"'msgctl logs {p['name']}'")
+                if skipped:
+                    p = skipped[0]
+                    raise MsgctlError(f"{p['name']} {p['message']}")
                 if programs and all(p["state"] == RUNNING for p in programs):
                     return state
             time.sleep(0.1)
@@ -83,18 +125,30 @@ def up(
     port_offset: OffsetOpt = 0,
     foreground: Annotated[bool, typer.Option(
         "--foreground", "-f", help="Stay attached; Ctrl-C stops the deployment.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
+    timeout: Annotated[float | None, typer.Option(
+        help="Seconds to wait for readiness (default 120, plus the engines' start deadline).",
+        show_default=False)] = None,
 ) -> None:
-    """Start a deployment and return when every runtime is ready."""
+    """Start a deployment and return when every runtime (and engine) is ready."""
     h = get_home(home)
     if h.supervisor_pid() is not None:
+        if (h.deployment() or {}).get("scope") == "engines":
+            raise UsageError(f"only the engines run under {h.root} ('msgctl infra start'); "
+                             "stop them with 'msgctl infra stop' first, then 'msgctl up'")
         console.print(f"already up under {h.root}")
         _print_status(h)
         return
-    _prepare(h, topology, port_offset)
+    programs = _prepare(h, topology, port_offset)
     if foreground:
         _run_foreground(h)
         return
+    start_supervisor(h, timeout if timeout is not None else default_timeout(programs))
+    console.print("next: [bold]msgctl token alice phone[/] for a JWT, then connect a "
+                  "WebSocket client to the gateway URL above")
+
+
+def start_supervisor(h: Home, timeout: float) -> None:
+    """Launch the supervisor of a prepared home and return once every program is RUNNING."""
     with (h.logs / "supervisor.log").open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "msgctl.supervisor.daemon", "--home", str(h.root)],
@@ -104,12 +158,10 @@ def up(
     try:
         _wait_up(h, proc, timeout)
     except MsgctlError:
-        _stop_supervisor(h, proc.pid, timeout=30)
+        _stop_supervisor(h, proc.pid, timeout=150)
         raise
     console.print(f"[green]up[/] in {time.monotonic() - t0:.1f}s under {h.root}")
     _print_status(h)
-    console.print("next: [bold]msgctl token alice phone[/] for a JWT, then connect a "
-                  "WebSocket client to the gateway URL above")
 
 
 def _run_foreground(h: Home) -> None:
@@ -147,7 +199,7 @@ def _alive(pid: int) -> bool:
 
 def down(
     home: HomeOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds before stragglers are killed.")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="Seconds before stragglers are killed.")] = 150.0,
 ) -> None:
     """Stop the deployment gracefully, dependents first."""
     h = get_home(home)
@@ -173,6 +225,7 @@ def _rows(h: Home, state: dict[str, Any] | None, running: bool) -> list[dict[str
     rows = []
     now = time.time()
     for p in (state or {}).get("programs", []):
+        single = len(p["runtimes"]) == 1
         for runtime, rstate in p["runtimes"].items():
             # FATAL outlives the supervisor: `up` gave up on it, and that is the news
             pstate = p["state"] if running or p["state"] == FATAL else "STOPPED"
@@ -181,12 +234,16 @@ def _rows(h: Home, state: dict[str, Any] | None, running: bool) -> list[dict[str
                 shown = rstate.upper()
             up_for = now - p["started_at"] if running and p["started_at"] and pstate in (
                 RUNNING,) else None
+            engine = p.get("kind") == ENGINE
             rows.append({
-                "region": p["region"], "runtime": f"{runtime}.{p['region']}", "program": p["name"],
-                "state": shown, "pid": p["pid"] if running else None,
+                # a process of its own (gateway-2.local, kafka.local) is named as its program
+                "region": p["region"], "runtime": p["name"] if single else
+                f"{runtime}.{p['region']}", "program": p["name"],
+                "kind": p.get("kind", "runtime"), "state": shown,
+                "pid": p["pid"] if running else None,
                 "uptime_s": round(up_for, 1) if up_for is not None else None,
                 "restarts": p["restarts"],
-                "endpoint": p["endpoint"] if runtime == "gateway" else None,
+                "endpoint": p["endpoint"] if runtime == "gateway" or engine else None,
                 "message": p.get("message", ""),
             })
     return rows
@@ -225,7 +282,7 @@ def _print_status(h: Home) -> bool:
     if rows:
         console.print(table)
     for r in rows:
-        if r["message"] and r["runtime"].startswith("gateway"):
+        if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] == ENGINE):
             console.print(f"[yellow]{r['program']}[/]: {r['message']}")
     return running
 

@@ -1,8 +1,11 @@
 """The supervisor process of one deployment.
 
-It runs the programs of ``run/plan.json`` in dependency order, each in its own
-process group with its output in ``logs/<program>.log``; marks a program
-RUNNING only when its ``/readyz`` answers ready (never a fixed sleep); restarts
+It runs the programs of ``run/plan.json`` in dependency order (a program starts
+once everything in its ``depends_on`` is RUNNING; independent ones start side
+by side), each in its own process group with its output in
+``logs/<program>.log``; marks a program RUNNING only when its probe answers
+(``/readyz`` for runtimes; CQL, a Kafka metadata request or PING for engines;
+never a fixed sleep); restarts
 a program that exits with exponential backoff and jitter, up to a retry cap
 that ends in FATAL; and on shutdown stops them in reverse order, SIGTERM then
 SIGKILL of the group after a timeout. Its view is written to
@@ -28,13 +31,16 @@ from urllib.parse import urlsplit
 
 from msgctl.home import Home, write_json_atomic
 from msgctl.supervisor.policy import RestartPolicy, RestartTracker
-from msgctl.topology import Program
+from msgctl.supervisor.program import ENGINE, Program
 
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, FATAL = (
     "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "FATAL")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 PROBE_INTERVAL = 0.1
+ENGINE_PROBE_INTERVAL = 0.5  # an engine probe opens a driver connection; no need to hammer
+HEALTH_INTERVAL = 2.0
+ENGINE_HEALTH_INTERVAL = 10.0
 
 
 async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
@@ -66,6 +72,22 @@ async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
+async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None:
+    """Probe a program as its spec says; the answer (a dict) when ready, else None."""
+    spec = program.probe_spec
+    if spec.get("kind") == "http":
+        body = await probe(spec["url"], timeout=timeout)
+        if body is None or not body.get("ready", True):
+            return None
+        return body
+    from msgctl.infra import probes  # the engine drivers load only where engines run
+
+    answer = await probes.check(spec, timeout=max(timeout, 3.0))
+    if answer is None:
+        return None
+    return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}, **answer}
+
+
 class Managed:
     """One program under supervision."""
 
@@ -75,6 +97,7 @@ class Managed:
         self.state = STOPPED
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at: float | None = None
+        self.ready_after: float | None = None  # seconds from spawn to the probe passing
         self.tracker = RestartTracker(policy)
         self.runtimes: dict[str, str] = {}
         self.last_exit: int | None = None
@@ -88,9 +111,10 @@ class Managed:
             "runtimes": {r: self.runtimes.get(r, "-") for r in self.program.runtimes},
             "state": self.state, "pid": self.proc.pid if self.proc and self.state in (
                 STARTING, RUNNING, STOPPING) else None,
-            "started_at": self.started_at, "restarts": self.tracker.total,
+            "started_at": self.started_at, "ready_after": self.ready_after,
+            "restarts": self.tracker.total,
             "endpoint": self.program.endpoint, "last_exit": self.last_exit,
-            "message": self.message,
+            "message": self.message, "kind": self.program.kind,
         }
 
 
@@ -121,25 +145,33 @@ class Supervisor:
         self.publish()
 
     # -- one program --------------------------------------------------------
+    def _start_timeout(self, m: Managed) -> float:
+        return m.program.start_timeout or self.start_timeout
+
+    def _stop_timeout(self, m: Managed) -> float:
+        return m.program.stop_timeout or self.stop_timeout
+
     async def _spawn(self, m: Managed) -> asyncio.subprocess.Process:
         log_path = self.home.logs / f"{m.program.name}.log"
+        env = {**os.environ, **m.program.env} if m.program.env else None
         with log_path.open("ab") as out:
             return await asyncio.create_subprocess_exec(
                 *m.program.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                cwd=str(self.home.root))
+                cwd=m.program.cwd or str(self.home.root), env=env)
 
     async def _wait_ready(self, m: Managed, proc: asyncio.subprocess.Process) -> bool:
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + self._start_timeout(m)
+        interval = ENGINE_PROBE_INTERVAL if m.program.kind == ENGINE else PROBE_INTERVAL
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 return False
-            body = await probe(m.program.health_url, timeout=1.0)
-            if body is not None and body.get("ready", True):
+            body = await check(m.program, timeout=1.0)
+            if body is not None:
                 m.runtimes = dict(body.get("runtimes") or {})
                 return True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), PROBE_INTERVAL)
+                await asyncio.wait_for(proc.wait(), interval)
         return False
 
     async def _run_program(self, m: Managed, ready: asyncio.Event) -> None:
@@ -156,6 +188,7 @@ class Supervisor:
             m.started_at = time.time()
             self.publish()
             if await self._wait_ready(m, proc):
+                m.ready_after = round(time.time() - m.started_at, 2)
                 self._set(m, RUNNING)
                 ready.set()
                 health = asyncio.create_task(self._watch_health(m))
@@ -163,7 +196,7 @@ class Supervisor:
                 health.cancel()
             elif proc.returncode is None:
                 # never became ready: count it as a failed start
-                await self._kill_group(proc)
+                await self._kill_group(proc, self._stop_timeout(m))
             await proc.wait()
             m.last_exit = proc.returncode
             uptime = time.time() - (m.started_at or time.time())
@@ -184,20 +217,21 @@ class Supervisor:
 
     async def _watch_health(self, m: Managed) -> None:
         """Keep the per-runtime view fresh while the program runs."""
+        interval = ENGINE_HEALTH_INTERVAL if m.program.kind == ENGINE else HEALTH_INTERVAL
         while True:
-            await asyncio.sleep(2.0)
-            body = await probe(m.program.health_url, timeout=1.0)
+            await asyncio.sleep(interval)
+            body = await check(m.program, timeout=1.0)
             runtimes = dict(body.get("runtimes") or {}) if body else {
                 r: "unhealthy" for r in m.program.runtimes}
             if runtimes != m.runtimes:
                 m.runtimes = runtimes
                 self.publish()
 
-    async def _kill_group(self, proc: asyncio.subprocess.Process) -> None:
+    async def _kill_group(self, proc: asyncio.subprocess.Process, timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -219,7 +253,7 @@ class Supervisor:
         m.wanted = False
         if m.proc is not None and m.proc.returncode is None:
             self._set(m, STOPPING)
-            await self._kill_group(m.proc)
+            await self._kill_group(m.proc, self._stop_timeout(m))
         if m.task is not None:
             m.task.cancel()
             await asyncio.gather(m.task, return_exceptions=True)
@@ -246,16 +280,38 @@ class Supervisor:
         self._server = await asyncio.start_unix_server(self._control, str(self.home.socket_file))
         self.publish()
         try:
-            for name in self.order:
-                if self._stop.is_set():
-                    break
-                await self.start_program(name)
-                if self.managed[name].state == FATAL:
-                    break  # dependents would fail too; `up` reports it
+            starting = asyncio.create_task(self.start_all(self.order))
             await self._stop.wait()
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
         finally:
             await self.shutdown()
         return 0
+
+    async def start_all(self, names: list[str]) -> None:
+        """Start programs, each once its dependencies are RUNNING; independent ones together.
+
+        A program whose dependency ended FATAL is not started (it stays STOPPED with
+        a message): it would only fail too, and `up` reports the first FATAL.
+        """
+        done = {n: asyncio.Event() for n in names}
+
+        async def one(name: str) -> None:
+            m = self.managed[name]
+            try:
+                for dep in m.program.depends_on:
+                    if dep in done:
+                        await done[dep].wait()
+                    dep_state = self.managed[dep].state if dep in self.managed else None
+                    if dep_state != RUNNING or self._stop.is_set():
+                        self._set(m, STOPPED, f"not started: {dep} is {dep_state or 'unknown'}")
+                        return
+                if not self._stop.is_set():
+                    await self.start_program(name)
+            finally:
+                done[name].set()
+
+        await asyncio.gather(*(one(n) for n in names))
 
     async def shutdown(self) -> None:
         self.shutting_down = True

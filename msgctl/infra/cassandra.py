@@ -1,0 +1,106 @@
+"""Cassandra 5 on Java 17, one node per region, configured like ccm does for a dev cluster.
+
+The data center is the region's name (GossipingPropertyFileSnitch reads it
+from cassandra-rackdc.properties) so the multi-region topology can add data
+centers without renaming anything. Commit log sync is ``group``: a write is
+acknowledged only once its batch is on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+LOGBACK = """<configuration>
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{ISO8601} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+# From Cassandra's own conf/jvm-server.options and jvm17-server.options: the JDK
+# internals it reaches into on Java 17, and its usual server flags
+JDK17_ACCESS = [
+    "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports", "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-exports", "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-exports", "java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports", "java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports", "java.sql/java.sql=ALL-UNNAMED",
+    *[x for mod in (
+        "java.base/java.lang.module", "java.base/jdk.internal.loader",
+        "java.base/jdk.internal.ref", "java.base/jdk.internal.reflect",
+        "java.base/jdk.internal.math", "java.base/jdk.internal.module",
+        "java.base/jdk.internal.util.jar", "jdk.management/com.sun.management.internal",
+        "java.base/sun.nio.ch", "java.base/java.io", "java.base/java.nio",
+        "java.base/java.util.concurrent", "java.base/java.util",
+        "java.base/java.util.concurrent.atomic", "java.base/java.lang",
+        "java.base/java.math", "java.base/java.lang.reflect", "java.base/java.net",
+    ) for x in ("--add-opens", f"{mod}=ALL-UNNAMED")],
+]
+
+
+def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int,
+                 datacenter: str) -> Path:
+    """cassandra.yaml, cassandra-rackdc.properties and logback.xml; returns the yaml."""
+    conf.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "cluster_name": "msgctl",
+        "num_tokens": 16,
+        "allocate_tokens_for_local_replication_factor": 1,
+        "partitioner": "org.apache.cassandra.dht.Murmur3Partitioner",
+        "data_file_directories": [str(data / "data")],
+        "commitlog_directory": str(data / "commitlog"),
+        "saved_caches_directory": str(data / "saved_caches"),
+        "hints_directory": str(data / "hints"),
+        "cdc_raw_directory": str(data / "cdc_raw"),
+        # durability: acknowledge a write once its group of writes is fsynced
+        "commitlog_sync": "group",
+        "commitlog_sync_group_window": "10ms",
+        "seed_provider": [{"class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
+                           "parameters": [{"seeds": f"{host}:{storage_port}"}]}],
+        "listen_address": host,
+        "rpc_address": host,
+        "storage_port": storage_port,
+        "native_transport_port": port,
+        "endpoint_snitch": "GossipingPropertyFileSnitch",
+        "start_native_transport": True,
+        # a small machine: fewer threads than the defaults made for 32 cores
+        "concurrent_reads": 8,
+        "concurrent_writes": 8,
+        "concurrent_counter_writes": 8,
+        "memtable_allocation_type": "heap_buffers",
+    }
+    path = conf / "cassandra.yaml"
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    (conf / "cassandra-rackdc.properties").write_text(f"dc={datacenter}\nrack=rack1\n")
+    (conf / "logback.xml").write_text(LOGBACK)
+    return path
+
+
+def argv(java: str, lib: Path, conf: Path, data: Path, logs: Path, jmx_port: int,
+         heap_mb: int, single_node: bool = True) -> list[str]:
+    jamm = sorted(lib.glob("jamm-*.jar"))
+    agent = [f"-javaagent:{jamm[0]}"] if jamm else []  # memtable sizing measures objects
+    return [
+        java, f"-Xms{heap_mb}m", f"-Xmx{heap_mb}m", f"-Xmn{max(64, heap_mb // 4)}m",
+        "-Xss256k", "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled",
+        "-XX:MaxTenuringThreshold=1", "-XX:+PerfDisableSharedMem",
+        "-XX:+ExitOnOutOfMemoryError", f"-XX:ErrorFile={logs}/hs_err_%p.log",
+        "-Djava.net.preferIPv4Stack=true", "-Djdk.attach.allowAttachSelf=true",
+        "-ea", "-da:net.openhft...", *agent, *JDK17_ACCESS,
+        f"-Dcassandra.config=file://{conf / 'cassandra.yaml'}",
+        f"-Dcassandra.storagedir={data}", f"-Dcassandra.logdir={logs}",
+        f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+        "-Dcassandra-foreground=yes",
+        # a single seed node: nobody to gossip with, so do not wait for gossip to settle
+        "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+        # a node that is its own only seed has no ring to learn before choosing its
+        # tokens; the default 30 s RING_DELAY is pure waiting there (ccm does the same)
+        *(["-Dcassandra.ring_delay_ms=1000"] if single_node else []),
+        f"-Dcassandra.jmx.local.port={jmx_port}",
+        "-cp", f"{conf}:{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
+    ]

@@ -1,0 +1,92 @@
+"""Kafka in KRaft combined mode (broker and controller in one JVM), single node per region.
+
+The storage is formatted once with a cluster id kept in the data folder, so a
+restart (or ``down`` / ``up``) reuses the same log and topics.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+
+LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: state.change.logger
+        level: WARN
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+
+def cluster_id(data: Path) -> str:
+    """The cluster id of this Kafka, made on first use and kept beside its log."""
+    path = data / "cluster-id"
+    if path.is_file():
+        return path.read_text().strip()
+    data.mkdir(parents=True, exist_ok=True)
+    # what kafka-storage random-uuid prints: a UUID in unpadded base64url
+    value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(value + "\n")
+    return value
+
+
+def write_config(conf: Path, data: Path, host: str, port: int, controller_port: int,
+                 partitions: int = 8) -> Path:
+    """server.properties and log4j2.yaml; returns the properties file."""
+    conf.mkdir(parents=True, exist_ok=True)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(data / "log"),
+        "num.partitions": str(partitions),
+        # one node: every internal topic has one replica
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "min.insync.replicas": "1",
+        # consumers of a fresh group start at once instead of after 3 s
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    path = conf / "server.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    (conf / "log4j2.yaml").write_text(LOG4J2)
+    return path
+
+
+def jvm_argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int) -> list[str]:
+    return [java, f"-Xms{min(256, heap_mb)}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            f"-XX:ErrorFile={logs}/hs_err_%p.log", "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={logs}", f"-Dlog4j2.configurationFile={conf / 'log4j2.yaml'}",
+            "-cp", f"{lib}/*"]
+
+
+def argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int) -> list[str]:
+    return [*jvm_argv(java, lib, conf, logs, heap_mb), "kafka.Kafka",
+            str(conf / "server.properties")]
+
+
+def format_argv(java: str, lib: Path, conf: Path, logs: Path, data: Path) -> list[str]:
+    """One-shot storage format; --ignore-formatted makes a second run harmless."""
+    return [*jvm_argv(java, lib, conf, logs, 256), "kafka.tools.StorageTool", "format",
+            "-t", cluster_id(data), "-c", str(conf / "server.properties"), "--standalone",
+            "--ignore-formatted"]

@@ -1,0 +1,132 @@
+"""Engine programs of a region for the supervisor, and where the runtimes find the engines.
+
+Each provisioned engine gets a folder under the deployment home,
+``<home>/engines/<engine>.<region>/{conf,data,logs}``; its console output goes
+to ``<home>/logs/<engine>.<region>.log`` like every program's. External engines
+get no program; the runtimes are simply pointed at them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from msgctl.errors import MsgctlError
+from msgctl.infra import cassandra, fetch, kafka, redis
+from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS
+from msgctl.infra.spec import EngineSpec
+from msgctl.supervisor.program import ENGINE, Program
+from runtime.config import EnginesConfig
+
+# Cassandra needs ~40 s on a small machine, more under load; a slow start is not a failure
+ENGINE_START_TIMEOUT = 180.0
+ENGINE_STOP_TIMEOUT = 60.0  # Cassandra drains and flushes on SIGTERM
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    path = shutil.which("java")
+    if path is None:
+        raise MsgctlError("java is not on PATH; install Java 17+, or point the topology at "
+                          "running engines with 'external:'")
+    return path
+
+
+def engine_home(home_root: Path, engine: str, region: str) -> Path:
+    return home_root / "engines" / f"{engine}.{region}"
+
+
+def _lib(spec: EngineSpec) -> Path:
+    hit = fetch.cached(spec.engine, spec.version)
+    if hit is None:
+        raise MsgctlError(f"{spec.engine} {spec.version} is not in the cache "
+                          f"({fetch.cache_root()}); run 'msgctl infra fetch'")
+    return hit.path / "lib"
+
+
+def engine_endpoint(spec: EngineSpec, host: str) -> str:
+    if spec.engine == REDIS:
+        return spec.external or f"redis://{host}:{spec.ports['port']}/0"
+    if spec.engine == CASSANDRA and spec.external:
+        return ",".join(f"{h}:{spec.port}" for h in spec.external.split(","))
+    return spec.external or f"{host}:{spec.ports['port']}"
+
+
+def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
+                   partitions: int = 8) -> Program:
+    """The supervised program of one provisioned engine (configs written now)."""
+    base = engine_home(home_root, spec.engine, region)
+    conf, data, logs = base / "conf", base / "data", base / "logs"
+    for d in (conf, data, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    name = f"{spec.engine}.{region}"
+    ports = spec.ports
+    prepare: list[str] = []
+    creates = None
+    if spec.engine == KAFKA:
+        lib, jvm = _lib(spec), java()
+        kafka.write_config(conf, data, host, ports["port"], ports["controller_port"], partitions)
+        argv = kafka.argv(jvm, lib, conf, logs, spec.heap_mb)
+        prepare = kafka.format_argv(jvm, lib, conf, logs, data)
+        creates = str(data / "log" / "meta.properties")
+        probe = {"kind": "kafka", "bootstrap": f"{host}:{ports['port']}"}
+        version = spec.version
+    elif spec.engine == CASSANDRA:
+        lib, jvm = _lib(spec), java()
+        cassandra.write_config(conf, data, host, ports["port"], ports["storage_port"], region)
+        argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb)
+        probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region}
+        version = spec.version
+    else:
+        binary = redis.binary()
+        argv = redis.argv(binary, host, ports["port"], data)
+        probe = {"kind": "redis", "url": f"redis://{host}:{ports['port']}/0"}
+        version = redis.version(binary)
+    return Program(
+        name=name, region=region, runtimes=[spec.engine], argv=argv, health_url="",
+        endpoint=engine_endpoint(spec, host), kind=ENGINE, probe=probe, cwd=str(base),
+        start_timeout=ENGINE_START_TIMEOUT, stop_timeout=ENGINE_STOP_TIMEOUT,
+        prepare=prepare, prepare_creates=creates,
+        info={"engine": spec.engine, "version": version, "ports": dict(ports),
+              "data_dir": str(data), "conf_dir": str(conf), "host": host})
+
+
+def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
+                   partitions: int = 8) -> EnginesConfig:
+    """Where the runtimes of a region find Kafka, Cassandra and Redis."""
+    k, c, r = specs[KAFKA], specs[CASSANDRA], specs[REDIS]
+    if c.external:
+        hosts, port, dc = c.external.split(","), c.port, c.datacenter
+    else:
+        hosts, port, dc = [host], c.ports["port"], region
+    return EnginesConfig(
+        kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
+        cassandra_dc=dc, keyspace="msgctl", replication={dc: 1},
+        redis_url=engine_endpoint(r, host), partitions=partitions)
+
+
+def provisioned(specs: dict[str, EngineSpec]) -> list[EngineSpec]:
+    return [specs[e] for e in ENGINES if e in specs and specs[e].provisioned]
+
+
+def run_prepare(program: Program, log_path: Path, timeout: float = 120.0) -> bool:
+    """Run a program's one-shot prepare step unless its result exists; True if it ran."""
+    if not program.prepare or (program.prepare_creates
+                               and Path(program.prepare_creates).exists()):
+        return False
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        try:
+            code = subprocess.run(program.prepare, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, cwd=program.cwd,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        what = "timed out" if code is None else f"exited {code}"
+        raise MsgctlError(f"{program.name}: preparing its storage {what}; see {log_path}")
+    return True

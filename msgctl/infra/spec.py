@@ -1,0 +1,136 @@
+"""The ``engines:`` mapping of a region in a topology: provisioned by msgctl, or external.
+
+    engines:
+      kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512}
+      cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 1024}
+      redis: {port: 6379}
+
+or, for engines that already run elsewhere (then msgctl starts only the runtimes):
+
+      kafka: {external: "host1:9092,host2:9092"}
+      cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1}
+      redis: {external: "redis://host:6379/0"}
+
+Every mistake is one line naming the region, engine and setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgctl.errors import UsageError
+from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    engine: str
+    external: str | None = None  # the address list or URL when msgctl does not run it
+    version: str = ""
+    heap_mb: int = 0
+    ports: dict[str, int] = field(default_factory=dict)  # provisioned: setting -> port
+    port: int = 0  # external cassandra: its CQL port
+    datacenter: str = ""  # external cassandra: the local data center
+
+    @property
+    def provisioned(self) -> bool:
+        return self.external is None
+
+
+def _port(value: Any, where: str, offset: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"{where} must be an integer port")
+    port = value + offset
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{where}: port {port} is out of range 1-65535")
+    return port
+
+
+def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
+    allowed = {"external"} | ({"port", "datacenter"} if engine == CASSANDRA else set())
+    unknown = set(raw) - allowed
+    if unknown:
+        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} for an "
+                         f"external {engine}; known: {', '.join(sorted(allowed))}")
+    value = raw["external"]
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}.external must be a non-empty string")
+    value = value.strip()
+    if engine == KAFKA:
+        for hp in value.split(","):
+            host, _, port = hp.strip().rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise UsageError(f"{where}.external: '{hp.strip()}' is not host:port "
+                                 "(a comma-separated bootstrap list)")
+        return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")))
+    if engine == REDIS:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise UsageError(f"{where}.external must be a redis:// URL, e.g. "
+                             "redis://host:6379/0")
+        return EngineSpec(engine, external=value)
+    hosts = [h.strip() for h in value.split(",")]
+    if not all(hosts) or any(":" in h for h in hosts):
+        raise UsageError(f"{where}.external must be a comma-separated list of hosts "
+                         "(the CQL port goes in 'port')")
+    dc = raw.get("datacenter")
+    if not isinstance(dc, str) or not dc:
+        raise UsageError(f"{where}: an external cassandra needs 'datacenter' (the local "
+                         "data center for LOCAL_QUORUM)")
+    port = _port(raw.get("port", 9042), f"{where}.port", 0)
+    return EngineSpec(engine, external=",".join(hosts), port=port, datacenter=dc)
+
+
+def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> EngineSpec:
+    cat = CATALOG[engine]
+    allowed = set(cat.ports) | {"version", "heap_mb"} if cat.source == "maven" else set(cat.ports)
+    unknown = set(raw) - allowed
+    if unknown:
+        hint = " ('datacenter' is for an external cassandra)" if "datacenter" in unknown else ""
+        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}{hint}; "
+                         f"known: {', '.join(sorted(allowed | {'external'}))}")
+    ports: dict[str, int] = {}
+    for key, default in cat.ports.items():
+        if key in raw:
+            ports[key] = _port(raw[key], f"{where}.{key}", offset)
+        elif key == "controller_port" and "port" in raw:
+            ports[key] = ports["port"] + 1  # beside the broker unless told otherwise
+        else:
+            ports[key] = default + offset
+    if len(set(ports.values())) != len(ports):
+        raise UsageError(f"{where}: {', '.join(ports)} must be different ports")
+    version = raw.get("version", cat.default_version)
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        version = str(version)
+    if not isinstance(version, str) or not version.strip() or "/" in version:
+        raise UsageError(f"{where}.version must be a version string like "
+                         f"{cat.default_version}")
+    heap = raw.get("heap_mb", cat.default_heap_mb)
+    if cat.source == "maven" and (not isinstance(heap, int) or isinstance(heap, bool)
+                                  or not 128 <= heap <= 65536):
+        raise UsageError(f"{where}.heap_mb must be an integer from 128 to 65536")
+    return EngineSpec(engine, version=version.strip(), heap_mb=heap, ports=ports)
+
+
+def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:
+    """A region's ``engines:`` mapping; every engine is required for the cluster backend."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: 'engines' must be a mapping of {', '.join(ENGINES)} "
+                         "(backend cluster)")
+    unknown = set(raw) - set(ENGINES)
+    if unknown:
+        raise UsageError(f"{where}.engines: unknown engine(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(ENGINES)}")
+    out: dict[str, EngineSpec] = {}
+    for engine in ENGINES:
+        ew = f"{where}.engines.{engine}"
+        if engine not in raw:
+            raise UsageError(f"{where}.engines: '{engine}' is missing (give a port to run it, "
+                             "or external: to use one that runs elsewhere)")
+        value = raw[engine] if raw[engine] is not None else {}
+        if not isinstance(value, dict):
+            raise UsageError(f"{ew} must be a mapping (e.g. {{port: "
+                             f"{CATALOG[engine].ports['port']}}} or {{external: ...}})")
+        out[engine] = (_external(engine, value, ew) if "external" in value
+                       else _provisioned(engine, value, ew, offset))
+    return out
