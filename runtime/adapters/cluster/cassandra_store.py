@@ -299,6 +299,8 @@ class CassandraStore:
             return await fut
 
     def _bind(self, name: str, params: Sequence[Any]) -> Any:
+        if self._session is None:
+            raise StoreUnavailable("cassandra store is not connected")
         return self._ps[name].bind(params)
 
     async def _all(self, requests: Iterable[Awaitable[Any]]) -> list[Any]:

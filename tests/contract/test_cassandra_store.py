@@ -1,0 +1,291 @@
+"""CassandraStore beyond the shared contract: failure modes, schema, the writer under load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import DCAwareRoundRobinPolicy
+
+from runtime.adapters.cluster import cql_schema
+from runtime.adapters.cluster.cassandra_store import CassandraStore, StoreUnavailable
+from runtime.config import EnginesConfig
+from runtime.core.watermarks import Watermark
+from runtime.ports import Conversation, Message
+from tests.contract.conftest import TEST_BUCKET_SIZE, cassandra_store
+
+Endpoint = tuple[str, int, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FreezableProxy:
+    """A TCP proxy in front of Cassandra that can go silent (a partition) on demand."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if not self.frozen.is_set():  # frozen: swallow, answer nothing
+                    dst.sendall(data)
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@pytest.fixture
+def proxy(cassandra_endpoint: Endpoint) -> Iterator[FreezableProxy]:
+    p = FreezableProxy(cassandra_endpoint[:2])
+    yield p
+    p.close()
+
+
+async def test_closed_port_raises_store_unavailable_promptly() -> None:
+    store = CassandraStore(["127.0.0.1"], free_port(), "contract_never", "local", {"local": 1},
+                           connect_timeout=2.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        await store.connect()
+    assert time.monotonic() - started < 10
+
+
+async def test_silent_server_raises_store_unavailable_within_the_timeout() -> None:
+    # accepts connections and never answers: the driver must give up, not hang
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        store = CassandraStore(["127.0.0.1"], server.getsockname()[1], "contract_never",
+                               "local", {"local": 1}, connect_timeout=2.0)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.connect()
+        assert time.monotonic() - started < 12
+
+
+async def test_not_connected_and_closed_raise_store_unavailable(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    never = CassandraStore(["127.0.0.1"], 1, "contract_never", "local", {"local": 1})
+    with pytest.raises(StoreUnavailable):
+        await never.head("c")
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.head("c")
+
+
+async def test_a_partition_raises_store_unavailable_without_blocking_the_loop(
+        proxy: FreezableProxy, cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    host, _, dc = cassandra_endpoint
+    store = CassandraStore([host], proxy.port, cassandra_keyspace, dc, {dc: 1},
+                           bucket_size=TEST_BUCKET_SIZE, request_timeout=1.5)
+    await store.connect()
+    try:
+        conv = f"conv-{uuid.uuid4().hex[:8]}"
+        await store.upsert_messages([_msg(conv, 1)])
+        assert await store.head(conv) == 1
+        proxy.frozen.set()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.head(conv)
+        with pytest.raises(StoreUnavailable):
+            await store.upsert_messages([_msg(conv, 2)])
+        elapsed = time.monotonic() - started
+        task.cancel()
+        assert elapsed < 8, elapsed
+        assert ticks >= elapsed / 0.05 * 0.5, (ticks, elapsed)  # the loop kept running
+    finally:
+        proxy.frozen.clear()
+        await store.close()
+
+
+async def test_a_down_store_raises_promptly(
+        proxy: FreezableProxy, cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    host, _, dc = cassandra_endpoint
+    store = CassandraStore([host], proxy.port, cassandra_keyspace, dc, {dc: 1},
+                           bucket_size=TEST_BUCKET_SIZE, request_timeout=2.0)
+    await store.connect()
+    try:
+        proxy.close()  # every connection drops, nothing listens any more
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            for _ in range(5):  # the first may still be in flight on a dying connection
+                await store.watermark("u", "c")
+        assert time.monotonic() - started < 8
+    finally:
+        await store.close()
+
+
+def _msg(conv: str, seq: int, sender: str = "alice") -> Message:
+    return Message(conv, seq, seq - 1, f"m{seq}", f"c{seq}", sender, "phone", seq, "text",
+                   f"body {seq}")
+
+
+# -- schema ---------------------------------------------------------------------
+@pytest.fixture
+def session(cassandra_endpoint: Endpoint) -> Iterator[object]:
+    host, port, dc = cassandra_endpoint
+    profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(dc))
+    cluster = Cluster([host], port=port, protocol_version=5,
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    yield cluster.connect()
+    cluster.shutdown()
+
+
+def test_ensure_schema_is_idempotent_and_records_migrations(
+        session: object, cassandra_endpoint: Endpoint) -> None:
+    dc = cassandra_endpoint[2]
+    keyspace = f"contract_schema_{uuid.uuid4().hex[:8]}"
+    try:
+        cql_schema.ensure_schema(session, keyspace, {dc: 1})
+        cql_schema.ensure_schema(session, keyspace, {dc: 1})
+        assert cql_schema.applied_versions(session, keyspace) == {
+            m.version for m in cql_schema.MIGRATIONS}
+        assert max(m.version for m in cql_schema.MIGRATIONS) == cql_schema.SCHEMA_VERSION
+        row = session.execute("SELECT replication FROM system_schema.keyspaces "
+                              "WHERE keyspace_name = %s", (keyspace,)).one()
+        assert row.replication["class"].endswith("NetworkTopologyStrategy")
+        assert row.replication[dc] == "1"
+        tables = {r.table_name for r in session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,))}
+        assert {"messages", "message_cids", "conv_heads", "conversations",
+                "user_conversations", "device_cursors", "watermarks", "push_tokens",
+                "schema_migrations", "store_settings"} <= tables
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+def test_a_missing_migration_is_applied_on_the_next_run(
+        session: object, cassandra_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    dc = cassandra_endpoint[2]
+    keyspace = f"contract_schema_{uuid.uuid4().hex[:8]}"
+    try:
+        cql_schema.ensure_schema(session, keyspace, {dc: 1})
+        extra = cql_schema.Migration(cql_schema.SCHEMA_VERSION + 1, "test column", (
+            "ALTER TABLE {ks}.push_tokens ADD IF NOT EXISTS added_by_test text",))
+        monkeypatch.setattr(cql_schema, "MIGRATIONS", (*cql_schema.MIGRATIONS, extra))
+        cql_schema.ensure_schema(session, keyspace, {dc: 1})
+        cql_schema.ensure_schema(session, keyspace, {dc: 1})
+        assert extra.version in cql_schema.applied_versions(session, keyspace)
+        session.execute(f"SELECT added_by_test FROM {keyspace}.push_tokens LIMIT 1")
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+def test_invalid_names_are_refused() -> None:
+    with pytest.raises(ValueError):
+        cql_schema.check_keyspace("ks; DROP KEYSPACE system")
+    with pytest.raises(ValueError):
+        cql_schema.keyspace_cql("ok", {"dc'1": 1})
+    with pytest.raises(ValueError):
+        cql_schema.keyspace_cql("ok", {})
+
+
+async def test_bucket_size_is_pinned_by_the_keyspace(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    # the contract stores created the session keyspace with TEST_BUCKET_SIZE
+    adopted = await cassandra_store(cassandra_endpoint, cassandra_keyspace, bucket_size=None)
+    assert adopted.bucket_size == TEST_BUCKET_SIZE
+    await adopted.close()
+    with pytest.raises(ValueError, match="bucket size"):
+        await cassandra_store(cassandra_endpoint, cassandra_keyspace,
+                              bucket_size=TEST_BUCKET_SIZE + 1)
+
+
+def test_from_config() -> None:
+    engines = EnginesConfig(cassandra_hosts=["10.0.0.1", "10.0.0.2"], cassandra_port=9043,
+                            cassandra_dc="eu-west", keyspace="msgctl_eu",
+                            replication={"eu-west": 3, "us-east": 3})
+    store = CassandraStore.from_config(engines, request_timeout=2.0)
+    assert (store.hosts, store.port, store.keyspace, store.local_dc, store.replication,
+            store.request_timeout) == (["10.0.0.1", "10.0.0.2"], 9043, "msgctl_eu", "eu-west",
+                                       {"eu-west": 3, "us-east": 3}, 2.0)
+
+
+# -- the writer under load ------------------------------------------------------------
+async def test_concurrent_overlapping_writers_converge(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    """Two writers (an old owner replaying, a new one) racing over the same messages."""
+    a = await cassandra_store(cassandra_endpoint, cassandra_keyspace, max_inflight=32)
+    b = await cassandra_store(cassandra_endpoint, cassandra_keyspace, max_inflight=32)
+    try:
+        convs = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        # small: the dev Cassandra syncs its commit log per write group (~750 writes/s)
+        batches = [[_msg(c, s) for s in range(start, start + 25)]
+                   for c in convs for start in range(1, 200, 25)]
+        await asyncio.gather(*(a.upsert_messages(x) for x in batches),
+                             *(b.upsert_messages(x) for x in reversed(batches)))
+        for conv in convs:
+            assert await a.head(conv) == 200
+            got = await b.messages(conv, 0, 1000)
+            assert [m.seq for m in got] == list(range(1, 201))
+            assert await a.lookup_cid(conv, "alice", "c150") == (150, 149)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_membership_is_repaired_by_a_later_create(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    # a winner that died between its insert and its membership rows: a retry repairs them
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    try:
+        conv = Conversation(f"conv-{uuid.uuid4().hex[:8]}", ("ann", "ben"), "eu", "t", 1)
+        await store._run(store._bind("ins_conv", (conv.conv, list(conv.members), conv.home,
+                                                  conv.title, conv.created_ts)),
+                         profile="lwt")
+        assert conv.conv not in await store.conversations_of("ann")
+        again = Conversation(conv.conv, ("zoe",), "us", None, 2)
+        assert await store.create_conversation(again) == conv
+        assert conv.conv in await store.conversations_of("ann")
+        assert conv.conv not in await store.conversations_of("zoe")
+    finally:
+        await store.close()
+
+
+async def test_watermark_registers_survive_a_read_of_missing_fields(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    try:
+        await store.set_watermark("u-only-delivered", "c", Watermark(3, 0))
+        assert await store.watermark("u-only-delivered", "c") == Watermark(3, 0)
+    finally:
+        await store.close()
