@@ -177,10 +177,11 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
         presence = PresenceConfig(**topo.presence)
     except TypeError as exc:
         raise UsageError(f"{Path(topo.source).name}: {exc}") from None
-    return NodeConfig(region=region.name, host=region.host, port=region.gateway_port,
-                      data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]),
-                      secret=secret, limits=limits, presence=presence,
-                      push_hide_body=bool(topo.push.get("hide_body", False)), **overrides)
+    settings: dict[str, Any] = dict(
+        region=region.name, host=region.host, port=region.gateway_port,
+        data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]), secret=secret,
+        limits=limits, presence=presence, push_hide_body=bool(topo.push.get("hide_body", False)))
+    return NodeConfig(**(settings | overrides))
 
 
 def _write_config(config_dir: Path, name: str, cfg: NodeConfig) -> Path:

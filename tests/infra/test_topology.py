@@ -1,0 +1,139 @@
+"""Cluster topologies without engines running: engine settings, external engines, the plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from msgctl import topology as topo_mod
+from msgctl.errors import UsageError
+from runtime.config import NodeConfig
+from tests.conftest import msgctl
+
+EXTERNAL = {
+    "kafka": {"external": "10.0.0.5:9092,10.0.0.6:9092"},
+    "cassandra": {"external": "10.0.0.7,10.0.0.8", "port": 9142, "datacenter": "dc1"},
+    "redis": {"external": "redis://10.0.0.9:6379/2"},
+}
+
+
+def cluster(engines: dict[str, Any], processes: int = 2, port: int = 7400) -> dict[str, Any]:
+    return {"name": "t", "backend": "cluster", "regions": [{
+        "name": "eu", "host": "127.0.0.1", "gateway": {"port": port, "processes": processes},
+        "engines": engines}]}
+
+
+def plan(tmp_path: Path, raw: dict[str, Any], offset: int = 0) -> list[topo_mod.Program]:
+    topo = topo_mod.parse(raw, str(tmp_path / "t.yaml"), offset)
+    dirs = {k: tmp_path / k for k in ("data", "logs", "config", "run")}
+    return topo_mod.plan(topo, "python3", dirs["config"], dirs, "s" * 64, home_root=tmp_path)
+
+
+def test_external_engines_give_no_engine_program(tmp_path: Path) -> None:
+    programs = plan(tmp_path, cluster(EXTERNAL))
+    assert [p.name for p in programs] == [
+        "sequencer.eu", "presence.eu", "push.eu", "gateway-1.eu", "gateway-2.eu"]
+    assert all(p.kind == "runtime" for p in programs)
+    assert not (tmp_path / "engines").exists()
+    cfg = NodeConfig.load(Path(programs[0].argv[-1]))
+    assert cfg.backend == "cluster" and cfg.runtimes == ["sequencer"] and cfg.port == 7410
+    assert cfg.engines.kafka_bootstrap == "10.0.0.5:9092,10.0.0.6:9092"
+    assert cfg.engines.cassandra_hosts == ["10.0.0.7", "10.0.0.8"]
+    assert cfg.engines.cassandra_port == 9142 and cfg.engines.cassandra_dc == "dc1"
+    assert cfg.engines.replication == {"dc1": 1}
+    assert cfg.engines.redis_url == "redis://10.0.0.9:6379/2"
+
+
+def test_runtime_programs_ports_ids_order_and_probes(tmp_path: Path) -> None:
+    programs = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL), offset=100)}
+    gw2 = NodeConfig.load(Path(programs["gateway-2.eu"].argv[-1]))
+    assert gw2.runtimes == ["gateway"] and gw2.gateway_id == "gateway-2" and gw2.port == 7501
+    assert programs["gateway-1.eu"].health_url == "http://127.0.0.1:7500/readyz"
+    assert programs["push.eu"].health_url == "http://127.0.0.1:7512/readyz"
+    assert programs["presence.eu"].depends_on == ["sequencer.eu"]
+    assert programs["gateway-1.eu"].depends_on == programs["gateway-2.eu"].depends_on == [
+        "push.eu"]
+    assert programs["gateway-2.eu"].probe_spec == {
+        "kind": "http", "url": "http://127.0.0.1:7501/readyz"}
+
+
+def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> None:
+    engines = {"kafka": {"external": "k:9092"}, "cassandra": {"port": 9042, "heap_mb": 512},
+               "redis": {"port": 6379}}
+    programs = plan(tmp_path, cluster(engines, processes=1), offset=1000)
+    names = [p.name for p in programs]
+    assert names == ["cassandra.eu", "redis.eu", "sequencer.eu", "presence.eu", "push.eu",
+                     "gateway-1.eu"]
+    cass, red = programs[0], programs[1]
+    assert cass.kind == "engine" and cass.probe == {
+        "kind": "cql", "host": "127.0.0.1", "port": 10042, "datacenter": "eu"}
+    assert cass.info["ports"] == {"port": 10042, "storage_port": 8000, "jmx_port": 8199}
+    assert "-Xmx512m" in cass.argv and "-Dcassandra.jmx.local.port=8199" in cass.argv
+    rackdc = (tmp_path / "engines" / "cassandra.eu" / "conf" / "cassandra-rackdc.properties")
+    assert rackdc.read_text() == "dc=eu\nrack=rack1\n"
+    conf = yaml.safe_load((rackdc.parent / "cassandra.yaml").read_text())
+    assert conf["native_transport_port"] == 10042 and conf["commitlog_sync"] == "group"
+    assert red.probe == {"kind": "redis", "url": "redis://127.0.0.1:7379/0"}
+    assert programs[2].depends_on == ["cassandra.eu", "redis.eu"]
+    cfg = NodeConfig.load(Path(programs[2].argv[-1]))
+    assert cfg.engines.kafka_bootstrap == "k:9092"
+    assert cfg.engines.cassandra_hosts == ["127.0.0.1"] and cfg.engines.cassandra_dc == "eu"
+    assert cfg.engines.redis_url == "redis://127.0.0.1:7379/0"
+
+
+@pytest.mark.parametrize(("engines", "message"), [
+    ({"kafka": {"port": "x"}}, "regions[0].engines.kafka.port must be an integer port"),
+    ({"kafka": {"port": 9092, "bogus": 1}}, "regions[0].engines.kafka: unknown setting(s) bogus"),
+    ({"kafka": {"external": "nohost"}}, "'nohost' is not host:port"),
+    ({"redis": {"external": "10.0.0.1:6379"}}, "redis.external must be a redis:// URL"),
+    ({"cassandra": {"external": "10.0.0.1"}}, "an external cassandra needs 'datacenter'"),
+    ({"cassandra": {"heap_mb": 10}}, "cassandra.heap_mb must be an integer from 128"),
+    ({"cassandra": {"port": 9092}}, "both use port 9092"),
+    ({"kafka": None, "redis": {"port": 70000}}, "redis.port: port 70000 is out of range"),
+])
+def test_bad_engine_settings_are_one_line(tmp_path: Path, engines: dict[str, Any],
+                                          message: str) -> None:
+    full = {"kafka": {}, "cassandra": {}, "redis": {}} | engines
+    with pytest.raises(UsageError, match=".*") as err:
+        plan(tmp_path, cluster(full))
+    assert message in err.value.message and "\n" not in err.value.message
+
+
+def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="'redis' is missing"):
+        plan(tmp_path, cluster({"kafka": {}, "cassandra": {}}))
+    embedded = cluster({}) | {"backend": "embedded"}
+    with pytest.raises(UsageError, match="needs backend: cluster"):
+        plan(tmp_path, embedded)
+
+
+def test_cli_reports_a_bad_engine_setting_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    bad = cluster({"kafka": {"port": 9092, "heap": 1}, "cassandra": {}, "redis": {}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    for args in (("up", "--home", str(tmp_path / "h")), ("infra", "fetch"),
+                 ("infra", "start", "--home", str(tmp_path / "h"))):
+        proc = msgctl(*args, "-t", str(path), check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == ("msgctl: bad.yaml: regions[0].engines.kafka: unknown "
+                                       "setting(s) heap; known: controller_port, external, "
+                                       "heap_mb, port, version")
+    assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
+
+
+def test_one_region_yaml_parses_as_documented() -> None:
+    topo = topo_mod.load("regions/one-region.yaml")
+    (region,) = topo.regions
+    assert topo.backend == "cluster" and region.gateway_processes == 2
+    ports = dict((what, port) for port, what in region.ports())
+    assert ports == {"gateway-1": 7400, "gateway-2": 7401, "sequencer": 7410,
+                     "presence": 7411, "push": 7412, "kafka port": 9092,
+                     "kafka controller_port": 9093, "cassandra port": 9042,
+                     "cassandra storage_port": 7000, "cassandra jmx_port": 7199,
+                     "redis port": 6379}
+    out = json.loads(topo_mod.to_json(topo))["regions"][0]
+    assert out["gateway_urls"] == ["ws://127.0.0.1:7400/v1/ws", "ws://127.0.0.1:7401/v1/ws"]
