@@ -16,8 +16,10 @@ Requests are bounded by a timeout and failures of availability surface as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Sequence
@@ -99,6 +101,13 @@ def _settle(fut: asyncio.Future[Any], result: Any) -> None:
         fut.set_result(result)
 
 
+def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any) -> None:
+    """Hand a result from the driver's I/O thread to the waiting coroutine's loop."""
+    # RuntimeError: the loop is closed, nobody waits for this any more
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, fut, result)
+
+
 def _bucket(seq: int, size: int) -> int:
     return seq // size
 
@@ -160,10 +169,12 @@ class CassandraStore:
         loop = asyncio.get_running_loop()
         # the driver bounds each contact attempt itself; this bounds the whole, schema included
         budget = self.connect_timeout * (len(self.hosts) + 1) + 60
-        task = loop.run_in_executor(None, self._connect_blocking)
+        abandoned = threading.Event()
+        task = loop.run_in_executor(None, self._connect_blocking, abandoned)
         try:
             await asyncio.wait_for(task, budget)
         except TimeoutError as exc:
+            abandoned.set()  # the thread cannot be stopped; it drops a late connection
             raise StoreUnavailable(f"cassandra at {self._where()}: connect took over "
                                    f"{budget:.0f}s") from exc
         except _UNAVAILABLE_ERRORS as exc:
@@ -172,7 +183,7 @@ class CassandraStore:
     def _where(self) -> str:
         return ",".join(f"{h}:{self.port}" for h in self.hosts)
 
-    def _connect_blocking(self) -> None:
+    def _connect_blocking(self, abandoned: threading.Event) -> None:
         routing = TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=self.local_dc or None))
         default = ExecutionProfile(
             load_balancing_policy=routing, consistency_level=self.consistency,
@@ -201,6 +212,8 @@ class CassandraStore:
             self._cluster = cluster
             self._prepare(session)
             self._settle_bucket_size(session)
+            if abandoned.is_set():
+                raise StoreUnavailable("connect finished after its caller gave up")
         except BaseException:
             self._session = None
             self._cluster = None
@@ -288,12 +301,12 @@ class CassandraStore:
                         rf.start_fetching_next_page()
                         return
                 except Exception as exc:  # unsettled, the caller would wait forever
-                    loop.call_soon_threadsafe(_settle, fut, exc)
+                    _post(loop, fut, exc)
                     return
-                loop.call_soon_threadsafe(_settle, fut, rows)
+                _post(loop, fut, rows)
 
             def on_error(exc: BaseException) -> None:
-                loop.call_soon_threadsafe(_settle, fut, exc)
+                _post(loop, fut, exc)
 
             rf.add_callbacks(on_page, on_error)
             return await fut
