@@ -1,0 +1,127 @@
+"""Real engines under the supervisor: `msgctl infra start`, probes, status, restart, stop.
+
+One stack per module (Cassandra is the slow one), on free ports in a temporary
+home; the engine cache is the user's (``scripts/test`` fills it before pytest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from msgctl.infra import probes
+from tests.conftest import free_port, msgctl
+
+
+@dataclass
+class Stack:
+    home: Path
+    topology: Path
+    ports: dict[str, int]
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(msgctl("status", "--json", "--home", str(self.home),
+                                 check=False).stdout)
+
+    def engines(self) -> dict[str, dict[str, Any]]:
+        return {r["program"]: r for r in self.status()["runtimes"]}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("engines")
+    ports = {k: free_port() for k in ("gateway", "kafka", "controller", "cql", "storage", "jmx",
+                                      "redis")}
+    topo = root / "engines.yaml"
+    topo.write_text(yaml.safe_dump({"name": "engines", "backend": "cluster", "regions": [{
+        "name": "lab", "host": "127.0.0.1", "gateway": {"port": ports["gateway"]},
+        "engines": {
+            "kafka": {"port": ports["kafka"], "controller_port": ports["controller"],
+                      "heap_mb": 384},
+            "cassandra": {"port": ports["cql"], "storage_port": ports["storage"],
+                          "jmx_port": ports["jmx"], "heap_mb": 512},
+            "redis": {"port": ports["redis"]}}}]}))
+    st = Stack(root / "home", topo, ports)
+    msgctl("infra", "start", "--home", str(st.home), "-t", str(topo), timeout=400)
+    yield st
+    msgctl("infra", "stop", "--home", str(st.home), check=False, timeout=300)
+
+
+def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> None:
+    rows = stack.engines()
+    assert list(rows) == ["kafka.lab", "cassandra.lab", "redis.lab"]
+    for row in rows.values():
+        assert row["state"] == "RUNNING" and row["kind"] == "engine" and row["pid"]
+    p = stack.ports
+    assert rows["kafka.lab"]["endpoint"] == f"127.0.0.1:{p['kafka']}"
+    assert rows["redis.lab"]["endpoint"] == f"redis://127.0.0.1:{p['redis']}/0"
+
+    async def ask() -> tuple[Any, Any, Any]:
+        return await asyncio.gather(
+            probes.cql("127.0.0.1", p["cql"], "lab"),
+            probes.kafka(f"127.0.0.1:{p['kafka']}"),
+            probes.redis(f"redis://127.0.0.1:{p['redis']}/0"))
+
+    cql, kafka, redis = asyncio.run(ask())
+    assert cql == {"version": "5.0.6", "datacenter": "lab"}  # the region is the data center
+    assert kafka is not None and kafka["brokers"] == 1
+    assert redis is not None and redis["version"]
+
+
+def test_infra_status_probes_live(stack: Stack) -> None:
+    out = json.loads(msgctl("infra", "status", "--json", "--home", str(stack.home)).stdout)
+    rows = {r["engine"]: r for r in out["engines"]}
+    assert set(rows) == {"kafka", "cassandra", "redis"}
+    assert all(r["healthy"] and r["state"] == "RUNNING" for r in rows.values())
+    assert rows["kafka"]["version"] == "4.1.1" and rows["cassandra"]["version"] == "5.0.6"
+    assert rows["cassandra"]["ports"] == {"port": stack.ports["cql"],
+                                          "storage_port": stack.ports["storage"],
+                                          "jmx_port": stack.ports["jmx"]}
+    assert rows["kafka"]["data_dir"] == str(stack.home / "engines" / "kafka.lab" / "data")
+    table = msgctl("infra", "status", "--home", str(stack.home)).stdout
+    assert "cassandra" in table and "no answer" not in table
+
+
+def test_kafka_storage_is_formatted_once_with_a_kept_cluster_id(stack: Stack) -> None:
+    data = stack.home / "engines" / "kafka.lab" / "data"
+    cluster_id = (data / "cluster-id").read_text().strip()
+    meta = (data / "log" / "meta.properties").read_text()
+    assert f"cluster.id={cluster_id}" in meta
+    logs = (stack.home / "logs" / "kafka.lab.log").read_text()
+    assert "no appenders" not in logs and "SLF4J: " not in logs  # log4j2, one binding
+
+
+def test_an_engine_restarts_under_msgctl(stack: Stack) -> None:
+    before = stack.engines()["redis.lab"]["pid"]
+    out = msgctl("restart", "redis*", "--home", str(stack.home)).stdout
+    assert "restarted redis.lab" in out and "RUNNING" in out
+    after = stack.engines()["redis.lab"]
+    assert after["state"] == "RUNNING" and after["pid"] != before
+
+
+def test_up_is_refused_while_only_the_engines_run(stack: Stack) -> None:
+    proc = msgctl("up", "--home", str(stack.home), "-t", str(stack.topology), check=False)
+    assert proc.returncode == 2 and "msgctl infra stop" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_stop_leaves_no_process_and_frees_every_port(stack: Stack) -> None:
+    pids = [r["pid"] for r in stack.engines().values()]
+    msgctl("infra", "stop", "--home", str(stack.home), timeout=300)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for port in stack.ports.values():
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))  # raises if anything still listens
+    assert msgctl("infra", "status", "--home", str(stack.home), check=False).returncode == 3
