@@ -57,7 +57,9 @@ class Region:
         if self.engines:
             out += [(self.gateway_port + off, rt) for rt, off in RUNTIME_PORT_OFFSETS.items()]
             for spec in engine_programs.provisioned(self.engines):
-                out += [(port, f"{spec.engine} {key}") for key, port in spec.ports.items()]
+                out += [(port, spec.engine if key == "port" else
+                         f"{spec.engine} {key.removesuffix('_port')}")
+                        for key, port in spec.ports.items()]
         return out
 
 

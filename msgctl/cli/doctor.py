@@ -1,10 +1,17 @@
-"""`msgctl doctor`: preflight checks before `up`."""
+"""`msgctl doctor`: preflight checks before `up`.
+
+For a cluster topology it also checks what the provisioned engines need: Java
+17+ and Maven for Kafka and Cassandra (unless their jars are cached),
+``redis-server`` for Redis, and that every engine port is free.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import resource
 import shutil
+import subprocess
 import sys
 
 import typer
@@ -14,6 +21,55 @@ from msgctl import topology as topo_mod
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.cli.lifecycle import OffsetOpt, TopologyOpt, _check_port_free
 from msgctl.errors import EXIT_FAILED, MsgctlError
+from msgctl.infra import fetch
+from msgctl.infra.catalog import CASSANDRA, KAFKA, REDIS
+from msgctl.infra.programs import provisioned
+
+
+def _java_major(java: str) -> tuple[int, str]:
+    """Java's major version and its version line (``java -version`` prints on stderr)."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True,
+                             timeout=20).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return 0, "does not run"
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        return 0, out.strip().splitlines()[0] if out.strip() else "unknown version"
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # 1.8 style
+        major = int(match.group(2))
+    return major, out.strip().splitlines()[0]
+
+
+def engine_checks(topo: topo_mod.Topology) -> list[tuple[str, str, str]]:
+    """What the provisioned engines of a cluster topology need from this machine."""
+    specs = [s for r in topo.regions for s in provisioned(r.engines)]
+    jvm = [s for s in specs if s.engine in (KAFKA, CASSANDRA)]
+    out: list[tuple[str, str, str]] = []
+    if jvm:
+        java = shutil.which("java")
+        if java is None:
+            out.append(("java", "fail", "not on PATH; Kafka and Cassandra need Java 17+"))
+        else:
+            major, line = _java_major(java)
+            out.append(("java", "ok" if major >= 17 else "fail",
+                        line if major >= 17 else f"{line} (Java 17+ needed)"))
+        missing = [s for s in jvm if fetch.cached(s.engine, s.version) is None]
+        mvn = shutil.which("mvn")
+        if not missing:
+            out.append(("engine jars", "ok", f"cached in {fetch.cache_root()}"))
+        else:
+            names = ", ".join(sorted({f"{s.engine} {s.version}" for s in missing}))
+            out.append(("engine jars", "warn", f"{names} not cached yet; 'msgctl infra fetch' "
+                        "or 'msgctl up' fetches them"))
+            out.append(("mvn", "ok" if mvn else "fail",
+                        mvn or "not on PATH; needed to fetch the engine jars"))
+    if any(s.engine == REDIS for s in specs):
+        redis = shutil.which("redis-server")
+        out.append(("redis-server", "ok" if redis else "fail",
+                    redis or "not on PATH; apt-get install redis-server"))
+    return out
 
 
 def doctor(
@@ -39,12 +95,18 @@ def doctor(
         add("topology", "fail", exc.message)
     running = h.supervisor_pid() is not None
     for region in topo.regions if topo else []:
-        try:
-            _check_port_free(region.host, region.gateway_port)
-            add(f"port {region.host}:{region.gateway_port}", "ok", "free")
-        except MsgctlError as exc:
-            add(f"port {region.host}:{region.gateway_port}", "ok" if running else "fail",
-                "in use by this deployment" if running else exc.message)
+        for port, what in region.ports():
+            name = f"port {region.host}:{port}" + (f" ({what})" if topo.backend == "cluster"
+                                                   else "")
+            try:
+                _check_port_free(region.host, port)
+                add(name, "ok", "free")
+            except MsgctlError as exc:
+                add(name, "ok" if running else "fail",
+                    "in use by this deployment" if running else exc.message)
+    if topo is not None and topo.backend == "cluster":
+        for check in engine_checks(topo):
+            add(*check)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     add("open files", "ok" if soft >= 4096 else "warn",
         f"soft {soft}, hard {hard} (each connection holds one)")

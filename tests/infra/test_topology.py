@@ -92,7 +92,7 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     ({"redis": {"external": "10.0.0.1:6379"}}, "redis.external must be a redis:// URL"),
     ({"cassandra": {"external": "10.0.0.1"}}, "an external cassandra needs 'datacenter'"),
     ({"cassandra": {"heap_mb": 10}}, "cassandra.heap_mb must be an integer from 128"),
-    ({"cassandra": {"port": 9092}}, "both use port 9092"),
+    ({"cassandra": {"port": 9092}}, "cassandra and kafka both use port 9092"),
     ({"kafka": None, "redis": {"port": 70000}}, "redis.port: port 70000 is out of range"),
 ])
 def test_bad_engine_settings_are_one_line(tmp_path: Path, engines: dict[str, Any],
@@ -131,9 +131,19 @@ def test_one_region_yaml_parses_as_documented() -> None:
     assert topo.backend == "cluster" and region.gateway_processes == 2
     ports = dict((what, port) for port, what in region.ports())
     assert ports == {"gateway-1": 7400, "gateway-2": 7401, "sequencer": 7410,
-                     "presence": 7411, "push": 7412, "kafka port": 9092,
-                     "kafka controller_port": 9093, "cassandra port": 9042,
-                     "cassandra storage_port": 7000, "cassandra jmx_port": 7199,
-                     "redis port": 6379}
+                     "presence": 7411, "push": 7412, "kafka": 9092,
+                     "kafka controller": 9093, "cassandra": 9042,
+                     "cassandra storage": 7000, "cassandra jmx": 7199, "redis": 6379}
     out = json.loads(topo_mod.to_json(topo))["regions"][0]
     assert out["gateway_urls"] == ["ws://127.0.0.1:7400/v1/ws", "ws://127.0.0.1:7401/v1/ws"]
+
+
+def test_doctor_checks_engine_prerequisites_for_a_cluster_topology() -> None:
+    proc = msgctl("doctor", "-t", "regions/one-region.yaml", "--port-offset", "31000", "--json",
+                  check=False)
+    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    assert checks["java"]["result"] == "ok" and "17" in checks["java"]["detail"]
+    assert checks["redis-server"]["result"] == "ok"
+    assert "port 127.0.0.1:40042 (cassandra)" in checks
+    embedded = {c["check"] for c in json.loads(msgctl("doctor", "--json", check=False).stdout)}
+    assert "java" not in embedded and "redis-server" not in embedded
