@@ -48,7 +48,8 @@ class ClusterNode:
         self.gateway: Gateway | None = None
 
     def readiness(self) -> dict[str, str]:
-        out = {}
+        # a role whose part is not built yet is starting: an empty view must not read as ready
+        out = {role: "starting" for role in self.config.runtimes}
         for name, part in self.parts.items():
             out[name] = "ready" if getattr(part, "ready", False) else "starting"
         return out

@@ -87,33 +87,53 @@ class Worker:
 
 
 class AsyncProducer:
-    """A plain (non-transactional) idempotent producer with acks=all; `send` awaits the ack."""
+    """An idempotent producer with acks=all; `send` returns a future of the broker's ack.
+
+    After a broker crash an idempotent producer can hit a fatal error (out-of-order
+    sequence for requests the broker never appended). Its queued messages then fail,
+    their senders are told to retry, and the next `send` builds a fresh producer.
+    """
 
     def __init__(self, bootstrap: str, *, linger_ms: int = 1, timeout_ms: int = 8000) -> None:
-        self._producer = Producer(common(bootstrap) | {
+        self._config = common(bootstrap) | {
             "enable.idempotence": True, "acks": "all", "linger.ms": linger_ms,
             "compression.type": "lz4", "message.timeout.ms": timeout_ms,
-        })
+            "error_cb": self._on_error,
+        }
+        self._fatal = False
+        self._producer = Producer(self._config)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="producer-poll", daemon=True)
         self._thread.start()
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            log.error("producer failed fatally, replacing it: %s", err)
+            self._fatal = True
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
+    def _replace(self) -> None:
+        old = self._producer
+        self._producer = Producer(self._config)
+        self._fatal = False
+        old.purge()
+        old.poll(0)  # fail the purged messages' futures now
+
     def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        if self._fatal:
+            self._replace()
 
         def done(err: KafkaError | None, _msg: Any) -> None:
             loop.call_soon_threadsafe(_settle, fut, err)
 
         try:
             self._producer.produce(topic, value, key, on_delivery=done)
-        except BufferError as exc:
-            fut.set_exception(exc)
-        except KafkaException as exc:
+        except (BufferError, KafkaException) as exc:
             fut.set_exception(exc)
         return fut
 
