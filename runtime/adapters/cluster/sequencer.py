@@ -38,6 +38,7 @@ from runtime.ports import Message, MessageStore, Receipt, StateStore
 log = logging.getLogger("msgctl.sequencer")
 
 MAX_BATCH = 500
+TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
 
 
 def sender_key(sender: str, cid: str) -> str:
@@ -81,9 +82,14 @@ class KafkaSequencer:
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": self.group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 5, "session.timeout.ms": 10_000,
+            "fetch.wait.max.ms": 5,
         })
-        self.consumer.subscribe([INGRESS])
+        # One owner per region takes every partition by assignment, not by group
+        # membership: no rebalance can revoke it in the middle of a transaction (a
+        # broker restart would otherwise leave send_offsets_to_transaction waiting on a
+        # group generation that never comes back). Zombies are fenced by the
+        # transactional id; input offsets still commit inside each transaction.
+        await self.worker.run(self._assign)
         self._task = asyncio.create_task(self._run(), name="sequencer")
         self.ready = True
 
@@ -95,6 +101,16 @@ class KafkaSequencer:
         if self.consumer is not None:
             await self.worker.run(self.consumer.close)
         self.worker.close()
+
+    def _assign(self) -> None:
+        assert self.consumer is not None
+        meta = self.consumer.list_topics(INGRESS, timeout=30)
+        parts = [TopicPartition(INGRESS, p) for p in meta.topics[INGRESS].partitions]
+        committed = self.consumer.committed(parts, timeout=30)
+        for tp in committed:
+            if tp.offset < 0:
+                tp.offset = OFFSET_BEGINNING
+        self.consumer.assign(committed)
 
     def _restore(self) -> int:
         """Read `msg.seq-state` to its end (read_committed) into the state."""
@@ -173,16 +189,21 @@ class KafkaSequencer:
     async def _abort_and_rewind(self) -> None:
         assert self.producer is not None and self.consumer is not None
         try:
-            await self.worker.run(self.producer.abort_transaction, 30)
+            await asyncio.wait_for(self.worker.run(self.producer.abort_transaction, 30),
+                                   TXN_DEADLINE)
+        except TimeoutError:
+            log.error("abort stuck for %ds, exiting to restart clean", TXN_DEADLINE)
+            logging.shutdown()
+            os._exit(70)
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
         # back to the last committed input: the batch is planned again from unchanged state
-        assignment = await self.worker.run(self.consumer.assignment)
-        committed = await self.worker.run(self.consumer.committed, assignment, 30)
-        for tp in committed:
-            if tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
-            await self.worker.run(self.consumer.seek, tp)
+        try:
+            await asyncio.wait_for(self.worker.run(self._assign), TXN_DEADLINE)
+        except TimeoutError:
+            log.error("cannot rewind to the committed offsets, exiting to restart clean")
+            logging.shutdown()
+            os._exit(70)
 
     def _next_mid(self) -> str:
         self._mids += 1
@@ -266,7 +287,14 @@ class KafkaSequencer:
         for (conv, user), mark in tentative.items():
             out.append((SEQ_STATE, marks_key(conv, user),
                         env.dumps({"d": mark.delivered, "r": mark.read})))
-        await self.worker.run(self._transact, out)
+        try:
+            await asyncio.wait_for(self.worker.run(self._transact, out), TXN_DEADLINE)
+        except TimeoutError:
+            # librdkafka calls can outlast their own timeouts when the broker goes away
+            # mid-transaction; a fresh process restores from msg.seq-state instead
+            log.error("transaction stuck for %ds, exiting to restart clean", TXN_DEADLINE)
+            logging.shutdown()
+            os._exit(70)
         # committed: only now does the state move
         self.state.commit(plan)
         self.book.note(plan)
@@ -286,5 +314,5 @@ class KafkaSequencer:
                 except BufferError:
                     producer.poll(0.05)
         positions = consumer.position(consumer.assignment())
-        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
-        producer.commit_transaction(30)
+        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 10)
+        producer.commit_transaction(10)
