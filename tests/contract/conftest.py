@@ -27,14 +27,19 @@ TEST_BUCKET_SIZE = 10
 
 
 @pytest.fixture(scope="session")
-def cassandra_endpoint() -> tuple[str, int, str]:
+def cassandra_endpoint(request: pytest.FixtureRequest) -> tuple[str, int, str]:
     """(host, port, local data center) of the Cassandra the cluster-family tests use.
 
-    The only place that knows where it runs: MSGCTL_TEST_CASSANDRA=host:port (default
-    127.0.0.1:19042), MSGCTL_TEST_CASSANDRA_DC (default `local`). Unreachable is a
-    failure, not a skip: a silently skipped contract proves nothing.
+    The only place that knows where it runs: by default the Cassandra of the session's
+    one-region cluster deployment, provisioned by `msgctl up` like a user's (shared with
+    the end-to-end tests); MSGCTL_TEST_CASSANDRA=host:port (and MSGCTL_TEST_CASSANDRA_DC,
+    default `local`) points the suite at another one. Unreachable is a failure, not a
+    skip: a silently skipped contract proves nothing.
     """
-    raw = os.environ.get("MSGCTL_TEST_CASSANDRA", "127.0.0.1:19042")
+    raw = os.environ.get("MSGCTL_TEST_CASSANDRA")
+    if raw is None:
+        dep = request.getfixturevalue("cluster_deployment")
+        raw = f"127.0.0.1:{dep.port + 22}"  # see tests.conftest.write_cluster_topology
     host, _, port_s = raw.rpartition(":")
     if not host or not port_s.isdigit():
         pytest.fail(f"MSGCTL_TEST_CASSANDRA={raw!r}: expected host:port")
