@@ -77,8 +77,8 @@ class ClusterNode:
         self._stops.append(store.close)
         return store
 
-    def _redis(self) -> Any:
-        client = connect(self.engines.redis_url)
+    def _redis(self, retries: int = 1) -> Any:
+        client = connect(self.engines.redis_url, retries=retries)
         self._stops.append(client.aclose)
         return client
 
@@ -109,8 +109,8 @@ class ClusterNode:
         redis = self._redis()
         await redis.ping()
         p = self.config.presence
-        hub = PresenceHub(redis, self.config.region, ttl=2 * p.heartbeat_ms / 1000,
-                          grace=p.grace_ms / 1000)
+        hub = PresenceHub(redis, self._redis(retries=0), self.config.region,
+                          ttl=2 * p.heartbeat_ms / 1000, grace=p.grace_ms / 1000)
         self.parts["presence"] = hub
         await hub.start()
         self._stops.append(hub.stop)
@@ -152,14 +152,19 @@ class ClusterNode:
         self._stops.append(receipts.flush)
         presence = PresenceClient(redis, cfg.region, cfg.gateway_id,
                                   cfg.presence.heartbeat_ms / 1000)
+        await presence.start()
+        self._stops.append(presence.stop)
         gateway = Gateway(cfg, store=store, state=store, conversations=Conversations(store),
                           ingest=ingest, receipts=receipts,  # type: ignore[arg-type]
                           event_log=KafkaTypingLog(producer),  # type: ignore[arg-type]
                           directory=directory, presence=presence,  # type: ignore[arg-type]
                           readiness=self.readiness)
         self.gateway = gateway
-        link = GatewayLink(redis, cfg.region, cfg.gateway_id, ingest, presence, directory,
-                           gateway.deliver, gateway.notify_presence)
+        # subscriptions get a client that does not retry quietly: a lost link must be
+        # seen, so the gateway can catch up on what was published while it was down
+        link = GatewayLink(self._redis(retries=0), cfg.region, cfg.gateway_id, ingest,
+                           presence, directory, gateway.deliver, gateway.notify_presence,
+                           gateway.catch_up_all)
         await link.start()
         self._stops.append(link.stop)
         self.parts["gateway"] = gateway

@@ -34,9 +34,7 @@ class HealthServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
+            line = await asyncio.wait_for(self._read_head(reader), 5)  # the whole head, bounded
             parts = line.decode("latin-1").split()
             path = parts[1].split("?")[0].rstrip("/") if len(parts) >= 2 else ""
             status, ctype, body = self._route(path)
@@ -44,10 +42,19 @@ class HealthServer:
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
             writer.write(head.encode() + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass
+        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError):
+            pass  # a bad or slow client gets nothing; the runtime carries on
         finally:
             writer.close()
+
+    @staticmethod
+    async def _read_head(reader: asyncio.StreamReader) -> bytes:
+        """The request line; the header lines after it are read and dropped (at most 100)."""
+        line = await reader.readline()
+        for _ in range(100):
+            if await reader.readline() in (b"\r\n", b"\n", b""):
+                return line
+        raise ValueError("too many header lines")
 
     def _route(self, path: str) -> tuple[str, str, bytes]:
         if path == "/healthz":

@@ -127,6 +127,9 @@ class PresenceTracker:
                 if not subs:
                     del self._watchers[user]
 
+    def is_watching(self, watcher: str) -> bool:
+        return watcher in self._watching
+
     def watched(self) -> set[str]:
         return set(self._watchers)
 

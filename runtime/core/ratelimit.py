@@ -34,8 +34,9 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
         if self._at is None or now > self._at:
             self._at = now
-        # a float refill can land a hair under one token after exactly retry_ms
-        if self.tokens >= 1 - 1e-9:
+        # a float refill can land a hair under one token after exactly retry_ms (more so
+        # at large monotonic times, where the clock difference loses precision)
+        if self.tokens >= 1 - 1e-6:
             self.tokens = max(0.0, self.tokens - 1)
             self.strikes = 0
             return Verdict(True)

@@ -116,8 +116,9 @@ class Gateway:
                     continue
                 self.presence.heartbeat(session.user, session.id)
                 try:
-                    session.ping = await session.ws.ping()
-                except ConnectionClosed:
+                    # a peer that stopped reading must not hold up every other session's ping
+                    session.ping = await asyncio.wait_for(session.ws.ping(), 2.0)
+                except (ConnectionClosed, TimeoutError):
                     continue
 
     async def stop(self) -> None:
@@ -260,6 +261,22 @@ class Gateway:
         for conv in await self.store.conversations_of(session.user):
             if await self.ingest.head(conv) > device.cursors.get(conv, 0):
                 session.resume(conv)
+
+    async def catch_up_all(self) -> None:
+        """Resume every session's conversations that moved past what it was sent.
+
+        For a cluster gateway whose event channel dropped: whatever was routed to it
+        meanwhile is lost in transit but stored, so each session fills from the store.
+        """
+        for session in list(self.sessions.values()):
+            if session.closing:
+                continue
+            try:
+                for conv in await self.store.conversations_of(session.user):
+                    if await self.ingest.head(conv) > session.stream(conv).last:
+                        session.resume(conv)
+            except Exception as exc:  # the next reconnect or message tries again
+                log.warning("catch-up of session %s failed: %s", session.id, exc)
 
     def _close(self, session: Session) -> None:
         session.closing = True

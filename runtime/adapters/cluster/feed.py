@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
@@ -44,18 +45,40 @@ class EventFeed:
         self.worker.close()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a dead feed in a live process would look ready
+            log.error("event feed ended: %r; exiting for a restart", exc)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _loop(self) -> None:
         while True:
-            records = await self.worker.run(take, self.consumer, 500, 0.1)
+            try:
+                records = await self.worker.run(take, self.consumer, 500, 0.1)
+            except KafkaException as exc:
+                log.warning("reading events failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
             for rec in records:
                 if rec.error() is not None:
                     continue
                 try:
                     event = env.event_from_dict(env.loads(rec.value()))
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     log.warning("skipping unreadable event at %s/%s", rec.partition(),
                                 rec.offset())
                     continue
-                if event is not None:
+                if event is None:
+                    continue
+                try:
                     self.callback(event)
+                except Exception:  # one bad event must not stop the feed
+                    log.exception("event handler failed for %r", event)
             if records:
-                await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
+                try:
+                    await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
+                except KafkaException as exc:
+                    log.warning("offset commit failed: %s", exc)

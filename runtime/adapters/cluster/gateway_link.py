@@ -13,11 +13,13 @@ Cassandra, acks and reads to the sequencer, which owns the watermarks),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime.adapters.cluster import envelopes as env
@@ -36,6 +38,7 @@ from runtime.sequencer import Unavailable
 
 log = logging.getLogger("msgctl.gateway")
 
+BOUND = 100_000  # entries kept per in-memory map (conversations, devices)
 SEND_TIMEOUT = 10.0  # seconds a send waits for its seq before the client is told to retry
 
 
@@ -45,7 +48,7 @@ class ClusterIngest:
         self.store = store
         self.gateway = gateway
         self._pending: dict[tuple[str, str, str], list[asyncio.Future[Message]]] = {}
-        self._heads: dict[str, int] = {}
+        self._heads: OrderedDict[str, int] = OrderedDict()  # newest routed seq per conv, bounded
         self.ready = True
 
     def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
@@ -88,6 +91,9 @@ class ClusterIngest:
     def note_head(self, conv: str, seq: int) -> None:
         if seq > self._heads.get(conv, 0):
             self._heads[conv] = seq
+            self._heads.move_to_end(conv)
+            while len(self._heads) > BOUND:
+                self._heads.popitem(last=False)
 
     async def head(self, conv: str) -> int:
         # the store's head, or newer if this gateway already routed a newer message
@@ -102,7 +108,8 @@ class ClusterReceipts:
         self.producer = producer
         self.state = state
         self.ingest = ingest
-        self._cursors: dict[tuple[str, str], dict[str, int]] = {}
+        # acks not yet in the store still count when the device syncs or reconnects
+        self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
         self._dirty: dict[tuple[str, str, str], int] = {}
         self._flush_at: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -116,12 +123,14 @@ class ClusterReceipts:
     async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
         acked = max(0, min(seq, await self.ingest.head(conv)))
         cursors = self._cursors.setdefault((user, device), {})
+        self._cursors.move_to_end((user, device))
+        while len(self._cursors) > BOUND:
+            self._cursors.popitem(last=False)
         if acked > cursors.get(conv, 0):
             cursors[conv] = acked
             key = (user, device, conv)
             self._dirty[key] = max(self._dirty.get(key, 0), acked)
-            if self._flush_at is None:
-                self._flush_at = asyncio.get_running_loop().call_later(0.025, self._flush)
+            self._schedule(0.025)
         await self._forward("ack", user, device, conv, seq)
 
     async def read(self, user: str, device: str, conv: str, seq: int) -> None:
@@ -135,8 +144,14 @@ class ClusterReceipts:
             # receipts are cumulative: the device's next ack carries this one too
             log.warning("%s for %s/%s not forwarded: %s", kind, conv, user, exc)
 
+    def _schedule(self, delay: float) -> None:
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(delay, self._flush)
+
     def _flush(self) -> None:
         self._flush_at = None
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, {}
         task = asyncio.get_running_loop().create_task(self._persist(dirty))
         self._writes.add(task)
@@ -147,14 +162,16 @@ class ClusterReceipts:
             await asyncio.gather(*(self.state.set_cursor(u, d, c, s)
                                    for (u, d, c), s in dirty.items()))
         except Exception as exc:
-            log.warning("%d cursors not stored yet: %s", len(dirty), exc)
-            for key, seq in dirty.items():  # written with the next flush
+            log.warning("%d cursors not stored yet, retrying: %s", len(dirty), exc)
+            for key, seq in dirty.items():
                 self._dirty[key] = max(self._dirty.get(key, 0), seq)
+            self._schedule(1.0)
 
     async def flush(self) -> None:
         if self._flush_at is not None:
             self._flush_at.cancel()
-            self._flush()
+            self._flush_at = None
+        self._flush()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
@@ -188,20 +205,32 @@ class PresenceClient:
         self._replies: dict[str, asyncio.Future[list[PresenceState]]] = {}
         self._rids = itertools.count()
         self._prefix = uuid.uuid4().hex[:8]
-        self._tasks: set[asyncio.Task[None]] = set()
+        # one publisher in order: a disconnect must not overtake the connect before it
+        self._out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(100_000)
+        self._task: asyncio.Task[None] | None = None
         self.ready = True
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._publisher(), name="presence-reports")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def _send(self, payload: dict[str, Any]) -> None:
         payload["gw"] = self.gateway
-        task = asyncio.get_running_loop().create_task(self._publish(payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Redis away for long: the resync after it comes back repairs what is dropped
+        with contextlib.suppress(asyncio.QueueFull):
+            self._out.put_nowait(payload)
 
-    async def _publish(self, payload: dict[str, Any]) -> None:
-        try:
-            await publish(self.redis, PRESENCE_IN, payload)
-        except Exception as exc:  # presence is soft state: the next resync repairs it
-            log.debug("presence report lost: %s", exc)
+    async def _publisher(self) -> None:
+        while True:
+            payload = await self._out.get()
+            try:
+                await publish(self.redis, PRESENCE_IN, payload)
+            except Exception as exc:  # presence is soft state: the next resync repairs it
+                log.debug("presence report lost: %s", exc)
 
     def connect(self, user: str, session: str) -> None:
         self._sessions[session] = user
@@ -253,7 +282,9 @@ class GatewayLink:
     def __init__(self, redis: Any, region: str, gateway_id: str, ingest: ClusterIngest,
                  presence: PresenceClient, directory: RedisDirectory,
                  deliver: Callable[[Event, list[str]], None],
-                 notify_presence: Callable[[frozenset[str], PresenceState], None]) -> None:
+                 notify_presence: Callable[[frozenset[str], PresenceState], None],
+                 catch_up: Callable[[], Awaitable[None]]) -> None:
+        self.catch_up = catch_up
         self.ingest = ingest
         self.presence = presence
         self.directory = directory
@@ -269,9 +300,11 @@ class GatewayLink:
         await self.subscriber.stop()
 
     async def _reconnected(self) -> None:
-        # Redis restarted or the link dropped: what it knew of us may be gone
+        # Redis restarted or the link dropped: what it knew of us may be gone, and what
+        # was published to this channel meanwhile is lost (pub/sub keeps nothing)
         await self.directory.refresh()
         self.presence.resync()
+        await self.catch_up()
 
     def handle(self, channel: str, payload: dict[str, Any]) -> None:
         if channel == PRESENCE_RESYNC:
@@ -280,7 +313,10 @@ class GatewayLink:
         kind = payload.get("t")
         if kind == "events":
             for item in payload["events"]:
-                self._event(item["e"], item.get("users", []))
+                try:
+                    self._event(item["e"], item.get("users", []))
+                except Exception:  # one bad item must not drop the others' messages
+                    log.exception("event from the router failed: %r", item)
         elif kind == "presence":
             s = payload["state"]
             state = PresenceState(s["user"], s["state"] == "online", s["last_active"] / 1000)

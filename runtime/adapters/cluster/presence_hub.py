@@ -27,12 +27,15 @@ log = logging.getLogger("msgctl.presence")
 
 
 class PresenceHub:
-    def __init__(self, redis: Any, region: str, *, ttl: float, grace: float) -> None:
+    def __init__(self, redis: Any, subscriber_redis: Any, region: str, *, ttl: float,
+                 grace: float) -> None:
         self.redis = redis
         self.region = region
         self.service = PresenceService(self._notify, ttl=ttl, grace=grace)
-        self.session_gateway: dict[str, str] = {}
-        self.subscriber = Subscriber(redis, [PRESENCE_IN], self.handle, self._resync)
+        self.session_gateway: dict[str, tuple[str, str]] = {}  # session -> (gateway, user)
+        self.subscriber = Subscriber(subscriber_redis, [PRESENCE_IN], self.handle,
+                                     self._resync)
+        self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -43,10 +46,22 @@ class PresenceHub:
         await self.service.start()
         await self.subscriber.start()
         await self._resync()
+        self._pruner = asyncio.create_task(self._prune(), name="presence-prune")
 
     async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
         await self.subscriber.stop()
         await self.service.stop()
+
+    async def _prune(self) -> None:
+        """Forget sessions the tracker let expire (their gateway died without a disconnect)."""
+        while True:
+            await asyncio.sleep(60)
+            tracker = self.service.tracker
+            for session, (_, user) in list(self.session_gateway.items()):
+                if not tracker.has_session(user, session) and not tracker.is_watching(session):
+                    del self.session_gateway[session]
 
     async def _resync(self) -> None:
         await publish(self.redis, PRESENCE_RESYNC, {"t": "resync"})
@@ -55,17 +70,18 @@ class PresenceHub:
         op = p.get("op")
         gw = str(p.get("gw", ""))
         session = str(p.get("session", ""))
+        user = str(p.get("user", ""))
         if op == "connect":
-            self.session_gateway[session] = gw
-            self.service.connect(str(p["user"]), session)
+            self.session_gateway[session] = (gw, user)
+            self.service.connect(user, session)
         elif op == "heartbeat":
-            self.session_gateway.setdefault(session, gw)
-            self.service.heartbeat(str(p["user"]), session)
+            self.session_gateway.setdefault(session, (gw, user))
+            self.service.heartbeat(user, session)
         elif op == "disconnect":
-            self.service.disconnect(str(p["user"]), session)
+            self.service.disconnect(user, session)
             self.session_gateway.pop(session, None)
         elif op == "watch":
-            self.session_gateway.setdefault(session, gw)
+            self.session_gateway.setdefault(session, (gw, user))
             states = self.service.tracker.watch(session, [str(u) for u in p.get("users", [])])
             if p.get("rid"):
                 self._publish(gw, {"t": "watch_reply", "rid": p["rid"],
@@ -76,9 +92,9 @@ class PresenceHub:
     def _notify(self, watchers: frozenset[str], state: PresenceState) -> None:
         by_gateway: dict[str, list[str]] = defaultdict(list)
         for session in watchers:
-            gw = self.session_gateway.get(session)
-            if gw:
-                by_gateway[gw].append(session)
+            where = self.session_gateway.get(session)
+            if where is not None and where[0]:
+                by_gateway[where[0]].append(session)
         for gw, sessions in by_gateway.items():
             self._publish(gw, {"t": "presence", "sessions": sessions, "state": _state(state)})
 

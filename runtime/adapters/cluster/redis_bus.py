@@ -1,11 +1,13 @@
 """Redis for the cluster family: the session directory and the delivery channels.
 
 Directory: one hash per user, ``sessions:{user}`` with ``{device}|{session}``
--> gateway id, refreshed by each gateway and expiring on its own when a
-gateway dies. Channels: ``gw:{region}:{gateway}`` carries events to one
-gateway, ``presence.in`` carries session/heartbeat/watch reports to the
-presence runtime, ``presence.resync`` asks every gateway to report again
-(after the presence runtime or Redis restarted).
+-> ``{gateway}|{unix seconds}``, rewritten by its gateway every SESSION_TTL/3.
+A field older than SESSION_TTL belongs to a gateway that died (the key's own
+expiry is refreshed by the user's other devices), so readers ignore it.
+Channels: ``gw:{region}:{gateway}`` carries events to one gateway,
+``presence.in`` carries session/heartbeat/watch reports to the presence
+runtime, ``presence.resync`` asks every gateway to report again (after the
+presence runtime or Redis restarted).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from runtime.adapters.cluster import envelopes as env
@@ -33,9 +38,27 @@ def gateway_channel(region: str, gateway: str) -> str:
     return f"gw:{region}:{gateway}"
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, *, retries: int = 1) -> aioredis.Redis:
+    """A client; `retries=0` for subscriptions, whose loss the caller must see to resync."""
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
-                                   health_check_interval=10, retry_on_timeout=False)
+                                   health_check_interval=10, retry_on_timeout=False,
+                                   retry=Retry(NoBackoff(), retries))
+
+
+def _entry(gateway: str) -> str:
+    return f"{gateway}|{int(time.time())}"
+
+
+def _live_gateway(value: bytes | str, now: float) -> str | None:
+    """The gateway of a directory field, or None when it went stale (its gateway died)."""
+    text = value.decode() if isinstance(value, bytes) else value
+    gateway, _, stamp = text.rpartition("|")
+    try:
+        if now - int(stamp) > SESSION_TTL:
+            return None
+    except ValueError:
+        return None
+    return gateway or None
 
 
 class RedisDirectory:
@@ -98,12 +121,22 @@ class RedisDirectory:
         for kind, user, device, session in batch:
             key = f"sessions:{user}"
             if kind == "set":
-                pipe.hset(key, f"{device}|{session}", self._local.get((user, device, session),
-                                                                     self.gateway))
+                gateway = self._local.get((user, device, session))
+                if gateway is None:  # unregistered since: the del that follows wins anyway
+                    continue
+                pipe.hset(key, f"{device}|{session}", _entry(gateway))
                 pipe.expire(key, SESSION_TTL)
             else:
                 pipe.hdel(key, f"{device}|{session}")
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            # the deletes must not be lost (a stale field would read as online until it
+            # ages out); the sets are rewritten by the next refresh anyway
+            for op in batch:
+                if op[0] == "del":
+                    self._ops.put_nowait(op)
+            raise
 
     async def refresh(self) -> None:
         """Write every local session again (periodically, and after Redis came back)."""
@@ -112,7 +145,7 @@ class RedisDirectory:
             pipe = self.redis.pipeline(transaction=False)
             for (user, device, session), gateway in items[i:i + 500]:
                 key = f"sessions:{user}"
-                pipe.hset(key, f"{device}|{session}", gateway)
+                pipe.hset(key, f"{device}|{session}", _entry(gateway))
                 pipe.expire(key, SESSION_TTL)
             await pipe.execute()
 
@@ -120,16 +153,19 @@ class RedisDirectory:
         pipe = self.redis.pipeline(transaction=False)
         for user in users:
             pipe.hvals(f"sessions:{user}")
+        now = time.time()
         out: dict[str, list[str]] = defaultdict(list)
-        for user, gateways in zip(users, await pipe.execute(), strict=True):
-            for g in {v.decode() if isinstance(v, bytes) else v for v in gateways}:
-                out[g].append(user)
+        for user, values in zip(users, await pipe.execute(), strict=True):
+            for g in {_live_gateway(v, now) for v in values} - {None}:
+                out[g].append(user)  # type: ignore[index]
         return dict(out)
 
     async def device_online(self, user: str, device: str) -> bool:
-        fields = await self.redis.hkeys(f"sessions:{user}")
+        fields = await self.redis.hgetall(f"sessions:{user}")
         prefix = f"{device}|"
-        return any((k.decode() if isinstance(k, bytes) else k).startswith(prefix) for k in fields)
+        now = time.time()
+        return any((k.decode() if isinstance(k, bytes) else k).startswith(prefix)
+                   and _live_gateway(v, now) is not None for k, v in fields.items())
 
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
+from redis.exceptions import RedisError
 
 from runtime.adapters.cluster import envelopes as env
+from runtime.adapters.cluster.cassandra_store import StoreUnavailable
 from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
 from runtime.core.watermarks import Watermark
@@ -29,6 +32,30 @@ from runtime.sequencer import Conversations
 log = logging.getLogger("msgctl.router")
 
 RETRY_MAX = 5.0
+
+
+def check_event(d: dict[str, Any]) -> dict[str, Any]:
+    """The event if the router can store and route it; ValueError/KeyError otherwise."""
+    kind = d.get("t")
+    if kind == "msg":
+        m = env.message_from_dict(d["m"])  # types checked by building it
+        if not all(isinstance(x, str) for x in (m.conv, m.cid, m.sender, m.body, m.mid)):
+            raise ValueError("message fields must be strings")
+    elif kind == "receipt":
+        for key in ("conv", "user", "kind"):
+            if not isinstance(d[key], str):
+                raise ValueError(f"{key} must be a string")
+        int(d["seq"]), int(d["delivered"]), int(d["read"])
+    elif kind == "typing":
+        if not isinstance(d["conv"], str) or not isinstance(d["user"], str):
+            raise ValueError("typing needs conv and user")
+    elif kind == "dup":
+        if not all(isinstance(d[k], str) for k in ("conv", "from", "cid")):
+            raise ValueError("dup fields must be strings")
+        int(d["seq"]), int(d["prev"])
+    else:
+        raise ValueError(f"unknown event type {kind!r}")
+    return d
 
 
 class StoreRouter:
@@ -66,31 +93,65 @@ class StoreRouter:
         self.worker.close()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a dead router in a live process would look ready
+            log.error("router loop ended: %r; exiting for a restart", exc)
+            logging.shutdown()
+            os._exit(70)
+
+    async def _loop(self) -> None:
         assert self.consumer is not None
         while True:
-            records = await self.worker.run(take, self.consumer, 1000, 0.1)
-            records = [r for r in records if r.error() is None]
-            if not records:
+            try:
+                records = await self.worker.run(take, self.consumer, 1000, 0.1)
+            except KafkaException as exc:
+                log.warning("reading %s failed, retrying: %s", ",".join(self.topics), exc)
+                await asyncio.sleep(1.0)
                 continue
             items: list[dict[str, Any]] = []
             for rec in records:
+                if rec.error() is not None:
+                    continue
                 try:
-                    items.append(env.loads(rec.value()))
-                except ValueError:
-                    log.warning("skipping unreadable event at %s/%s", rec.partition(),
-                                rec.offset())
-            delay = 0.2
-            while True:
+                    items.append(check_event(env.loads(rec.value())))
+                except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                    log.warning("skipping unreadable event at %s/%s: %s", rec.partition(),
+                                rec.offset(), exc)
+            if items:
+                await self._handle_until_done(items)
+            if records:
                 try:
-                    await self._handle(items)
-                    break
-                except Exception as exc:
-                    # Cassandra or Redis away: hold the batch (offsets stay uncommitted)
-                    log.warning("store/route of %d events failed, retrying in %.1fs: %s",
-                                len(items), delay, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(RETRY_MAX, delay * 2)
-            await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
+                    await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
+                except KafkaException as exc:  # replayed after a restart; gateways drop repeats
+                    log.warning("offset commit failed: %s", exc)
+
+    async def _handle_until_done(self, items: list[dict[str, Any]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._handle(items)
+                return
+            except (StoreUnavailable, RedisError, OSError, TimeoutError) as exc:
+                # Cassandra or Redis away: hold the batch (offsets stay uncommitted)
+                log.warning("store/route of %d events failed, retrying in %.1fs: %s",
+                            len(items), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+            except Exception:
+                # not an outage: find the event that fails and skip it alone
+                log.exception("store/route of %d events failed; trying them one by one",
+                              len(items))
+                for item in items:
+                    try:
+                        await self._handle([item])
+                    except (StoreUnavailable, RedisError, OSError, TimeoutError):
+                        raise
+                    except Exception:
+                        log.exception("skipping an event that cannot be stored: %r", item)
+                return
 
     async def _handle(self, items: list[dict[str, Any]]) -> None:
         messages = [env.message_from_dict(i["m"]) for i in items if i.get("t") == "msg"]
@@ -121,9 +182,13 @@ class StoreRouter:
                 continue
             if kind == "dup":
                 original = await self.store.message(i["conv"], int(i["seq"]))
+                # the seq and prev are what `sent` needs; the stored copy adds the ts
+                m = env.message_to_dict(original) if original else {
+                    "conv": i["conv"], "seq": i["seq"], "prev": i["prev"], "mid": "",
+                    "cid": i["cid"], "from": i["from"], "from_device": "", "ts": 0,
+                    "kind": "text", "body": ""}
                 payload = {"t": "dup", "conv": i["conv"], "from": i["from"], "cid": i["cid"],
-                           "seq": i["seq"], "prev": i["prev"],
-                           "m": env.message_to_dict(original) if original else None}
+                           "seq": i["seq"], "prev": i["prev"], "m": m}
                 per_event.append((payload, [], i.get("gw")))
                 continue
             members = list(conv.members)

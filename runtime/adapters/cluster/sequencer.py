@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -29,7 +29,7 @@ from confluent_kafka import (
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE, Worker, common, take
-from runtime.core.seqsnapshot import SnapshotBook, head_key, marks_key, parse_key
+from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
 from runtime.core.sequencing import SendRequest, SequencerState
 from runtime.core.watermarks import Watermark, apply_ack, apply_read
 from runtime.metrics import METRICS
@@ -39,6 +39,49 @@ log = logging.getLogger("msgctl.sequencer")
 
 MAX_BATCH = 500
 TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
+
+
+MAX_ID = 256  # characters of a conversation, cid, user, device or gateway id
+MAX_BODY = 1 << 20
+MAX_SEQ = 1 << 62
+
+
+def _id(req: dict[str, Any], key: str) -> None:
+    value = req[key]
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
+        raise ValueError(f"{key} must be a string of 1-{MAX_ID} characters")
+
+
+def check_send(req: dict[str, Any]) -> None:
+    """Raise ValueError unless `req` is a send the sequencer can plan and the store can hold."""
+    for key in ("conv", "cid", "from", "from_device", "gw"):
+        _id(req, key)
+    if not isinstance(req["kind"], str) or len(req["kind"]) > MAX_ID:
+        raise ValueError("kind must be a short string")
+    if not isinstance(req["body"], str) or len(req["body"]) > MAX_BODY:
+        raise ValueError("body must be a string under 1 MiB")
+    if req.get("media") is not None and not isinstance(req["media"], dict):
+        raise ValueError("media must be an object or null")
+    ts = req.get("ts", 0)
+    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < MAX_SEQ:
+        raise ValueError("ts must be a non-negative integer")
+
+
+def check_mark(req: dict[str, Any]) -> None:
+    for key in ("conv", "user"):
+        _id(req, key)
+    if not isinstance(req.get("device", ""), str):
+        raise ValueError("device must be a string")
+    seq = req["seq"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < MAX_SEQ:
+        raise ValueError("seq must be a non-negative integer")
+
+
+def _exit(reason: str) -> NoReturn:
+    """Leave at once: the supervisor restarts the sequencer, which restores its state."""
+    log.error("%s; exiting so a fresh process restores from %s", reason, SEQ_STATE)
+    logging.shutdown()
+    os._exit(70)
 
 
 def sender_key(sender: str, cid: str) -> str:
@@ -56,7 +99,7 @@ class KafkaSequencer:
         self.group = group or f"msgctl-sequencer-{region}"
         self.state = SequencerState()
         self.book = SnapshotBook()
-        self.marks: dict[tuple[str, str], Watermark] = {}
+        self.marks: LruMarks = LruMarks()
         self.worker = Worker("sequencer-kafka")
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
@@ -105,9 +148,15 @@ class KafkaSequencer:
     def _assign(self) -> None:
         assert self.consumer is not None
         meta = self.consumer.list_topics(INGRESS, timeout=30)
-        parts = [TopicPartition(INGRESS, p) for p in meta.topics[INGRESS].partitions]
+        topic = meta.topics.get(INGRESS)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaException(topic.error if topic is not None and topic.error else
+                                 KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        parts = [TopicPartition(INGRESS, p) for p in topic.partitions]
         committed = self.consumer.committed(parts, timeout=30)
         for tp in committed:
+            if tp.error is not None:  # guessing an offset could replay or skip requests
+                raise KafkaException(tp.error)
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
         self.consumer.assign(committed)
@@ -152,16 +201,27 @@ class KafkaSequencer:
         try:
             kind, conv, user = parse_key(key)
             snap = env.loads(value)
-        except (ValueError, KeyError, IndexError):
-            log.warning("skipping unreadable seq-state record %r", key)
-            return
-        if kind == "h":
-            self.book.restore(self.state, conv, snap)
-        elif user is not None:
-            self.marks[(conv, user)] = Watermark(int(snap["d"]), int(snap["r"]))
+            if kind == "h":
+                self.book.restore(self.state, conv, snap)
+            elif user is not None:
+                self.marks.put((conv, user), Watermark(int(snap["d"]), int(snap["r"])))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            if key[:5] == b'["h",':
+                # guessing a head could hand out a seq twice: refuse to start instead
+                raise RuntimeError(f"unreadable head snapshot {key!r} in {SEQ_STATE}: {exc}") \
+                    from exc
+            log.warning("skipping unreadable seq-state record %r: %s", key, exc)
 
     # -- the loop ------------------------------------------------------------
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a dead loop in a live process would look ready
+            _exit(f"sequencer loop ended: {exc!r}")
+
+    async def _loop(self) -> None:
         assert self.consumer is not None
         while True:
             records = await self.worker.run(take, self.consumer, MAX_BATCH, 0.1)
@@ -172,16 +232,18 @@ class KafkaSequencer:
                 await self._process(records)
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.fatal() or not err.txn_requires_abort() and not err.retriable():
-                    # fenced (another owner took over) or broken: the supervisor restarts us
-                    # and the new instance restores from msg.seq-state
-                    log.error("sequencer transaction failed fatally, exiting: %s", err)
-                    logging.shutdown()
-                    os._exit(70)
-                log.warning("transaction aborted, the batch is retried: %s", err)
-                await self._abort_and_rewind()
+                if not err.fatal() and err.txn_requires_abort():
+                    log.warning("transaction aborted, the batch is retried: %s", err)
+                    await self._abort_and_rewind()
+                    continue
+                # fenced (another owner took over), fatal, or a commit whose outcome is
+                # unknown (timed out): only a fresh process restoring from msg.seq-state
+                # is sure to continue the chain without reusing a seq
+                _exit(f"sequencer transaction failed: {err}")
             except Exception as exc:
-                log.exception("sequencer batch failed, retrying it")
+                # a store lookup failed (Cassandra away): nothing was produced; plan the
+                # same batch again from the unchanged state
+                log.warning("sequencer batch failed, retrying it: %r", exc)
                 self.failed = exc
                 await self._abort_and_rewind()
                 await asyncio.sleep(0.5)
@@ -192,18 +254,14 @@ class KafkaSequencer:
             await asyncio.wait_for(self.worker.run(self.producer.abort_transaction, 30),
                                    TXN_DEADLINE)
         except TimeoutError:
-            log.error("abort stuck for %ds, exiting to restart clean", TXN_DEADLINE)
-            logging.shutdown()
-            os._exit(70)
+            _exit(f"abort stuck for {TXN_DEADLINE}s")
         except KafkaException as exc:
             log.warning("abort failed: %s", exc)
         # back to the last committed input: the batch is planned again from unchanged state
         try:
             await asyncio.wait_for(self.worker.run(self._assign), TXN_DEADLINE)
         except TimeoutError:
-            log.error("cannot rewind to the committed offsets, exiting to restart clean")
-            logging.shutdown()
-            os._exit(70)
+            _exit("cannot rewind to the committed offsets")
 
     def _next_mid(self) -> str:
         self._mids += 1
@@ -228,15 +286,18 @@ class KafkaSequencer:
         for rec in records:
             try:
                 req = env.loads(rec.value())
-                kind = req["t"]
+                kind = req.get("t")
                 if kind == "send":
-                    str(req["conv"]), str(req["cid"]), str(req["from"])
+                    check_send(req)
                     sends.append(req)
                 elif kind in ("ack", "read"):
+                    check_mark(req)
                     marks_ops.append(req)
                 else:
                     raise ValueError(f"unknown request type {kind!r}")
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                # a poison record must cost one record, never the partition
+                METRICS.errors.labels("bad_ingress_record").inc()
                 log.warning("dropping malformed ingress record at %s/%s: %s", rec.partition(),
                             rec.offset(), exc)
         for conv in {r["conv"] for r in sends} | {r["conv"] for r in marks_ops}:
@@ -292,13 +353,12 @@ class KafkaSequencer:
         except TimeoutError:
             # librdkafka calls can outlast their own timeouts when the broker goes away
             # mid-transaction; a fresh process restores from msg.seq-state instead
-            log.error("transaction stuck for %ds, exiting to restart clean", TXN_DEADLINE)
-            logging.shutdown()
-            os._exit(70)
+            _exit(f"transaction stuck for {TXN_DEADLINE}s")
         # committed: only now does the state move
         self.state.commit(plan)
         self.book.note(plan)
-        self.marks.update(tentative)
+        for k, mark in tentative.items():
+            self.marks.put(k, mark)
         METRICS.messages.inc(len(plan.new))
         METRICS.append_seconds.observe(time.perf_counter() - t0)
 
