@@ -38,6 +38,15 @@ class Metrics:
                                       buckets=_LATENCY, registry=r)
         self.append_seconds = Histogram("msgctl_append_seconds", "Durable append of one batch",
                                         buckets=_LATENCY, registry=r)
+        self.txn_seconds = Histogram("msgctl_txn_seconds",
+                                     "Kafka transaction of one sequencer batch (produce, "
+                                     "offsets, commit)", buckets=_LATENCY, registry=r)
+        self.route_lag_seconds = Histogram(
+            "msgctl_route_lag_seconds", "Send at the gateway -> message read by the router",
+            buckets=_LATENCY, registry=r)
+        self.store_seconds = Histogram("msgctl_store_seconds",
+                                       "Store writer: one batch into the message store",
+                                       buckets=_LATENCY, registry=r)
         self.push = Counter("msgctl_push", "Push notifications by outcome", ["outcome"],
                             registry=r)
         self.push_queue = Gauge("msgctl_push_queue", "Push notifications waiting", registry=r)

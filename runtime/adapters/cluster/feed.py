@@ -26,7 +26,7 @@ class EventFeed:
         self.consumer = Consumer(common(bootstrap) | {
             "group.id": group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "latest",
-            "fetch.wait.max.ms": 10,
+            "fetch.wait.max.ms": 100,
         })
         self.topics = topics or [EVENTS]
         self.callback = callback

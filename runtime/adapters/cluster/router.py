@@ -71,13 +71,12 @@ class StoreRouter:
         self.consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = False
-        self.lag_ms = 0.0
 
     async def start(self) -> None:
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": f"msgctl-router-{self.region}", "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 5, "session.timeout.ms": 10_000,
+            "fetch.wait.max.ms": 100, "session.timeout.ms": 10_000,
         })
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(self._run(), name="router")
@@ -156,8 +155,10 @@ class StoreRouter:
     async def _handle(self, items: list[dict[str, Any]]) -> None:
         messages = [env.message_from_dict(i["m"]) for i in items if i.get("t") == "msg"]
         if messages:
+            METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
+            t0 = time.perf_counter()
             await self.store.upsert_messages(messages)
-            self.lag_ms = time.time() * 1000 - messages[-1].ts
+            METRICS.store_seconds.observe(time.perf_counter() - t0)
         marks: dict[tuple[str, str], Watermark] = {}
         for i in items:
             if i.get("t") == "receipt":

@@ -115,6 +115,10 @@ class KafkaSequencer:
             "transactional.id": f"msgctl-sequencer-{self.region}",
             "enable.idempotence": True, "acks": "all", "linger.ms": 1,
             "compression.type": "lz4", "transaction.timeout.ms": 60_000,
+            # the coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's
+            # markers land; librdkafka's default 100 ms backoff made every transaction
+            # with offsets ~100 ms (9 ms with this, measured on one broker)
+            "retry.backoff.ms": 5,
         })
         # fences any older instance and aborts its open transaction
         await self.worker.run(self.producer.init_transactions, 60)
@@ -125,7 +129,7 @@ class KafkaSequencer:
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": self.group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 5,
+            "fetch.wait.max.ms": 100,
         })
         # One owner per region takes every partition by assignment, not by group
         # membership: no rebalance can revoke it in the middle of a transaction (a
@@ -348,12 +352,14 @@ class KafkaSequencer:
         for (conv, user), mark in tentative.items():
             out.append((SEQ_STATE, marks_key(conv, user),
                         env.dumps({"d": mark.delivered, "r": mark.read})))
+        t1 = time.perf_counter()
         try:
             await asyncio.wait_for(self.worker.run(self._transact, out), TXN_DEADLINE)
         except TimeoutError:
             # librdkafka calls can outlast their own timeouts when the broker goes away
             # mid-transaction; a fresh process restores from msg.seq-state instead
             _exit(f"transaction stuck for {TXN_DEADLINE}s")
+        METRICS.txn_seconds.observe(time.perf_counter() - t1)
         # committed: only now does the state move
         self.state.commit(plan)
         self.book.note(plan)
