@@ -5,9 +5,10 @@
 Starts both deployments in temporary homes (the cluster one with `msgctl up`
 on a copy of regions/one-region.yaml moved to free ports: real Kafka,
 Cassandra and Redis, two gateways), measures the cluster's time to RUNNING
-and the total RSS of every supervised process of each, then drives the same
-open-loop 1:1 traffic (`msgctl bench`'s client workers) at each rate:
-send->sent and send->deliver p50/p99 and delivered msgs/s. Prints a table, or
+and the total RSS of every supervised process of each, then (after one
+unmeasured 10 s warm-up step) drives the same open-loop 1:1 traffic
+(`msgctl bench`'s client workers) at each rate: send->sent and send->deliver
+p50/p99 and delivered msgs/s. Prints a table, or
 JSON with --json. Both stacks are taken down at the end.
 """
 
@@ -63,6 +64,9 @@ def burst(dep: Deployment, rates: list[float], seconds: float) -> list[dict[str,
     s = runner.Settings.quick()
     s.step_seconds = seconds
     s.warmup_seconds = 1.0
+    # a fresh JVM (Cassandra, Kafka) compiles its hot paths under the first traffic:
+    # one unmeasured step first, so the steps compare steady states
+    runner.run_step(target, s, rates[0], relay=False, duration=10.0)
     out = []
     for rate in rates:
         step = runner.run_step(target, s, rate, relay=False)

@@ -114,6 +114,7 @@ class ClusterReceipts:
         # acks not yet in the store still count when the device syncs or reconnects
         self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
         self._dirty: dict[tuple[str, str, str], int] = {}
+        self._marks_out: dict[tuple[str, str, str, str], int] = {}  # acks/reads to forward
         self._flush_at: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
@@ -146,12 +147,21 @@ class ClusterReceipts:
         await self._forward("read", user, device, conv, seq)
 
     async def _forward(self, kind: str, user: str, device: str, conv: str, seq: int) -> None:
-        try:
-            await self.producer.send(INGRESS, conv.encode(),
-                                     env.mark_request(kind, conv, user, device, seq))
-        except Exception as exc:
-            # receipts are cumulative: the device's next ack carries this one too
-            log.warning("%s for %s/%s not forwarded: %s", kind, conv, user, exc)
+        # cumulative: within one window only the highest ack/read of a device matters
+        key = (kind, user, device, conv)
+        if seq > self._marks_out.get(key, -1):
+            self._marks_out[key] = seq
+        self._schedule(0.025)
+
+    async def _send_marks(self, marks: dict[tuple[str, str, str, str], int]) -> None:
+        sends = [self.producer.send(INGRESS, conv.encode(),
+                                    env.mark_request(kind, conv, user, device, seq))
+                 for (kind, user, device, conv), seq in marks.items()]
+        for (kind, _, _, conv), result in zip(marks, await asyncio.gather(
+                *sends, return_exceptions=True), strict=True):
+            if isinstance(result, BaseException):
+                # the device's next ack carries this one too (cumulative)
+                log.warning("%s for %s not forwarded: %s", kind, conv, result)
 
     def _schedule(self, delay: float) -> None:
         if self._flush_at is None:
@@ -159,6 +169,11 @@ class ClusterReceipts:
 
     def _flush(self) -> None:
         self._flush_at = None
+        if self._marks_out:
+            marks, self._marks_out = self._marks_out, {}
+            task = asyncio.get_running_loop().create_task(self._send_marks(marks))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}

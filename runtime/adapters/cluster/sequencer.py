@@ -328,8 +328,10 @@ class KafkaSequencer:
                           req["from_device"], int(req.get("ts") or time.time() * 1000),
                           req["kind"], req["body"], req.get("media"))
             out.append((EVENTS, key, env.message_event(msg, req["gw"])))
-        # receipts: the head used for clamping includes this batch's new messages
+        # receipts: the head used for clamping includes this batch's new messages. They
+        # are cumulative, so a batch publishes only the newest per (conv, user, kind)
         tentative: dict[tuple[str, str], Watermark] = {}
+        moved: dict[tuple[str, str, str], str] = {}  # -> the device that moved it last
         for op in marks_ops:
             k = (op["conv"], op["user"])
             mark = tentative.get(k) or await self._mark(*k)
@@ -339,14 +341,14 @@ class KafkaSequencer:
                 continue
             tentative[k] = upd.mark
             if upd.delivered_moved:
-                r = Receipt(op["conv"], op["user"], "delivered", upd.mark.delivered,
-                            op.get("device", ""))
-                out.append((EVENTS, r.conv.encode(),
-                            env.receipt_event(r, upd.mark.delivered, upd.mark.read)))
+                moved[(*k, "delivered")] = op.get("device", "")
             if upd.read_moved:
-                r = Receipt(op["conv"], op["user"], "read", upd.mark.read, op.get("device", ""))
-                out.append((EVENTS, r.conv.encode(),
-                            env.receipt_event(r, upd.mark.delivered, upd.mark.read)))
+                moved[(*k, "read")] = op.get("device", "")
+        for (conv, user, kind), device in moved.items():
+            mark = tentative[(conv, user)]
+            r = Receipt(conv, user, kind, mark.delivered if kind == "delivered" else mark.read,
+                        device)
+            out.append((EVENTS, conv.encode(), env.receipt_event(r, mark.delivered, mark.read)))
         for conv, snap in self.book.preview(plan).items():
             out.append((SEQ_STATE, head_key(conv), env.dumps(snap)))
         for (conv, user), mark in tentative.items():
