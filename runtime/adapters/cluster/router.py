@@ -76,7 +76,9 @@ class StoreRouter:
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": f"msgctl-router-{self.region}", "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100, "session.timeout.ms": 10_000,
+            # read_committed: a commit's markers do not seem to wake a waiting fetch, so
+            # the wait bounds the delivery latency (10 ms: p50 177 -> 151 ms at 100 msgs/s)
+            "fetch.wait.max.ms": 10, "session.timeout.ms": 10_000,
         })
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(self._run(), name="router")
