@@ -27,6 +27,20 @@ class PresenceConfig:
 
 
 @dataclass
+class MediaConfig:
+    """Uploads (issue: media): owned by the media work; see docs/protocol.md `upload`."""
+
+    enabled: bool = True
+
+
+@dataclass
+class PushConfig:
+    """Push providers (issue: push): owned by the push work."""
+
+    hide_body: bool = False
+
+
+@dataclass
 class EnginesConfig:
     """Where the cluster backends are (backend "cluster" only)."""
 
@@ -56,6 +70,8 @@ class NodeConfig:
     push_hide_body: bool = False
     backend: str = "embedded"  # or "cluster": Cassandra, Kafka, Redis from `engines`
     engines: EnginesConfig = field(default_factory=EnginesConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -66,7 +82,10 @@ class NodeConfig:
         limits = LimitsConfig(**raw.pop("limits", {}))
         presence = PresenceConfig(**raw.pop("presence", {}))
         engines = EnginesConfig(**raw.pop("engines", {}))
-        return cls(limits=limits, presence=presence, engines=engines, **raw)
+        media = MediaConfig(**raw.pop("media", {}))
+        push = PushConfig(**raw.pop("push", {}))
+        return cls(limits=limits, presence=presence, engines=engines, media=media, push=push,
+                   **raw)
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
