@@ -21,7 +21,8 @@ from msgctl.errors import UsageError
 from msgctl.infra import programs as engine_programs
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
-from runtime.config import LimitsConfig, NodeConfig, PresenceConfig
+from runtime.config import LimitsConfig, MediaConfig, NodeConfig, PresenceConfig
+from runtime.core import media as media_rules
 
 __all__ = ["Program", "Region", "Topology", "load", "parse", "plan"]
 
@@ -32,6 +33,7 @@ RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
 # cluster: the single-runtime processes listen beside the gateways (base + 10, 11, 12)
 RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
+MEDIA_PORT_OFFSET = 20  # embedded: the blob endpoint's default port is the gateway's + 20
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class Region:
     gateway_port: int
     gateway_processes: int = 1
     engines: dict[str, EngineSpec] = field(default_factory=dict, hash=False, compare=False)
+    media_port: int = 0  # the embedded blob endpoint; 0 = none
+
+    @property
+    def media_url(self) -> str:
+        return f"http://{self.host}:{self.media_port}" if self.media_port else ""
 
     @property
     def ws_url(self) -> str:
@@ -60,6 +67,8 @@ class Region:
                 out += [(port, spec.engine if key == "port" else
                          f"{spec.engine} {key.removesuffix('_port')}")
                         for key, port in spec.ports.items()]
+        if self.media_port:
+            out.append((self.media_port, "media"))
         return out
 
 
@@ -72,6 +81,7 @@ class Topology:
     limits: dict[str, Any] = field(default_factory=dict)
     presence: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
 
 
 
@@ -113,6 +123,11 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, list) or not regions_raw:
         raise UsageError(f"{where}: 'regions' must be a non-empty list")
+    media_raw = raw.get("media")
+    media = _media_section({} if media_raw is None else media_raw, where)
+    if media.get("port") and len(regions_raw) > 1:
+        raise UsageError(f"{where}: media.port is per region; leave it out with several "
+                         "regions (each uses its gateway port + 20)")
     regions: list[Region] = []
     for i, r in enumerate(regions_raw):
         rw = f"{where}: regions[{i}]"
@@ -139,7 +154,11 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
             engines = parse_engines(r.get("engines"), rw, port_offset)
         elif "engines" in r:
             raise UsageError(f"{rw}: 'engines' needs backend: cluster")
-        region = Region(name, host, port, processes, engines)
+        media_port = 0
+        if backend == "embedded" and media.get("enabled", True):
+            media_port = (media["port"] + port_offset if media.get("port")
+                          else port + MEDIA_PORT_OFFSET)
+        region = Region(name, host, port, processes, engines, media_port)
         seen: dict[int, str] = {}
         for p, what in region.ports():
             if not 1 <= p <= 65535:
@@ -158,7 +177,36 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     presence = _known_keys(raw.get("presence") or {}, PresenceConfig, f"{where}: presence")
     push = raw.get("push") or {}
     return Topology(str(raw.get("name", Path(source).stem)), backend, regions, source,
-                    limits, presence, push)
+                    limits, presence, push, media)
+
+
+def _media_section(raw: Any, where: str) -> dict[str, Any]:
+    """The `media:` section, checked: ports, ceilings per kind, content-type allow-lists."""
+    w = f"{where}: media"
+    if not isinstance(raw, dict):
+        raise UsageError(f"{w} must be a mapping")
+    media = _known_keys(dict(raw), MediaConfig, w)
+    for key in ("port", "upload_ttl_s", "url_ttl_s"):
+        value = media.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0 or key == "port" and value > 65535):
+            raise UsageError(f"{w}.{key} must be a non-negative integer")
+    kinds = media_rules.UPLOAD_KINDS
+    checks = {"max_bytes": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                            "a positive number of bytes"),
+              "content_types": (lambda v: isinstance(v, list) and bool(v) and all(
+                  isinstance(c, str) and "/" in c for c in v),
+                                "a list of content types like image/png")}
+    for section, (check, what) in checks.items():
+        value = media.get(section, {})
+        if not isinstance(value, dict):
+            raise UsageError(f"{w}.{section} must map a kind ({', '.join(kinds)}) to a value")
+        for kind, v in value.items():
+            if kind not in kinds:
+                raise UsageError(f"{w}.{section}: unknown kind '{kind}'; use {', '.join(kinds)}")
+            if not check(v):
+                raise UsageError(f"{w}.{section}.{kind} must be {what}")
+    return media
 
 
 def load(spec: str | Path, port_offset: int = 0) -> Topology:
@@ -182,7 +230,8 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
     settings: dict[str, Any] = dict(
         region=region.name, host=region.host, port=region.gateway_port,
         data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]), secret=secret,
-        limits=limits, presence=presence, push_hide_body=bool(topo.push.get("hide_body", False)))
+        limits=limits, presence=presence, push_hide_body=bool(topo.push.get("hide_body", False)),
+        media=MediaConfig(**(topo.media | {"port": region.media_port})))
     return NodeConfig(**(settings | overrides))
 
 

@@ -28,9 +28,19 @@ class PresenceConfig:
 
 @dataclass
 class MediaConfig:
-    """Uploads (issue: media): owned by the media work; see docs/protocol.md `upload`."""
+    """Uploads and downloads (docs/protocol.md `upload`); the topology's `media:` section.
+
+    Empty `max_bytes` / `content_types` entries keep the defaults of
+    runtime.core.media for that kind; `port` 0 means the gateway port + 20.
+    """
 
     enabled: bool = True
+    port: int = 0  # the blob endpoint (embedded): POST /v1/blobs, GET /v1/media/<key>
+    public_url: str = ""  # a CDN / proxy base URL; "" = http://<host the client reached>:port
+    max_bytes: dict[str, int] = field(default_factory=dict)  # kind -> ceiling in bytes
+    content_types: dict[str, list[str]] = field(default_factory=dict)  # kind -> allow-list
+    upload_ttl_s: int = 900  # presigned POST lifetime
+    url_ttl_s: int = 7 * 86400  # download URL lifetime
 
 
 @dataclass

@@ -26,13 +26,17 @@ from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.push_sink import LogSinkProvider
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.config import NodeConfig
+from runtime.core import media as media_rules
 from runtime.gateway.server import Gateway
+from runtime.media.endpoint import BlobServer
+from runtime.media.service import MediaService
+from runtime.media.store import LocalBlobStore
 from runtime.presence import PresenceService
 from runtime.push import PushService
 from runtime.sequencer import Conversations, Ingest, Receipts, Router
 
 LOGGERS = {
-    "gateway": ["msgctl.gateway", "websockets", "msgctl.directory"],
+    "gateway": ["msgctl.gateway", "websockets", "msgctl.directory", "msgctl.media"],
     "sequencer": ["msgctl.sequencer", "msgctl.store", "msgctl.eventlog", "msgctl.router",
                   "msgctl.cassandra"],
     "presence": ["msgctl.presence"],
@@ -94,11 +98,18 @@ class Node:
         self.push = PushService(self.conversations, self.store, self.directory,
                                 LogSinkProvider(data / f"push-{config.region}.jsonl"),
                                 self.receipts.marks, hide_body=config.push_hide_body)
+        self.blobs: BlobServer | None = None
+        media: MediaService | None = None
+        if config.media.enabled and config.media.port:
+            secret = media_rules.derive_secret(config.secret)
+            blob_store = LocalBlobStore(data / "blobs", secret)
+            self.blobs = BlobServer(blob_store, config.host, config.media.port)
+            media = MediaService(config.media, secret, blob_store, config.media.port)
         self.gateway = Gateway(config, store=self.store, state=self.store,
                                conversations=self.conversations, ingest=self.ingest,
                                receipts=self.receipts, event_log=self.event_log,
                                directory=self.directory, presence=self.presence,
-                               readiness=self.readiness)
+                               readiness=self.readiness, media=media)
         self.router = Router(self.conversations, self.directory, self._dispatch)
         self.event_log.subscribe(self.router.on_event)
         self.event_log.subscribe(self.push.on_event)
@@ -122,6 +133,12 @@ class Node:
         await self.router.start()
         await self.presence.start()
         await self.push.start()
+        if self.blobs is not None:
+            try:
+                await self.blobs.start()
+            except OSError as exc:
+                raise OSError(exc.errno, f"media endpoint port {self.blobs.port}: "
+                              f"{exc.strerror}") from exc
         await self.gateway.start()
         logging.getLogger("msgctl.sequencer").info("ready: store %s", self.store.path)
         logging.getLogger("msgctl.presence").info(
@@ -135,6 +152,9 @@ class Node:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.gateway.stop()
+        if self.blobs is not None:
+            with contextlib.suppress(Exception):
+                await self.blobs.stop()
         await self.push.stop()
         await self.presence.stop()
         await self.router.stop()

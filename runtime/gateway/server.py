@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 from runtime import auth
 from runtime.config import NodeConfig
 from runtime.core import frames as f
+from runtime.core import media as media_rules
 from runtime.core.errors import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -39,6 +40,7 @@ from runtime.core.errors import (
 )
 from runtime.core.ratelimit import TokenBucket
 from runtime.gateway.session import CLOSE_GRACE, Session, encode, msg_frame
+from runtime.media.service import MediaService, client_host
 from runtime.metrics import METRICS, labelled
 from runtime.ports import (
     Conversation,
@@ -64,8 +66,10 @@ class Gateway:
     def __init__(self, config: NodeConfig, *, store: MessageStore, state: StateStore,
                  conversations: Conversations, ingest: Ingest, receipts: Receipts,
                  event_log: EventLog, directory: SessionDirectory, presence: PresenceService,
-                 readiness: Callable[[], dict[str, str]]) -> None:
+                 readiness: Callable[[], dict[str, str]],
+                 media: MediaService | None = None) -> None:
         self.config = config
+        self.media = media  # None: `upload` is answered `unavailable`
         self.store = store
         self.state = state
         self.conversations = conversations
@@ -349,19 +353,46 @@ class Gateway:
                                                           frame.token))
                 self._reply(s, {"t": "ok"}, frame.id)
             case f.Upload():
-                self._error(s, UNAVAILABLE, "media uploads are not configured on this "
-                            "deployment", frame.id)
+                self._upload(s, frame)
+
+    def _host(self, s: Session) -> str:
+        request = s.ws.request
+        return client_host(request.headers.get("Host") if request is not None else None,
+                           self.config.host)
+
+    def _upload(self, s: Session, frame: f.Upload) -> None:
+        if self.media is None:
+            self._error(s, UNAVAILABLE, "media uploads are not configured on this deployment",
+                        frame.id)
+            return
+        slot = self.media.slot(s.user, frame.kind, frame.content_type, frame.size,
+                               self._host(s))
+        if isinstance(slot, media_rules.Refusal):
+            self._error(s, slot.code, slot.message, frame.id)
+            return
+        self._reply(s, slot, frame.id)
 
     async def _send(self, s: Session, frame: f.Send) -> None:
         if not await self._member_conv(s, frame.conv, frame.id):
             return
+        media = frame.media
+        if media is not None:
+            if self.media is None:
+                self._error(s, UNAVAILABLE, "media is not configured on this deployment",
+                            frame.id)
+                return
+            checked = await self.media.attach(s.user, frame.kind, media, self._host(s))
+            if isinstance(checked, media_rules.Refusal):
+                self._error(s, checked.code, checked.message, frame.id)
+                return
+            media = checked
         if s.inflight is None:
             s.inflight = asyncio.Semaphore(self.config.limits.inflight_sends)
         inflight = s.inflight
         await inflight.acquire()  # back-pressure: stop reading this socket while it is full
         t0 = time.perf_counter()
         fut = self.ingest.submit(frame.conv, frame.cid, s.user, s.device, frame.kind, frame.body,
-                                 frame.media)
+                                 media)
 
         def reply(done: asyncio.Future[Message]) -> None:
             # a callback, not a task per send: the hot path stays cheap

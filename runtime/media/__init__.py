@@ -1,0 +1,1 @@
+"""Media: upload slots, the blob stores behind them, and the embedded blob endpoint."""

@@ -1,0 +1,130 @@
+"""The embedded blob endpoint: presigned POST uploads and signed downloads (aiohttp).
+
+`POST /v1/blobs` takes multipart/form-data like S3's presigned POST: the
+policy fields first, the file last as `file`. The policy is verified before a
+byte of the file is written; the file streams to a temp file, is refused
+past the policy's size, and is moved into place when complete (204).
+`GET /v1/media/<key>?expires=..&key_id=..&signature=..` streams a blob whose
+URL is signed and not expired (403 otherwise). Errors are JSON
+`{"error": code, "message": ...}`. It runs on its own port because the
+gateway's WebSocket server cannot read request bodies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from runtime.core import media as core
+from runtime.media.store import BlobInfo, LocalBlobStore
+
+log = logging.getLogger("msgctl.media")
+
+CHUNK = 256 * 1024
+MAX_FIELD = 8192
+MAX_FIELDS = 32
+STATUS = {"bad_request": 400, "EntityTooLarge": 400, "EntityTooSmall": 400,
+          "forbidden": 403, "not_found": 404}
+
+
+def _error(code: str, message: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=STATUS.get(code, 400))
+
+
+class BlobServer:
+    def __init__(self, store: LocalBlobStore, host: str, port: int, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.clock = clock
+        self.runner: web.AppRunner | None = None
+        self.ready = False
+        app = web.Application()
+        app.router.add_post("/v1/blobs", self.upload)
+        app.router.add_get("/v1/media/{key:.+}", self.download)
+        app.router.add_get("/healthz", self.health)
+        self.app = app
+
+    async def start(self) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.host, self.port, backlog=1024).start()
+        self.ready = True
+        log.info("blob endpoint on http://%s:%d (store %s)", self.host, self.port,
+                 self.store.root)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def upload(self, request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/form-data"):
+            return _error("bad_request", "send multipart/form-data: the fields, then 'file'")
+        try:
+            reader = await request.multipart()
+        except (ValueError, AssertionError) as exc:
+            return _error("bad_request", f"not multipart/form-data: {exc}")
+        fields: dict[str, str] = {}
+        while True:
+            part = await reader.next()
+            if part is None:
+                return _error("bad_request", "no 'file' field (it must come last)")
+            if not isinstance(part, BodyPartReader):
+                return _error("bad_request", "nested multipart is not supported")
+            name = part.name or ""
+            if name == "file":
+                break
+            if len(fields) >= MAX_FIELDS:
+                return _error("bad_request", "too many form fields")
+            raw = await part.read_chunk(MAX_FIELD + 1)
+            if len(raw) > MAX_FIELD or not part.at_eof():
+                return _error("bad_request", f"form field '{name[:50]}' is too long")
+            fields[name] = raw.decode("utf-8", "replace")
+        grant = core.verify_post(self.store.secret, fields, int(self.clock()))
+        if isinstance(grant, core.Refusal):
+            return _error(grant.code, grant.message)
+        tmp = self.store.temp()
+        size = 0
+        try:
+            with tmp.open("wb") as fh:
+                while True:
+                    chunk = await part.read_chunk(CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > grant.max_size:
+                        refusal = core.check_size(grant, size)
+                        assert refusal is not None
+                        return _error(refusal.code, refusal.message)
+                    fh.write(chunk)
+            refusal = core.check_size(grant, size)
+            if refusal is not None:
+                return _error(refusal.code, refusal.message)
+            self.store.commit(tmp, BlobInfo(grant.key, grant.content_type, size))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return web.Response(status=204, headers={"ETag": f'"{grant.key.rsplit("/", 1)[1]}"'})
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        refusal = core.verify_url([self.store.secret], key, dict(request.query),
+                                  int(self.clock()))
+        if refusal is not None:
+            return _error(refusal.code, refusal.message)
+        info = await self.store.head(key) if core.valid_key(key) else None
+        if info is None:
+            return _error("not_found", "no such blob")
+        path: Path = self.store.path(key)
+        return web.FileResponse(path, chunk_size=CHUNK, headers={
+            "Content-Type": info.content_type, "Cache-Control": "private, max-age=3600"})

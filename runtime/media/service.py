@@ -1,0 +1,91 @@
+"""The gateway's media API: upload slots for `upload` frames, media checks for `send`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runtime.config import MediaConfig
+from runtime.core import media as core
+from runtime.core.errors import BAD_FRAME, FORBIDDEN
+from runtime.media.store import BlobStore
+
+HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9A-Fa-f:.]{2,45}\]$")
+
+
+def rules_of(cfg: MediaConfig) -> core.MediaRules:
+    max_bytes = dict(core.DEFAULT_MAX_BYTES) | dict(cfg.max_bytes)
+    ctypes = {k: list(v) for k, v in core.DEFAULT_CONTENT_TYPES.items()}
+    ctypes |= {k: [c.lower() for c in v] for k, v in cfg.content_types.items()}
+    return core.MediaRules(max_bytes, ctypes, cfg.upload_ttl_s, cfg.url_ttl_s)
+
+
+def client_host(host_header: str | None, default: str) -> str:
+    """The host name the client reached (from its Host header), for URLs it can reach too."""
+    if not host_header:
+        return default
+    host = host_header.strip()
+    host = host[:host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0]
+    return host if HOST_RE.match(host) else default
+
+
+class MediaService:
+    def __init__(self, cfg: MediaConfig, secret: bytes, store: BlobStore, port: int, *,
+                 clock: Callable[[], float] = time.time,
+                 token: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+        self.cfg = cfg
+        self.rules = rules_of(cfg)
+        self.secret = secret
+        self.store = store
+        self.port = port
+        self.clock = clock
+        self.token = token
+
+    def base(self, host: str) -> str:
+        return self.cfg.public_url or f"http://{host}:{self.port}"
+
+    def _media(self, host: str, key: str, content_type: str, size: int) -> dict[str, Any]:
+        expires = int(self.clock()) + self.rules.url_ttl_s
+        return {"key": key, "url": core.sign_url(self.secret, self.base(host), key, expires),
+                "content_type": content_type, "size": size}
+
+    def slot(self, user: str, kind: str, content_type: str, size: int,
+             host: str) -> dict[str, Any] | core.Refusal:
+        """The `upload_url` reply to an `upload` frame, or why it is refused."""
+        refusal = core.check_upload(self.rules, kind, content_type, size)
+        if refusal is not None:
+            return refusal
+        content_type = content_type.lower()
+        key = core.new_key(user, self.token())
+        url, fields = self.store.presign(self.base(host), key, content_type, size,
+                                         int(self.clock()), self.rules.upload_ttl_s)
+        return {"t": "upload_url", "upload": {"url": url, "fields": fields},
+                "media": self._media(host, key, content_type, size)}
+
+    async def attach(self, user: str, kind: str, media: Any,
+                     host: str) -> dict[str, Any] | core.Refusal:
+        """The `media` a message carries, after checking the sender uploaded that blob."""
+        parsed = core.media_of(media)
+        if isinstance(parsed, core.Refusal):
+            return parsed
+        key, ctype, size = parsed
+        if not core.owns(user, key):
+            return core.Refusal(FORBIDDEN, f"media key '{key[:200]}' is not one of your "
+                                "uploads")
+        info = await self.store.head(key)
+        if info is None:
+            return core.Refusal(BAD_FRAME, f"media key '{key}' was never uploaded (POST the "
+                                "file to upload.url first)")
+        if ctype is not None and ctype.lower() != info.content_type:
+            return core.Refusal(BAD_FRAME, f"media.content_type '{ctype}' does not match the "
+                                f"uploaded blob ({info.content_type})")
+        if size is not None and size != info.size:
+            return core.Refusal(BAD_FRAME, f"media.size {size} does not match the uploaded "
+                                f"blob ({info.size} bytes)")
+        if info.content_type not in self.rules.content_types.get(kind, []):
+            return core.Refusal(BAD_FRAME, f"a {info.content_type} blob cannot be sent as "
+                                f"kind '{kind}'")
+        return self._media(host, key, info.content_type, info.size)

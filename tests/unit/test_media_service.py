@@ -1,0 +1,130 @@
+"""MediaService (upload slots, send checks) over a fake store; the topology's media section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msgctl import topology as topo_mod
+from msgctl.errors import UsageError
+from runtime.config import MediaConfig, NodeConfig
+from runtime.core import media as m
+from runtime.media.service import MediaService, client_host
+from runtime.media.store import BlobInfo, LocalBlobStore
+
+SECRET = m.derive_secret("s" * 64)
+
+
+class FakeStore(LocalBlobStore):
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, SECRET)
+        self.blobs: dict[str, BlobInfo] = {}
+
+    async def head(self, key: str) -> BlobInfo | None:
+        return self.blobs.get(key)
+
+
+def service(tmp: Path, **cfg: Any) -> MediaService:
+    return MediaService(MediaConfig(**cfg), SECRET, FakeStore(tmp), 7420,
+                        clock=lambda: 1_800_000_000.5, token=lambda: "ab" * 16)
+
+
+def test_slot_is_the_contract_reply(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    got = svc.slot("alice", "image", "Image/PNG", 1234, "10.1.2.3")
+    assert isinstance(got, dict)
+    assert got["t"] == "upload_url"
+    assert got["upload"]["url"] == "http://10.1.2.3:7420/v1/blobs"
+    key = "u/alice/" + "ab" * 16
+    fields = got["upload"]["fields"]
+    assert fields["key"] == key and fields["Content-Type"] == "image/png"
+    assert m.verify_post(SECRET, fields, 1_800_000_000) == m.PostGrant(key, "image/png", 1, 1234)
+    assert m.verify_post(SECRET, fields, 1_800_000_000 + 900).code == "forbidden"  # 15 min
+    media = got["media"]
+    assert (media["key"], media["content_type"], media["size"]) == (key, "image/png", 1234)
+    assert media["url"].startswith(f"http://10.1.2.3:7420/v1/media/{key}?expires=")
+
+
+def test_slot_refusals(tmp_path: Path) -> None:
+    svc = service(tmp_path, max_bytes={"image": 10})
+    assert svc.slot("a", "image", "image/png", 11, "h").code == "too_large"
+    assert svc.slot("a", "image", "text/html", 1, "h").code == "bad_frame"
+    assert svc.slot("a", "text", "text/plain", 1, "h").code == "bad_frame"
+
+
+def test_public_url_overrides_the_host(tmp_path: Path) -> None:
+    svc = service(tmp_path, public_url="https://cdn.example")
+    got = svc.slot("alice", "video", "video/mp4", 5, "127.0.0.1")
+    assert got["upload"]["url"] == "https://cdn.example/v1/blobs"
+    assert got["media"]["url"].startswith("https://cdn.example/v1/media/")
+
+
+async def test_attach(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    key = "u/alice/" + "ab" * 16
+    assert (await svc.attach("alice", "image", {"key": key}, "h")).code == "bad_frame"
+    svc.store.blobs[key] = BlobInfo(key, "image/png", 99)  # type: ignore[attr-defined]
+    ok = await svc.attach("alice", "image", {"key": key, "size": 99,
+                                             "content_type": "image/png", "url": "x"}, "h")
+    assert isinstance(ok, dict) and ok["size"] == 99 and ok["url"].startswith("http://h:7420/")
+    got = await svc.attach("bob", "image", {"key": key}, "h")
+    assert got.code == "forbidden" and "not one of your uploads" in got.message
+    assert (await svc.attach("alice", "image", {"key": key, "size": 98}, "h")).code == "bad_frame"
+    assert (await svc.attach("alice", "image", {"key": key, "content_type": "image/gif"},
+                             "h")).code == "bad_frame"
+    assert (await svc.attach("alice", "video", {"key": key}, "h")).code == "bad_frame"
+    assert (await svc.attach("alice", "image", {"key": "../../etc/passwd"}, "h")).code \
+        == "forbidden"
+    assert (await svc.attach("alice", "image", "k", "h")).code == "bad_frame"
+
+
+@pytest.mark.parametrize(("header", "host"), [
+    ("127.0.0.2:7400", "127.0.0.2"), ("region-eu.example:443", "region-eu.example"),
+    ("[::1]:7400", "[::1]"), ("localhost", "localhost"), (None, "dflt"), ("", "dflt"),
+    ("evil/path:1", "dflt"), ("a b:1", "dflt")])
+def test_client_host(header: str | None, host: str) -> None:
+    assert client_host(header, "dflt") == host
+
+
+def _topo(tmp_path: Path, media: Any = None, port: int = 7400, regions: int = 1,
+          backend: str = "embedded") -> topo_mod.Topology:
+    raw: dict[str, Any] = {"backend": backend, "regions": [
+        {"name": f"r{i}", "host": f"127.0.0.{i + 1}", "gateway": {"port": port}}
+        for i in range(regions)]}
+    if media is not None:
+        raw["media"] = media
+    return topo_mod.parse(raw, str(tmp_path / "t.yaml"))
+
+
+def test_topology_media_defaults_and_settings(tmp_path: Path) -> None:
+    topo = _topo(tmp_path)
+    assert topo.regions[0].media_port == 7420 and (7420, "media") in topo.regions[0].ports()
+    topo = _topo(tmp_path, {"port": 9000, "max_bytes": {"image": 5},
+                            "content_types": {"video": ["video/x-test"]}, "upload_ttl_s": 60})
+    assert topo.regions[0].media_url == "http://127.0.0.1:9000"
+    dirs = {k: tmp_path / k for k in ("data", "logs")}
+    cfg = topo_mod.node_config(topo, topo.regions[0], dirs, "s" * 64)
+    round_trip = NodeConfig.from_dict(__import__("json").loads(cfg.to_json()))
+    assert round_trip.media == MediaConfig(port=9000, max_bytes={"image": 5},
+                                           content_types={"video": ["video/x-test"]},
+                                           upload_ttl_s=60)
+    assert _topo(tmp_path, {"enabled": False}).regions[0].media_port == 0
+    assert [r.media_port for r in _topo(tmp_path, regions=2).regions] == [7420, 7420]
+
+
+@pytest.mark.parametrize(("media", "needle"), [
+    ({"bogus": 1}, "unknown setting"), ({"port": "x"}, "non-negative integer"),
+    ({"max_bytes": {"gif": 1}}, "unknown kind"), ({"max_bytes": {"image": 0}}, "positive"),
+    ({"content_types": {"image": "image/png"}}, "list of content types"),
+    ({"content_types": []}, "must map a kind"), ([], "must be a mapping"),
+    ({"port": 7400}, "both use port")])
+def test_topology_media_errors(tmp_path: Path, media: Any, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        _topo(tmp_path, media)
+
+
+def test_media_port_is_per_region(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="per region"):
+        _topo(tmp_path, {"port": 9000}, regions=2)
