@@ -21,7 +21,15 @@ from msgctl.errors import UsageError
 from msgctl.infra import programs as engine_programs
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
-from runtime.config import LimitsConfig, MediaConfig, NodeConfig, PresenceConfig
+from runtime.config import (
+    ApnsConfig,
+    FcmConfig,
+    LimitsConfig,
+    MediaConfig,
+    NodeConfig,
+    PresenceConfig,
+    PushConfig,
+)
 from runtime.core import media as media_rules
 
 __all__ = ["Program", "Region", "Topology", "load", "parse", "plan"]
@@ -175,7 +183,7 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         raise UsageError(f"{where}: two regions share a host and port")
     limits = _known_keys(raw.get("limits") or {}, LimitsConfig, f"{where}: limits")
     presence = _known_keys(raw.get("presence") or {}, PresenceConfig, f"{where}: presence")
-    push = raw.get("push") or {}
+    push = _push_settings(raw.get("push") or {}, Path(source).parent, where)
     return Topology(str(raw.get("name", Path(source).stem)), backend, regions, source,
                     limits, presence, push, media)
 
@@ -209,6 +217,34 @@ def _media_section(raw: Any, where: str) -> dict[str, Any]:
     return media
 
 
+def _push_settings(raw: Any, base: Path, where: str) -> dict[str, Any]:
+    """The `push:` section, checked; credential paths made absolute (relative to the file)."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: 'push' must be a mapping")
+    out = dict(_known_keys(raw, PushConfig, f"{where}: push"))
+    for name, cls, path_key in (("fcm", FcmConfig, "service_account"),
+                                ("apns", ApnsConfig, "key_file")):
+        section = out.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise UsageError(f"{where}: push.{name} must be a mapping")
+        section = dict(_known_keys(section, cls, f"{where}: push.{name}"))
+        if section.get(path_key):
+            path = Path(str(section[path_key])).expanduser()
+            section[path_key] = str(path if path.is_absolute() else (base / path).resolve())
+        out[name] = section
+    try:
+        PushConfig(**out)
+    except TypeError as exc:
+        raise UsageError(f"{where}: push: {exc}") from None
+    if "apns" in out and out["apns"].get("key_file"):
+        missing = [k for k in ("key_id", "team_id", "topic") if not out["apns"].get(k)]
+        if missing:
+            raise UsageError(f"{where}: push.apns needs {', '.join(missing)} with key_file")
+    return out
+
+
 def load(spec: str | Path, port_offset: int = 0) -> Topology:
     path = resolve_path(spec)
     try:
@@ -231,6 +267,7 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
         region=region.name, host=region.host, port=region.gateway_port,
         data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]), secret=secret,
         limits=limits, presence=presence, push_hide_body=bool(topo.push.get("hide_body", False)),
+        push=PushConfig(**topo.push),
         media=MediaConfig(**(topo.media | {"port": region.media_port})))
     return NodeConfig(**(settings | overrides))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from runtime.adapters.cluster.cassandra_store import CassandraStore
@@ -28,11 +27,10 @@ from runtime.adapters.cluster.presence_hub import PresenceHub
 from runtime.adapters.cluster.redis_bus import RedisDirectory, connect
 from runtime.adapters.cluster.router import StoreRouter
 from runtime.adapters.cluster.sequencer import KafkaSequencer
-from runtime.adapters.embedded.push_sink import LogSinkProvider
 from runtime.config import NodeConfig
 from runtime.gateway.server import Gateway
 from runtime.health import HealthServer
-from runtime.push import PushService
+from runtime.push import push_service
 from runtime.sequencer import Conversations
 
 log = logging.getLogger("msgctl.node")
@@ -120,13 +118,11 @@ class ClusterNode:
         store = await self._store(create_schema=False)
         redis = self._redis()
         directory = RedisDirectory(redis)
-        provider = LogSinkProvider(Path(self.config.data_dir) / f"push-{self.config.region}.jsonl")
 
         async def marks(user: str, conv: str) -> Any:
             return await store.watermark(user, conv)
 
-        push = PushService(Conversations(store), store, directory, provider, marks,
-                           hide_body=self.config.push_hide_body)
+        push = push_service(self.config, Conversations(store), store, directory, marks)
         self.parts["push"] = push
         await push.start()
         self._stops.append(push.stop)
@@ -134,7 +130,8 @@ class ClusterNode:
                          push.on_event)
         await feed.start()
         self._stops.append(feed.stop)
-        logging.getLogger("msgctl.push").info("ready: provider log sink %s", provider.path)
+        logging.getLogger("msgctl.push").info("ready: %s",
+                                              push.provider.describe())  # type: ignore
 
     async def _start_gateway(self) -> None:
         cfg = self.config

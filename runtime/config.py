@@ -44,10 +44,47 @@ class MediaConfig:
 
 
 @dataclass
+class FcmConfig:
+    """FCM HTTP v1: a service account JSON file; the endpoints only change for stand-ins."""
+
+    service_account: str = ""  # path to the service account JSON (empty: FCM not configured)
+    base_url: str = "https://fcm.googleapis.com"
+    token_uri: str = ""  # default: the service account's token_uri
+
+
+@dataclass
+class ApnsConfig:
+    """APNs over HTTP/2 with a token-based (.p8, ES256) provider key."""
+
+    key_file: str = ""  # path to the AuthKey_<key id>.p8 (empty: APNs not configured)
+    key_id: str = ""
+    team_id: str = ""
+    topic: str = ""  # the app's bundle id
+    host: str = "https://api.push.apple.com"  # sandbox: https://api.sandbox.push.apple.com
+
+
+@dataclass
 class PushConfig:
-    """Push providers (issue: push): owned by the push work."""
+    """Push providers (issue: push): owned by the push work.
+
+    A platform whose provider is not configured goes to the log sink
+    (<data>/push-<region>.jsonl), as does everything when neither is.
+    """
 
     hide_body: bool = False
+    max_attempts: int = 5  # then a dead-letter record (<data>/push-deadletter-<region>.jsonl)
+    backoff_ms: int = 200  # first retry; doubles each attempt, with jitter
+    backoff_max_ms: int = 30_000  # also caps a provider's Retry-After
+    timeout_s: float = 10.0
+    concurrency: int = 8  # messages notified at once
+    fcm: FcmConfig = field(default_factory=FcmConfig)
+    apns: ApnsConfig = field(default_factory=ApnsConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fcm, dict):
+            self.fcm = FcmConfig(**self.fcm)
+        if isinstance(self.apns, dict):
+            self.apns = ApnsConfig(**self.apns)
 
 
 @dataclass

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
-from runtime.adapters.embedded.push_sink import LogSinkProvider
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.config import NodeConfig
 from runtime.core import media as media_rules
@@ -32,7 +31,7 @@ from runtime.media.endpoint import BlobServer
 from runtime.media.service import MediaService
 from runtime.media.store import LocalBlobStore
 from runtime.presence import PresenceService
-from runtime.push import PushService
+from runtime.push import push_service
 from runtime.sequencer import Conversations, Ingest, Receipts, Router
 
 LOGGERS = {
@@ -95,9 +94,8 @@ class Node:
         self.presence = PresenceService(
             self._notify_presence, ttl=2 * config.presence.heartbeat_ms / 1000,
             grace=config.presence.grace_ms / 1000)
-        self.push = PushService(self.conversations, self.store, self.directory,
-                                LogSinkProvider(data / f"push-{config.region}.jsonl"),
-                                self.receipts.marks, hide_body=config.push_hide_body)
+        self.push = push_service(config, self.conversations, self.store, self.directory,
+                                 self.receipts.marks)
         self.blobs: BlobServer | None = None
         media: MediaService | None = None
         if config.media.enabled and config.media.port:
@@ -144,8 +142,8 @@ class Node:
         logging.getLogger("msgctl.presence").info(
             "ready: heartbeat %d ms, grace %d ms", self.config.presence.heartbeat_ms,
             self.config.presence.grace_ms)
-        logging.getLogger("msgctl.push").info("ready: provider log sink %s",
-                                              self.push.provider.path)  # type: ignore[attr-defined]
+        logging.getLogger("msgctl.push").info("ready: %s",
+                                              self.push.provider.describe())  # type: ignore
         logging.getLogger("msgctl.gateway").info(
             "listening on ws://%s:%d/v1/ws", self.config.host, self.config.port)
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -281,10 +282,33 @@ def _print_status(h: Home) -> bool:
                       r["endpoint"] or "-")
     if rows:
         console.print(table)
+    if running and deployment.get("scope") != "engines":
+        depths = _push_queue_depths(deployment)
+        if depths:
+            console.print("push queue: " + ", ".join(
+                f"{region} {'?' if d is None else d}" for region, d in depths.items()))
     for r in rows:
         if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] == ENGINE):
             console.print(f"[yellow]{r['program']}[/]: {r['message']}")
     return running
+
+
+def _push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
+    """Each region's push queue depth, from its push runtime's /metrics (None: no answer)."""
+    out: dict[str, int | None] = {}
+    cluster = deployment.get("backend") == "cluster"
+    for r in deployment.get("regions", []):
+        port = r["gateway_port"] + (topo_mod.RUNTIME_PORT_OFFSETS["push"] if cluster else 0)
+        out[r["name"]] = None
+        try:
+            with urllib.request.urlopen(f"http://{r['host']}:{port}/metrics", timeout=1) as resp:
+                text = resp.read().decode()
+        except (OSError, ValueError):
+            continue
+        for line in text.splitlines():
+            if line.startswith("msgctl_push_queue "):
+                out[r["name"]] = int(float(line.split()[1]))
+    return out
 
 
 def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
@@ -295,7 +319,9 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         deployment = h.deployment() or {}
         out = {"home": str(h.root), "running": running, "topology": deployment.get("name"),
                "regions": deployment.get("regions", []),
-               "runtimes": _rows(h, client.read_state(h), running)}
+               "runtimes": _rows(h, client.read_state(h), running),
+               "push_queue": _push_queue_depths(deployment) if running and
+               deployment.get("scope") != "engines" else {}}
         print(json.dumps(out, indent=2))
     elif not h.deployment():
         console.print(f"no deployment under {h.root} (run 'msgctl up')")

@@ -284,3 +284,16 @@ async def test_push_tokens_upsert_per_device(store: Any) -> None:
     assert {t.token for t in await store.push_tokens([u, v, nobody])} == {"t2", "t3", "t4"}
     assert await store.push_tokens([nobody]) == []
     assert await store.push_tokens([]) == []
+
+
+async def test_push_token_removal_is_per_device(store: Any) -> None:
+    u = uid("u")
+    await store.set_push_token(PushToken(u, "phone", "fcm", "t1"))
+    await store.set_push_token(PushToken(u, "tablet", "apns", "t2"))
+    await store.remove_push_token(u, "phone")
+    assert await store.push_tokens([u]) == [PushToken(u, "tablet", "apns", "t2")]
+    await store.remove_push_token(u, "phone")  # removing twice is fine
+    await store.remove_push_token(uid("nobody"), "phone")
+    await store.set_push_token(PushToken(u, "phone", "fcm", "t3"))  # registers again
+    assert set(await store.push_tokens([u])) == {PushToken(u, "tablet", "apns", "t2"),
+                                                  PushToken(u, "phone", "fcm", "t3")}

@@ -268,6 +268,7 @@ class CassandraStore:
                          "VALUES (?, ?, ?, ?)",
             "sel_tokens": f"SELECT user, device, platform, push_token FROM {ks}.push_tokens "
                           "WHERE user = ?",
+            "del_token": f"DELETE FROM {ks}.push_tokens WHERE user = ? AND device = ?",
         }
         self._ps = {name: session.prepare(q) for name, q in queries.items()}
 
@@ -462,3 +463,6 @@ class CassandraStore:
         per_user = await self._all(self._run(self._bind("sel_tokens", (u,)))
                                    for u in dict.fromkeys(users))
         return [PushToken(*row) for rows in per_user for row in rows]
+
+    async def remove_push_token(self, user: str, device: str) -> None:
+        await self._run(self._bind("del_token", (user, device)))

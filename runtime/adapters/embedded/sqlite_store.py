@@ -257,6 +257,12 @@ class SqliteStore:
     async def push_tokens(self, users: list[str]) -> list[PushToken]:
         return [t for u in users for t in self._tokens.get(u, {}).values()]
 
+    async def remove_push_token(self, user: str, device: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM push_tokens WHERE user = ? AND device = ?", (user, device))
+        await self.write(op)
+        self._tokens.get(user, {}).pop(device, None)
+
 
 def _conv_from_row(row: tuple[Any, ...]) -> Conversation:
     conv, members, home, title, created_ts = row
