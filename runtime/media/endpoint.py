@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import BodyPartReader, web
+from prometheus_client import Counter
 
 from runtime.core import media as core
 from runtime.media.store import BlobInfo, LocalBlobStore
+from runtime.metrics import METRICS
 
 log = logging.getLogger("msgctl.media")
 
@@ -30,6 +32,15 @@ MAX_FIELD = 8192
 MAX_FIELDS = 32
 STATUS = {"bad_request": 400, "EntityTooLarge": 400, "EntityTooSmall": 400,
           "forbidden": 403, "not_found": 404}
+
+
+# on the node's /metrics (the gateway port) beside the other runtimes' metrics
+UPLOADS = Counter("msgctl_media_uploads", "Presigned POSTs to the blob endpoint by outcome",
+                  ["outcome"], registry=METRICS.registry)
+UPLOAD_BYTES = Counter("msgctl_media_upload_bytes", "Bytes of blobs stored",
+                       registry=METRICS.registry)
+DOWNLOADS = Counter("msgctl_media_downloads", "Signed GETs of blobs by outcome", ["outcome"],
+                    registry=METRICS.registry)
 
 
 def _error(code: str, message: str) -> web.Response:
@@ -46,8 +57,8 @@ class BlobServer:
         self.runner: web.AppRunner | None = None
         self.ready = False
         app = web.Application()
-        app.router.add_post("/v1/blobs", self.upload)
-        app.router.add_get("/v1/media/{key:.+}", self.download)
+        app.router.add_post("/v1/blobs", self.counted_upload)
+        app.router.add_get("/v1/media/{key:.+}", self.counted_download)
         app.router.add_get("/healthz", self.health)
         self.app = app
 
@@ -63,6 +74,16 @@ class BlobServer:
         self.ready = False
         if self.runner is not None:
             await self.runner.cleanup()
+
+    async def counted_upload(self, request: web.Request) -> web.Response:
+        resp = await self.upload(request)
+        UPLOADS.labels("stored" if resp.status == 204 else f"refused_{resp.status}").inc()
+        return resp
+
+    async def counted_download(self, request: web.Request) -> web.StreamResponse:
+        resp = await self.download(request)
+        DOWNLOADS.labels("served" if resp.status == 200 else f"refused_{resp.status}").inc()
+        return resp
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -111,6 +132,7 @@ class BlobServer:
             if refusal is not None:
                 return _error(refusal.code, refusal.message)
             self.store.commit(tmp, BlobInfo(grant.key, grant.content_type, size))
+            UPLOAD_BYTES.inc(size)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

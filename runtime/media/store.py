@@ -8,6 +8,7 @@ sidecar is renamed into place last: a blob with a sidecar is complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,11 @@ class LocalBlobStore:
     def __init__(self, root: Path, secret: bytes) -> None:
         self.root = root
         self.secret = secret
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        tmp = root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for stale in tmp.iterdir():  # uploads cut short by a crash or a stop
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     def presign(self, base: str, key: str, content_type: str, max_size: int, now: int,
                 ttl_s: int) -> tuple[str, dict[str, str]]:

@@ -267,3 +267,18 @@ async def test_topology_media_section(configured: Deployment) -> None:
     blobs = configured.home / "data" / "blobs"
     assert blobs.is_dir() and any(p.suffix == ".json" for p in blobs.rglob("*"))
     await c.close()
+
+
+async def test_a_much_larger_file_is_refused_cleanly(embedded_deployment: Deployment) -> None:
+    c = await Client.open(embedded_deployment.ws_url, embedded_deployment.token(uid("big")))
+    await uploaded(c)
+    reply = await slot(c, size=1000)
+    status, body = await post(reply["upload"]["url"], reply["upload"]["fields"],
+                              b"\0" * (5 * 1000 * 1000))
+    assert status == 400 and body["error"] == "EntityTooLarge", body
+    status, _, _ = await get(reply["media"]["url"])
+    assert status == 404
+    _, metrics = embedded_deployment.get("/metrics")
+    assert 'msgctl_media_uploads_total{outcome="refused_400"}' in metrics
+    assert 'msgctl_media_uploads_total{outcome="stored"}' in metrics
+    await c.close()
