@@ -100,7 +100,7 @@ class Node:
         media: MediaService | None = None
         if config.media.enabled and config.media.port:
             secret = media_rules.derive_secret(config.secret)
-            blob_store = LocalBlobStore(data / "blobs", secret)
+            blob_store = LocalBlobStore(data / "blobs", secret, config.region)
             self.blobs = BlobServer(blob_store, config.host, config.media.port)
             media = MediaService(config.media, secret, blob_store, config.media.port)
         self.gateway = Gateway(config, store=self.store, state=self.store,

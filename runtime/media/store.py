@@ -38,14 +38,17 @@ class BlobStore(Protocol):
 
 
 class LocalBlobStore:
-    """Blobs under `root` (the region's <data dir>/blobs)."""
+    """Blobs under `root` (<data dir>/blobs); uploads in progress under tmp-<writer>/.
 
-    def __init__(self, root: Path, secret: bytes) -> None:
+    Each node writing here (one per region of a home) has its own temp folder,
+    so one starting never removes another's uploads in progress."""
+
+    def __init__(self, root: Path, secret: bytes, writer: str = "node") -> None:
         self.root = root
         self.secret = secret
-        tmp = root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        for stale in tmp.iterdir():  # uploads cut short by a crash or a stop
+        self.tmp = root / f"tmp-{writer}"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():  # uploads cut short by a crash or a stop
             with contextlib.suppress(OSError):
                 stale.unlink()
 
@@ -71,7 +74,7 @@ class LocalBlobStore:
         return await asyncio.to_thread(self._head, key)
 
     def temp(self) -> Path:
-        return self.root / "tmp" / uuid.uuid4().hex
+        return self.tmp / uuid.uuid4().hex
 
     def commit(self, tmp: Path, info: BlobInfo) -> None:
         """Move a fully written temp file into place, then its sidecar."""

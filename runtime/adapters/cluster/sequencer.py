@@ -41,6 +41,8 @@ MAX_BATCH = 500
 TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
 
 
+_COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT}
 MAX_ID = 256  # characters of a conversation, cid, user, device or gateway id
 MAX_BODY = 1 << 20
 MAX_SEQ = 1 << 62
@@ -157,10 +159,20 @@ class KafkaSequencer:
             raise KafkaException(topic.error if topic is not None and topic.error else
                                  KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         parts = [TopicPartition(INGRESS, p) for p in topic.partitions]
-        committed = self.consumer.committed(parts, timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                committed = self.consumer.committed(parts, timeout=30)
+                for tp in committed:
+                    if tp.error is not None:  # guessing an offset could replay or skip
+                        raise KafkaException(tp.error)
+                break
+            except KafkaException as exc:
+                # a fresh broker answers NOT_COORDINATOR while it loads __consumer_offsets
+                if exc.args[0].code() not in _COORDINATOR_WAIT or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         for tp in committed:
-            if tp.error is not None:  # guessing an offset could replay or skip requests
-                raise KafkaException(tp.error)
             if tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
         self.consumer.assign(committed)
