@@ -15,6 +15,7 @@ from msgctl.cli import bench, doctor, lifecycle, logs, token
 from msgctl.cli.common import err_console
 from msgctl.cli.infra import infra_app
 from msgctl.cli.load import load_app
+from msgctl.cli.media import media_app
 from msgctl.cli.push import push_app
 from msgctl.errors import MsgctlError
 
@@ -48,6 +49,7 @@ doctor.register(app)
 app.add_typer(load_app, name="load")
 app.add_typer(infra_app, name="infra")
 app.add_typer(push_app, name="push")
+app.add_typer(media_app, name="media")
 bench.register(app)
 
 

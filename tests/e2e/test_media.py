@@ -3,6 +3,8 @@ to the blob endpoint over real HTTP, send with media, delivery, signed download.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -282,3 +284,27 @@ async def test_a_much_larger_file_is_refused_cleanly(embedded_deployment: Deploy
     assert 'msgctl_media_uploads_total{outcome="refused_400"}' in metrics
     assert 'msgctl_media_uploads_total{outcome="stored"}' in metrics
     await c.close()
+
+
+async def test_msgctl_media_upload(embedded_deployment: Deployment, tmp_path: Path) -> None:
+    dep = embedded_deployment
+    alice, bob = uid("alice"), uid("bob")
+    b = await Client.open(dep.ws_url, dep.token(bob))
+    a = await Client.open(dep.ws_url, dep.token(alice))
+    conv = (await a.create([bob]))["conv"]
+    await a.close()
+    photo = tmp_path / "cat.png"
+    photo.write_bytes(PNG)
+    proc = await asyncio.to_thread(
+        msgctl, "media", "upload", str(photo), "--user", alice, "--to", conv, "--text", "cat",
+        "--json", "--home", str(dep.home))
+    out = json.loads(proc.stdout)
+    assert out["media"]["content_type"] == "image/png" and out["sent"]["seq"] == 1
+    msg = (await b.wait_msgs(conv, 1))[0]
+    assert msg["kind"] == "image" and msg["body"] == "cat"
+    assert (await get(msg["media"]["url"]))[1] == PNG
+    refused = await asyncio.to_thread(
+        msgctl, "media", "upload", str(photo), "--user", alice, "--content-type", "text/html",
+        "--home", str(dep.home), check=False)
+    assert refused.returncode == 1 and "upload refused: bad_frame" in refused.stderr
+    await b.close()
