@@ -232,12 +232,24 @@ def _push_settings(raw: Any, base: Path, where: str) -> dict[str, Any]:
         section = dict(_known_keys(section, cls, f"{where}: push.{name}"))
         if section.get(path_key):
             path = Path(str(section[path_key])).expanduser()
-            section[path_key] = str(path if path.is_absolute() else (base / path).resolve())
+            path = path if path.is_absolute() else (base / path).resolve()
+            if not path.is_file():
+                raise UsageError(f"{where}: push.{name}.{path_key}: no such file {path}")
+            section[path_key] = str(path)
         out[name] = section
     try:
         PushConfig(**out)
     except TypeError as exc:
         raise UsageError(f"{where}: push: {exc}") from None
+    if out.get("fcm", {}).get("service_account"):
+        try:
+            sa = json.loads(Path(out["fcm"]["service_account"]).read_text())
+            missing = [k for k in ("project_id", "client_email", "private_key") if not sa.get(k)]
+        except (OSError, ValueError, AttributeError):
+            missing = ["a JSON object"]
+        if missing:
+            raise UsageError(f"{where}: push.fcm.service_account is not a service account key "
+                             f"file (needs {', '.join(missing)})")
     if "apns" in out and out["apns"].get("key_file"):
         missing = [k for k in ("key_id", "team_id", "topic") if not out["apns"].get(k)]
         if missing:

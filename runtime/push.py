@@ -98,6 +98,9 @@ class PushService:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name=f"push-{i}")
                        for i in range(self.concurrency)]
+        warm_up = getattr(self.provider, "warm_up", None)
+        if warm_up is not None:
+            self._tasks.append(asyncio.create_task(warm_up(), name="push-warm-up"))
         self.ready = True
 
     async def stop(self) -> None:

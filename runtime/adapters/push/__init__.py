@@ -6,6 +6,7 @@ token by its platform; a platform without credentials goes to the log sink.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from runtime.adapters.push.errors import PushError
 from runtime.adapters.push.fcm import FcmProvider
 from runtime.config import PushConfig
 from runtime.ports import PushProvider, PushToken
+
+log = logging.getLogger("msgctl.push")
 
 __all__ = ["ApnsProvider", "FcmProvider", "PlatformRouter", "PushError", "build_provider"]
 
@@ -38,6 +41,15 @@ class PlatformRouter:
         if set(self.providers) != {"fcm", "apns"}:
             parts.append(f"log sink {getattr(self.fallback, 'path', '')}")
         return "; ".join(parts)
+
+    async def warm_up(self) -> None:
+        """Fetch the FCM access token before the first notification needs it."""
+        fcm = self.providers.get("fcm")
+        if isinstance(fcm, FcmProvider):
+            try:
+                await fcm.access_token()
+            except Exception as exc:  # the first notification retries it
+                log.warning("push: FCM access token not fetched yet: %s", exc)
 
     async def aclose(self) -> None:
         for p in self.providers.values():
