@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from runtime.core.errors import BAD_FRAME, FORBIDDEN, TOO_LARGE
 
@@ -39,8 +39,10 @@ DEFAULT_CONTENT_TYPES: dict[str, list[str]] = {
 }
 ALGORITHM = "MSGCTL-HMAC-SHA256"
 TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
-# u/<user, percent-encoded with '.' too>/<32 hex>: no '/' or '..' can come from the user id
-KEY_RE = re.compile(r"^u/[A-Za-z0-9%_~-]{1,1600}/[0-9a-f]{32}$")
+# u/<user segment>/<32 hex>: only characters that no URL normalizer rewrites, and no
+# '/' or '..' from the user id
+KEY_RE = re.compile(r"^u/(~[0-9a-f]{2,1024}|[A-Za-z0-9_-]{1,128})/[0-9a-f]{32}$")
+PLAIN_USER_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ def check_upload(rules: MediaRules, kind: str, content_type: str, size: int) -> 
 
 
 def user_segment(user: str) -> str:
-    return quote(user, safe="").replace(".", "%2E")
+    """The user id as it appears in keys and URLs, one to one: as is when it is made of
+    letters, digits, '_' and '-', else '~' and the hex of its UTF-8 (which no plain id has)."""
+    if PLAIN_USER_RE.match(user):
+        return user
+    return "~" + user.encode("utf-8", "surrogatepass").hex()
 
 
 def new_key(user: str, token: str) -> str:

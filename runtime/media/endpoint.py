@@ -139,7 +139,7 @@ class BlobServer:
         return web.Response(status=204, headers={"ETag": f'"{grant.key.rsplit("/", 1)[1]}"'})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        key = request.match_info["key"]
+        key = request.match_info["key"]  # keys have no %-escapes: decoded == raw
         refusal = core.verify_url([self.store.secret], key, dict(request.query),
                                   int(self.clock()))
         if refusal is not None:

@@ -308,3 +308,13 @@ async def test_msgctl_media_upload(embedded_deployment: Deployment, tmp_path: Pa
         "--home", str(dep.home), check=False)
     assert refused.returncode == 1 and "upload refused: bad_frame" in refused.stderr
     await b.close()
+
+
+async def test_any_user_id_gets_keys_and_urls_that_work(embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    for user in ["a.b@c.com", "x y/z", "ünï😀", "..", "%2E", "~7e"]:
+        c = await Client.open(dep.ws_url, dep.token(user + uid("")))
+        reply = await uploaded(c)
+        assert "%" not in reply["media"]["url"].split("?")[0]
+        assert (await get(reply["media"]["url"]))[:2] == (200, PNG), user
+        await c.close()

@@ -58,6 +58,8 @@ def test_keys_are_bound_to_their_user(user: str, token: str) -> None:
     key = m.new_key(user, token)
     assert m.valid_key(key) and m.owns(user, key)
     assert ".." not in key.split("/") and key.count("/") == 2
+    # only unreserved URL characters: no client or proxy re-encodes or decodes them
+    assert all(ch.isascii() and (ch.isalnum() or ch in "/_-~") for ch in key)
 
 
 @given(users, users, tokens)
