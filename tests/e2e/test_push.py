@@ -173,3 +173,46 @@ async def test_msgctl_push_test_prints_the_answers(push_deployment: Deployment,
     assert "push queue: local 0" in msgctl("status", "--home", home).stdout
     await p.close()
     await t.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_push_deployment(tmp_path_factory: pytest.TempPathFactory,
+                            standins: Standins) -> Iterator[Deployment]:
+    from tests.conftest import TEST_LIMITS, start_cluster_deployment
+
+    dep = start_cluster_deployment(
+        tmp_path_factory.mktemp("push-cluster"), limits=dict(TEST_LIMITS),
+        push=standins.push_section(max_attempts=MAX_ATTEMPTS, backoff_ms=50))
+    yield dep
+    msgctl("down", "--home", str(dep.home), check=False, timeout=300)
+
+
+async def test_cluster_push_runtime_uses_the_providers(cluster_push_deployment: Deployment,
+                                                       standins: Standins) -> None:
+    """The cluster family's push process (push.<region>) on Kafka, Cassandra and Redis."""
+    dep = cluster_push_deployment
+    alice, bob = uid("alice"), uid("bob")
+    a = await open_client(dep, alice)
+    b = await open_client(dep, bob, "phone")
+    t = await open_client(dep, bob, "tablet")
+    conv = (await a.create([bob]))["conv"]
+    fcm_b, apns_b = f"fcm-{bob}", f"ab{bob[-8:]}"
+    await b.request({"t": "push_register", "platform": "fcm", "token": fcm_b})
+    await t.request({"t": "push_register", "platform": "apns", "token": apns_b})
+    standins.apns.script.then(apns_b, INVALID)
+    await b.close()
+    await t.close()
+    await asyncio.sleep(0.5)  # the session directory (Redis) forgets them
+    await a.send_text(conv, "c1", "one")
+    await wait_for(lambda: standins.fcm.script.for_token(fcm_b)
+                   and standins.apns.script.for_token(apns_b), timeout=30)
+    await a.send_text(conv, "c2", "two")
+    await wait_for(lambda: len(standins.fcm.script.for_token(fcm_b)) >= 2, timeout=30)
+    await asyncio.sleep(1.0)
+    assert [int(r.body["message"]["data"]["seq"]) for r in
+            standins.fcm.script.for_token(fcm_b)] == [1, 2]
+    assert [r.status for r in standins.apns.script.for_token(apns_b)] == [410]  # then removed
+    out = json.loads(msgctl("push", "test", bob, "--json", "--home", str(dep.home)).stdout)
+    assert [(r["device"], r["status"]) for r in out["results"]] == [("phone", 200)]
+    assert dep.status()["push_queue"] == {"local": 0}
+    await a.close()
