@@ -123,3 +123,28 @@ def test_build_provider_routes_by_platform(standins: Standins, tmp_path: Path) -
     assert isinstance(router.provider_for("fcm"), FcmProvider)
     assert router.provider_for("apns") is router.fallback  # not configured: the log sink
     assert "log sink" in router.describe()
+
+
+async def test_fcm_refreshes_a_revoked_access_token(standins: Standins) -> None:
+    p = fcm(standins)
+    tok = PushToken("bob", "phone", "fcm", "fcm-revoked")
+    await p.send(tok, PAYLOAD)
+    standins.fcm.access_tokens.clear()  # expired or revoked at Google's end
+    with pytest.raises(PushError) as e:
+        await p.send(tok, PAYLOAD)
+    assert e.value.status == 401 and e.value.retryable
+    assert (await p.send(tok, PAYLOAD))["status"] == 200  # a fresh token on the retry
+    standins.fcm.script.violations.clear()
+    await p.aclose()
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    import email.utils
+    import time
+
+    from runtime.adapters.push.errors import parse_retry_after
+
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    later = parse_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True))
+    assert later is not None and 25 <= later <= 31

@@ -39,7 +39,8 @@ class FcmProvider:
         self.token_uri = token_uri or service_account.get("token_uri") or \
             "https://oauth2.googleapis.com/token"
         self.send_url = f"{base_url.rstrip('/')}/v1/projects/{self.project}/messages:send"
-        self._client = httpx.AsyncClient(timeout=timeout)
+        # HTTP/2 when the server offers it (ALPN on https), HTTP/1.1 otherwise
+        self._client = httpx.AsyncClient(http2=True, timeout=timeout)
         self._token: str | None = None
         self._token_expiry = 0.0
         self._lock = asyncio.Lock()
