@@ -175,7 +175,7 @@ class PushService:
                     METRICS.push.labels("dropped_invalid_token").inc()
                     log.info("push to %s/%s: token invalid (%s); removed", token.user,
                              token.device, reason)
-                    await self.state.remove_push_token(token.user, token.device)
+                    await self.state.remove_push_token(token.user, token.device, token.token)
                     return False, {"error": reason, "removed": True, "attempts": attempt}
                 if not retryable or attempt == self.max_attempts:
                     break

@@ -297,3 +297,13 @@ async def test_push_token_removal_is_per_device(store: Any) -> None:
     await store.set_push_token(PushToken(u, "phone", "fcm", "t3"))  # registers again
     assert set(await store.push_tokens([u])) == {PushToken(u, "tablet", "apns", "t2"),
                                                   PushToken(u, "phone", "fcm", "t3")}
+
+
+async def test_push_token_removal_spares_a_token_registered_since(store: Any) -> None:
+    u = uid("u")
+    await store.set_push_token(PushToken(u, "phone", "fcm", "old"))
+    await store.set_push_token(PushToken(u, "phone", "fcm", "new"))  # the app reinstalled
+    await store.remove_push_token(u, "phone", "old")  # the provider's 410 for the old one
+    assert await store.push_tokens([u]) == [PushToken(u, "phone", "fcm", "new")]
+    await store.remove_push_token(u, "phone", "new")
+    assert await store.push_tokens([u]) == []

@@ -26,8 +26,9 @@ class FakeStore:
     async def push_tokens(self, users: list[str]) -> list[PushToken]:
         return [t for (u, _), t in self.tokens.items() if u in users]
 
-    async def remove_push_token(self, user: str, device: str) -> None:
-        self.tokens.pop((user, device), None)
+    async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
+        if token is None or getattr(self.tokens.get((user, device)), "token", None) == token:
+            self.tokens.pop((user, device), None)
 
 
 class FakeDirectory:

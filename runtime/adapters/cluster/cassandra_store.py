@@ -269,6 +269,8 @@ class CassandraStore:
             "sel_tokens": f"SELECT user, device, platform, push_token FROM {ks}.push_tokens "
                           "WHERE user = ?",
             "del_token": f"DELETE FROM {ks}.push_tokens WHERE user = ? AND device = ?",
+            "sel_token": f"SELECT push_token FROM {ks}.push_tokens WHERE user = ? AND "
+                         "device = ?",
         }
         self._ps = {name: session.prepare(q) for name, q in queries.items()}
 
@@ -464,5 +466,11 @@ class CassandraStore:
                                    for u in dict.fromkeys(users))
         return [PushToken(*row) for rows in per_user for row in rows]
 
-    async def remove_push_token(self, user: str, device: str) -> None:
+    async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
+        if token is not None:
+            # read, compare, delete: a token registered again meanwhile stays (the window is
+            # one round trip; no LWT, which would mix Paxos with the plain upserts)
+            rows = await self._run(self._bind("sel_token", (user, device)))
+            if not rows or rows[0][0] != token:
+                return
         await self._run(self._bind("del_token", (user, device)))

@@ -257,11 +257,18 @@ class SqliteStore:
     async def push_tokens(self, users: list[str]) -> list[PushToken]:
         return [t for u in users for t in self._tokens.get(u, {}).values()]
 
-    async def remove_push_token(self, user: str, device: str) -> None:
+    async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM push_tokens WHERE user = ? AND device = ?", (user, device))
+            if token is None:
+                conn.execute("DELETE FROM push_tokens WHERE user = ? AND device = ?",
+                             (user, device))
+            else:
+                conn.execute("DELETE FROM push_tokens WHERE user = ? AND device = ? AND "
+                             "token = ?", (user, device, token))
         await self.write(op)
-        self._tokens.get(user, {}).pop(device, None)
+        current = self._tokens.get(user, {}).get(device)
+        if current is not None and (token is None or current.token == token):
+            del self._tokens[user][device]
 
 
 def _conv_from_row(row: tuple[Any, ...]) -> Conversation:
