@@ -30,6 +30,8 @@ from runtime.metrics import METRICS
 from runtime.ports import Event, Message, PushProvider, PushToken, SessionDirectory, StateStore
 from runtime.sequencer import Conversations
 
+MAX_BACKOFF_MS = 60_000
+
 log = logging.getLogger("msgctl.push")
 
 MAX_ATTEMPTS = 5
@@ -222,6 +224,8 @@ def push_service(config: NodeConfig, conversations: Conversations, state: StateS
                        build_provider(p, data, config.region), marks,
                        hide_body=config.push_hide_body or p.hide_body,
                        max_attempts=p.max_attempts, backoff=p.backoff_ms / 1000,
-                       backoff_max=p.backoff_max_ms / 1000, concurrency=p.concurrency,
+                       # a provider's Retry-After must not park a worker for long
+                       backoff_max=min(p.backoff_max_ms, MAX_BACKOFF_MS) / 1000,
+                       concurrency=p.concurrency,
                        deadletter=data / f"push-deadletter-{config.region}.jsonl",
                        region=config.region)

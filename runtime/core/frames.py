@@ -9,6 +9,7 @@ two, which the fuzz tests check.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ from runtime.core.errors import BAD_FRAME, TOO_LARGE
 
 KINDS = frozenset({"text", "image", "video", "audio", "file"})
 PLATFORMS = frozenset({"fcm", "apns"})
+# APNs tokens are hex, FCM registration tokens base64url with ':'; nothing that could
+# change a URL path ('/', '?', '%', '.') or break out of one
+TOKEN_RE = re.compile(r"[A-Za-z0-9_:\-]+")
 MAX_ID_LEN = 128
 MAX_CID_LEN = 64
 MAX_USER_LEN = 128
@@ -219,7 +223,12 @@ def _parse_push_register(f: _Fields, fid: str | None) -> PushRegister:
     platform = f.string("platform", max_len=8)
     if platform not in PLATFORMS:
         raise _Invalid("field 'platform' must be 'fcm' or 'apns'")
-    return PushRegister(platform=platform, token=f.string("token", max_len=4096), id=fid)
+    token = f.string("token", max_len=4096)
+    # the token goes into the provider's URL path (APNs) or JSON (FCM): only the
+    # characters the providers issue, so it can never steer the request elsewhere
+    if not TOKEN_RE.fullmatch(token):
+        raise _Invalid("field 'token' may hold only letters, digits, '-', '_' and ':'")
+    return PushRegister(platform=platform, token=token, id=fid)
 
 
 def _parse_upload(f: _Fields, fid: str | None) -> Upload:

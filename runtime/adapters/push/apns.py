@@ -15,6 +15,7 @@ import httpx
 import jwt
 
 from runtime.adapters.push.errors import PushError, parse_retry_after
+from runtime.adapters.push.payload import collapse_id, shorten
 from runtime.ports import PushToken
 
 DEFAULT_HOST = "https://api.push.apple.com"
@@ -61,7 +62,7 @@ class ApnsProvider:
         alert: dict[str, str] = {"title": str(payload.get("title") or
                                               f"New message from {payload.get('from')}")}
         if payload.get("body") is not None:
-            alert["body"] = str(payload["body"])
+            alert["body"] = shorten(str(payload["body"]))  # APNs refuses payloads over 4 KB
         aps: dict[str, Any] = {"alert": alert, "sound": "default",
                                "thread-id": str(payload.get("conv", ""))}
         if isinstance(payload.get("badge"), int):
@@ -74,7 +75,8 @@ class ApnsProvider:
         headers = {
             "authorization": f"bearer {self.provider_token()}",
             "apns-topic": self.topic, "apns-push-type": "alert", "apns-priority": "10",
-            "apns-collapse-id": str(payload.get("collapse_key", payload.get("conv", "")))[:64],
+            "apns-collapse-id": collapse_id(str(payload.get("collapse_key",
+                                                            payload.get("conv", "")))),
         }
         try:
             resp = await self._client.post(f"{self.host}/3/device/{token.token}",

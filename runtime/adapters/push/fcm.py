@@ -17,11 +17,13 @@ import httpx
 import jwt
 
 from runtime.adapters.push.errors import PushError, parse_retry_after
+from runtime.adapters.push.payload import shorten
 from runtime.ports import PushToken
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+
 
 
 class FcmProvider:
@@ -82,11 +84,13 @@ class FcmProvider:
 
     def message(self, token: PushToken, payload: dict[str, Any]) -> dict[str, Any]:
         conv = str(payload.get("conv", ""))
-        data = {k: str(v) for k, v in payload.items() if k != "collapse_key" and v is not None}
+        # the body goes once, shortened: FCM refuses messages over 4 KB
+        data = {k: str(v) for k, v in payload.items()
+                if k not in ("collapse_key", "body") and v is not None}
         notification: dict[str, str] = {"title": str(payload.get("title") or
                                                      f"New message from {payload.get('from')}")}
         if payload.get("body") is not None:
-            notification["body"] = str(payload["body"])
+            notification["body"] = shorten(str(payload["body"]))
         android: dict[str, Any] = {"collapse_key": str(payload.get("collapse_key", conv)),
                                    "priority": "high",
                                    "notification": {"tag": conv}}
@@ -115,7 +119,9 @@ class FcmProvider:
             f"http {resp.status_code}"
         if resp.status_code == 401:
             self._token = None  # a fresh access token next time
-        if resp.status_code == 404 or "UNREGISTERED" in codes:
+        # only the documented code: a 404 from a wrong project path or a proxy must not
+        # wipe every token
+        if "UNREGISTERED" in codes:
             raise PushError("UNREGISTERED", status=resp.status_code, invalid_token=True,
                             answer=answer)
         retry = resp.status_code in (401, 429) or resp.status_code >= 500
