@@ -381,7 +381,9 @@ class Gateway:
                 self._error(s, UNAVAILABLE, "media is not configured on this deployment",
                             frame.id)
                 return
-            checked = await self.media.attach(s.user, frame.kind, media, self._host(s))
+            # the URL goes to every recipient: built from the region's own address (or the
+            # topology's public_url), never from a header the sender chose
+            checked = await self.media.attach(s.user, frame.kind, media, self.config.host)
             if isinstance(checked, media_rules.Refusal):
                 self._error(s, checked.code, checked.message, frame.id)
                 return

@@ -319,3 +319,24 @@ async def test_any_user_id_gets_keys_and_urls_that_work(embedded_deployment: Dep
         assert "%" not in reply["media"]["url"].split("?")[0]
         assert (await get(reply["media"]["url"]))[:2] == (200, PNG), user
         await c.close()
+
+
+async def test_recipients_urls_never_come_from_the_senders_host_header(
+        embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    alice, bob = uid("alice"), uid("bob")
+    # the sender reached the gateway under another name (its Host header says localhost;
+    # it could say anything); its own upload slot may follow it, but the URL every
+    # recipient gets is the region's own
+    a = await Client.open(f"ws://localhost:{dep.port}/v1/ws", dep.token(alice))
+    b = await Client.open(dep.ws_url, dep.token(bob))
+    conv = (await a.create([bob]))["conv"]
+    reply = await uploaded(a)
+    assert reply["upload"]["url"].startswith("http://localhost:")
+    sent = await a.request({"t": "send", "conv": conv, "cid": "h1", "kind": "image",
+                            "body": "", "media": reply["media"]})
+    assert sent["t"] == "sent", sent
+    msg = (await b.wait_msgs(conv, 1))[0]
+    assert msg["media"]["url"].startswith(f"http://127.0.0.1:{dep.port + 20}/v1/media/")
+    status, data, _ = await get(msg["media"]["url"])
+    assert (status, data) == (200, PNG)
