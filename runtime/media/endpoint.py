@@ -96,6 +96,7 @@ class BlobServer:
         except (ValueError, AssertionError) as exc:
             return _error("bad_request", f"not multipart/form-data: {exc}")
         fields: dict[str, str] = {}
+        parts = 0  # parts, not names: repeating one name must not buy an unbounded read
         while True:
             part = await reader.next()
             if part is None:
@@ -105,7 +106,8 @@ class BlobServer:
             name = part.name or ""
             if name == "file":
                 break
-            if len(fields) >= MAX_FIELDS:
+            parts += 1
+            if parts > MAX_FIELDS:
                 return _error("bad_request", "too many form fields")
             raw = await part.read_chunk(MAX_FIELD + 1)
             if len(raw) > MAX_FIELD or not part.at_eof():

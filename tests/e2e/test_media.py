@@ -340,3 +340,16 @@ async def test_recipients_urls_never_come_from_the_senders_host_header(
     assert msg["media"]["url"].startswith(f"http://127.0.0.1:{dep.port + 20}/v1/media/")
     status, data, _ = await get(msg["media"]["url"])
     assert (status, data) == (200, PNG)
+
+
+async def test_many_parts_under_one_name_are_refused_before_the_file(
+        embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    form = aiohttp.FormData()
+    for _ in range(100):
+        form.add_field("x", "y" * 100)
+    form.add_field("file", PNG, filename="blob", content_type="image/png")
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{dep.port + 20}/v1/blobs", data=form) as resp:
+        assert resp.status == 400
+        assert "too many form fields" in (await resp.json())["message"]
