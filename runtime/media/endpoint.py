@@ -150,5 +150,10 @@ class BlobServer:
         if info is None:
             return _error("not_found", "no such blob")
         path: Path = self.store.path(key)
+        # browsers must not guess a type (a text/plain upload rendered as HTML); media
+        # shows inline, anything else downloads
+        inline = info.content_type.split("/", 1)[0] in ("image", "video", "audio")
         return web.FileResponse(path, chunk_size=CHUNK, headers={
-            "Content-Type": info.content_type, "Cache-Control": "private, max-age=3600"})
+            "Content-Type": info.content_type, "Cache-Control": "private, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "inline" if inline else "attachment"})
