@@ -269,8 +269,10 @@ class CassandraStore:
             "sel_tokens": f"SELECT user, device, platform, push_token FROM {ks}.push_tokens "
                           "WHERE user = ?",
             "del_token": f"DELETE FROM {ks}.push_tokens WHERE user = ? AND device = ?",
-            "sel_token": f"SELECT push_token FROM {ks}.push_tokens WHERE user = ? AND "
-                         "device = ?",
+            "sel_token": f"SELECT push_token, WRITETIME(push_token) FROM {ks}.push_tokens "
+                         "WHERE user = ? AND device = ?",
+            "del_token_at": f"DELETE FROM {ks}.push_tokens USING TIMESTAMP ? WHERE user = ? "
+                            "AND device = ?",
         }
         self._ps = {name: session.prepare(q) for name, q in queries.items()}
 
@@ -468,9 +470,12 @@ class CassandraStore:
 
     async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
         if token is not None:
-            # read, compare, delete: a token registered again meanwhile stays (the window is
-            # one round trip; no LWT, which would mix Paxos with the plain upserts)
+            # read, compare, delete at the write time of what was read: a token registered
+            # again meanwhile has a later timestamp and survives the delete (no LWT, which
+            # would mix Paxos with the plain upserts)
             rows = await self._run(self._bind("sel_token", (user, device)))
             if not rows or rows[0][0] != token:
                 return
+            await self._run(self._bind("del_token_at", (rows[0][1], user, device)))
+            return
         await self._run(self._bind("del_token", (user, device)))
