@@ -4,8 +4,9 @@ A topology names the regions, their addresses and ports, the backend family
 and the tunables of the runtimes. `plan` turns it into the programs the
 supervisor runs, in dependency order, with one node config file each.
 Embedded: one node per region hosting the four runtimes. Cluster: per region
-the engines msgctl provisions (Kafka, Cassandra, Redis; none when external),
-then one process per runtime and N gateway processes.
+the engines msgctl provisions (Kafka, Cassandra, Redis, and S3Proxy for media
+when the region has an `s3` engine; none when external), then one process per
+runtime and N gateway processes (gateway-N serves media on the gateway port + 20 + N-1).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
 # cluster: the single-runtime processes listen beside the gateways (base + 10, 11, 12)
 RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
-MEDIA_PORT_OFFSET = 20  # embedded: the blob endpoint's default port is the gateway's + 20
+# the blob endpoint's default port is the gateway's + 20 (cluster: gateway-N's is + 20 + N-1)
+MEDIA_PORT_OFFSET = 20
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Region:
     gateway_port: int
     gateway_processes: int = 1
     engines: dict[str, EngineSpec] = field(default_factory=dict, hash=False, compare=False)
-    media_port: int = 0  # the embedded blob endpoint; 0 = none
+    media_port: int = 0  # the blob endpoint (cluster: of gateway-1, then +1 each); 0 = none
 
     @property
     def media_url(self) -> str:
@@ -75,7 +77,10 @@ class Region:
                 out += [(port, spec.engine if key == "port" else
                          f"{spec.engine} {key.removesuffix('_port')}")
                         for key, port in spec.ports.items()]
-        if self.media_port:
+        if self.media_port and self.engines:
+            out += [(self.media_port + i, f"media gateway-{i + 1}")
+                    for i in range(self.gateway_processes)]
+        elif self.media_port:
             out.append((self.media_port, "media"))
         return out
 
@@ -163,7 +168,7 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         elif "engines" in r:
             raise UsageError(f"{rw}: 'engines' needs backend: cluster")
         media_port = 0
-        if backend == "embedded" and media.get("enabled", True):
+        if media.get("enabled", True) and (backend == "embedded" or "s3" in engines):
             media_port = (media["port"] + port_offset if media.get("port")
                           else port + MEDIA_PORT_OFFSET)
         region = Region(name, host, port, processes, engines, media_port)
@@ -299,20 +304,23 @@ def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
 
 def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
                   home_dirs: dict[str, Path], secret: str,
-                  engines: list[Program]) -> list[Program]:
+                  engines: list[Program], home_root: Path) -> list[Program]:
     """One process per runtime, then the gateways; each waits for the one before it."""
-    engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host)
+    engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host,
+                                                 home_root=home_root)
     http = f"http://{region.host}"
     out: list[Program] = []
     previous = [p.name for p in engines if p.region == region.name]
-    units = [(rt, [rt], region.gateway_port + off, "gateway")  # gateway_id unused there
+    units = [(rt, [rt], region.gateway_port + off, "gateway", 0)  # gateway_id unused there
              for rt, off in RUNTIME_PORT_OFFSETS.items()]
-    units += [(f"gateway-{i + 1}", ["gateway"], region.gateway_port + i, f"gateway-{i + 1}")
+    units += [(f"gateway-{i + 1}", ["gateway"], region.gateway_port + i, f"gateway-{i + 1}",
+               region.media_port + i if region.media_port else 0)
               for i in range(region.gateway_processes)]
-    for unit, runtimes, port, gateway_id in units:
+    for unit, runtimes, port, gateway_id, media_port in units:
         name = f"{unit}.{region.name}"
         cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
-                          gateway_id=gateway_id, backend="cluster", engines=engines_cfg)
+                          gateway_id=gateway_id, backend="cluster", engines=engines_cfg,
+                          media=MediaConfig(**(topo.media | {"port": media_port})))
         path = _write_config(config_dir, name, cfg)
         is_gateway = runtimes == ["gateway"]
         out.append(Program(
@@ -342,7 +350,7 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
         programs += engines
         for region in topo.regions:
             programs += _plan_cluster(topo, region, python, config_dir, home_dirs, secret,
-                                      engines)
+                                      engines, root)
         return programs
     for region in topo.regions:
         cfg = node_config(topo, region, home_dirs, secret)

@@ -3,7 +3,9 @@
 Same entry point as the embedded node (``python -m runtime.node --config``);
 the config's `backend: cluster` and `runtimes` pick this composition. Each
 process talks to the engines (Kafka, Cassandra, Redis) and, through them, to
-the other runtimes; it serves /readyz on its port for the supervisor.
+the other runtimes; it serves /readyz on its port for the supervisor. A gateway
+of a region with an S3 engine also serves media: upload slots are presigned
+POSTs straight to S3, downloads go through its media port (runtime.media.s3).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from runtime.adapters.cluster.redis_bus import RedisDirectory, connect
 from runtime.adapters.cluster.router import StoreRouter
 from runtime.adapters.cluster.sequencer import KafkaSequencer
 from runtime.config import NodeConfig
+from runtime.core import media as media_rules
 from runtime.gateway.server import Gateway
 from runtime.health import HealthServer
+from runtime.media.s3 import S3BlobStore, S3MediaServer
+from runtime.media.service import MediaService
 from runtime.push import push_service
 from runtime.sequencer import Conversations
 
@@ -151,11 +156,12 @@ class ClusterNode:
                                   cfg.presence.heartbeat_ms / 1000)
         await presence.start()
         self._stops.append(presence.stop)
+        media = await self._start_media()
         gateway = Gateway(cfg, store=store, state=store, conversations=Conversations(store),
                           ingest=ingest, receipts=receipts,  # type: ignore[arg-type]
                           event_log=KafkaTypingLog(producer),  # type: ignore[arg-type]
                           directory=directory, presence=presence,  # type: ignore[arg-type]
-                          readiness=self.readiness)
+                          readiness=self.readiness, media=media)
         self.gateway = gateway
         # subscriptions get a client that does not retry quietly: a lost link must be
         # seen, so the gateway can catch up on what was published while it was down
@@ -169,3 +175,23 @@ class ClusterNode:
         self._stops.append(gateway.stop)
         logging.getLogger("msgctl.gateway").info(
             "listening on ws://%s:%d/v1/ws as %s", cfg.host, cfg.port, cfg.gateway_id)
+
+    async def _start_media(self) -> MediaService | None:
+        """Media on S3 when the region has an s3 engine (else `upload` answers unavailable)."""
+        cfg = self.config
+        if not (cfg.media.enabled and cfg.media.port and self.engines.s3_endpoint):
+            return None
+        secret = media_rules.derive_secret(cfg.secret)
+        blobs = S3BlobStore.from_config(self.engines, secret)
+        await blobs.ensure_bucket()
+        server = S3MediaServer(blobs, cfg.host, cfg.media.port)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise OSError(exc.errno, f"media endpoint port {cfg.media.port}: "
+                          f"{exc.strerror}") from exc
+        self._stops.append(server.stop)
+        logging.getLogger("msgctl.media").info("ready: s3 %s bucket %s, downloads on :%d",
+                                               self.engines.s3_endpoint, blobs.bucket,
+                                               cfg.media.port)
+        return MediaService(cfg.media, secret, blobs, cfg.media.port)

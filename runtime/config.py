@@ -99,6 +99,12 @@ class EnginesConfig:
     replication: dict[str, int] = field(default_factory=dict)  # data center -> replicas
     redis_url: str = ""  # redis://host:port/db
     partitions: int = 8  # of msg.ingress, msg.events and msg.seq-state
+    # media blobs (optional): any S3 endpoint; "" = no s3 engine, media answers `unavailable`
+    s3_endpoint: str = ""  # http(s)://host:port
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "msgctl-media"
+    s3_region: str = "us-east-1"
 
 
 @dataclass

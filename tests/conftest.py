@@ -81,7 +81,7 @@ def free_block(count: int, host: str = "127.0.0.1") -> int:
 
 def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
     """One region on real engines: gateways on base, base+1; runtimes base+10..12; engines
-    from base+20."""
+    from base+20 (S3Proxy on base+26); the gateways' media ports base+27, base+28."""
     topo: dict[str, Any] = {
         "name": "test-cluster", "backend": "cluster",
         "regions": [{"name": "local", "host": "127.0.0.1",
@@ -90,8 +90,10 @@ def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
                          "kafka": {"port": base + 20, "controller_port": base + 21},
                          "cassandra": {"port": base + 22, "storage_port": base + 23,
                                        "jmx_port": base + 24},
-                         "redis": {"port": base + 25}}}],
-        "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+                         "redis": {"port": base + 25},
+                         "s3": {"port": base + 26}}}],
+        "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
+        "media": {"port": base + 27}}
     topo.update(overrides)
     path.write_text(yaml.safe_dump(topo))
     return path

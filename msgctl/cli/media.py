@@ -39,7 +39,7 @@ async def _request(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
 
 async def _upload(ws_url: str, token: str, path: Path, kind: str, content_type: str,
                   conv: str | None, text: str) -> dict[str, Any]:
-    import aiohttp
+    import httpx
     from websockets.asyncio.client import connect
 
     size = path.stat().st_size
@@ -50,16 +50,15 @@ async def _upload(ws_url: str, token: str, path: Path, kind: str, content_type: 
                                    "content_type": content_type, "size": size})
         if slot["t"] != "upload_url":
             raise MsgctlError(f"upload refused: {slot.get('code')}: {slot.get('message')}")
-        form = aiohttp.FormData()
-        for k, v in slot["upload"]["fields"].items():
-            form.add_field(k, v)
+        # httpx writes the form as browsers do (Content-Disposition first), which S3Proxy's
+        # multipart parser needs; the file streams from disk
         with path.open("rb") as fh:
-            form.add_field("file", fh, filename=path.name, content_type=content_type)
-            async with aiohttp.ClientSession() as http, \
-                    http.post(slot["upload"]["url"], data=form) as resp:
-                if resp.status != 204:
-                    raise MsgctlError(f"POST {slot['upload']['url']} answered {resp.status}: "
-                                      f"{(await resp.text())[:300]}")
+            async with httpx.AsyncClient(timeout=httpx.Timeout(30, write=None)) as http:
+                resp = await http.post(slot["upload"]["url"], data=slot["upload"]["fields"],
+                                       files={"file": (path.name, fh, content_type)})
+            if resp.status_code != 204:
+                raise MsgctlError(f"POST {slot['upload']['url']} answered {resp.status_code}: "
+                                  f"{resp.text[:300]}")
         out: dict[str, Any] = {"media": slot["media"]}
         if conv:
             sent = await _request(ws, {"t": "send", "id": "s", "conv": conv,

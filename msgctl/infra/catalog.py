@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KAFKA, CASSANDRA, REDIS = "kafka", "cassandra", "redis"
-ENGINES = (KAFKA, CASSANDRA, REDIS)  # start order within a region
+KAFKA, CASSANDRA, REDIS, S3 = "kafka", "cassandra", "redis", "s3"
+ENGINES = (KAFKA, CASSANDRA, REDIS, S3)  # start order within a region
 
 
 @dataclass(frozen=True)
@@ -43,4 +43,7 @@ CATALOG: dict[str, Engine] = {
         CASSANDRA, "5.0.6", artifacts=("org.apache.cassandra:cassandra-all",),
         ports={"port": 9042, "storage_port": 7000, "jmx_port": 7199}, default_heap_mb=1024),
     REDIS: Engine(REDIS, "os", ports={"port": 6379}, source="os"),
+    # S3Proxy: the S3 API over jclouds' filesystem blob store (media in the cluster family)
+    S3: Engine(S3, "2.6.0", artifacts=("org.gaul:s3proxy",), ports={"port": 9000},
+               default_heap_mb=256),
 }

@@ -8,7 +8,9 @@ in a worker thread so the supervisor's loop keeps going.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 # the drivers log every refused connection while an engine is still starting;
@@ -47,6 +49,28 @@ def _kafka(bootstrap: str, timeout: float) -> dict[str, Any]:
     return {"brokers": len(meta.brokers), "cluster_id": meta.cluster_id}
 
 
+def _s3(endpoint: str, access_key: str, secret_key: str, timeout: float) -> dict[str, Any]:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name="us-east-1",
+        config=Config(signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout,
+                      retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
+    buckets = client.list_buckets()["Buckets"]  # a signed request: the credentials work too
+    return {"buckets": len(buckets)}
+
+
+async def s3(endpoint: str, access_key: str, secret_key: str,
+             timeout: float = 5.0) -> dict[str, Any] | None:
+    """A signed ListBuckets answered (S3 API and credentials both work)."""
+    try:
+        return await asyncio.to_thread(_s3, endpoint, access_key, secret_key, timeout)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 async def cql(host: str, port: int, datacenter: str | None = None,
               timeout: float = 5.0) -> dict[str, Any] | None:
     """``SELECT release_version FROM system.local`` answered by the node."""
@@ -81,7 +105,7 @@ async def redis(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
 
 
 async def check(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
-    """Run the probe a program's spec names (cql, kafka or redis)."""
+    """Run the probe a program's spec names (cql, kafka, redis or s3)."""
     kind = spec.get("kind")
     if kind == "cql":
         return await cql(spec["host"], int(spec["port"]), spec.get("datacenter"), timeout)
@@ -89,4 +113,10 @@ async def check(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | 
         return await kafka(spec["bootstrap"], timeout)
     if kind == "redis":
         return await redis(spec["url"], timeout)
+    if kind == "s3":
+        try:
+            creds = json.loads(Path(spec["credentials"]).read_text())
+        except (OSError, ValueError):
+            return None
+        return await s3(spec["endpoint"], creds["identity"], creds["credential"], timeout)
     raise ValueError(f"unknown probe kind {kind!r}")

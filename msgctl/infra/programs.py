@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 from msgctl.errors import MsgctlError
-from msgctl.infra import cassandra, fetch, kafka, redis
-from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS
+from msgctl.infra import cassandra, fetch, kafka, redis, s3
+from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS, S3
 from msgctl.infra.spec import EngineSpec
 from msgctl.supervisor.program import ENGINE, Program
 from runtime.config import EnginesConfig
@@ -51,6 +51,8 @@ def _lib(spec: EngineSpec) -> Path:
 def engine_endpoint(spec: EngineSpec, host: str) -> str:
     if spec.engine == REDIS:
         return spec.external or f"redis://{host}:{spec.ports['port']}/0"
+    if spec.engine == S3:
+        return spec.external or f"http://{host}:{spec.ports['port']}"
     if spec.engine == CASSANDRA and spec.external:
         return ",".join(f"{h}:{spec.port}" for h in spec.external.split(","))
     return spec.external or f"{host}:{spec.ports['port']}"
@@ -81,6 +83,14 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
         argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb)
         probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region}
         version = spec.version
+    elif spec.engine == S3:
+        lib, jvm = _lib(spec), java()
+        s3.write_config(conf, data, host, ports["port"])
+        argv = s3.argv(jvm, lib, conf, spec.heap_mb)
+        # the probe names the credentials file: plan.json holds no secret
+        probe = {"kind": "s3", "endpoint": f"http://{host}:{ports['port']}",
+                 "credentials": str(conf / "credentials.json")}
+        version = spec.version
     else:
         binary = redis.binary()
         argv = redis.argv(binary, host, ports["port"], data)
@@ -96,8 +106,10 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
 
 
 def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
-                   partitions: int = 8) -> EnginesConfig:
-    """Where the runtimes of a region find Kafka, Cassandra and Redis."""
+                   partitions: int = 8, home_root: Path | None = None) -> EnginesConfig:
+    """Where the runtimes of a region find Kafka, Cassandra, Redis and S3 (when it has one).
+
+    A provisioned S3Proxy's credentials live in its engine folder (`home_root` needed)."""
     k, c, r = specs[KAFKA], specs[CASSANDRA], specs[REDIS]
     if c.external:
         hosts, port, dc = c.external.split(","), c.port, c.datacenter
@@ -106,7 +118,24 @@ def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
     return EnginesConfig(
         kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
         cassandra_dc=dc, keyspace="msgctl", replication={dc: 1},
-        redis_url=engine_endpoint(r, host), partitions=partitions)
+        redis_url=engine_endpoint(r, host), partitions=partitions, **_s3_settings(
+            specs.get(S3), region, host, home_root))
+
+
+def _s3_settings(spec: EngineSpec | None, region: str, host: str,
+                 home_root: Path | None) -> dict[str, str]:
+    if spec is None:
+        return {}
+    if spec.external:
+        return {"s3_endpoint": spec.external, "s3_access_key": spec.s3["access_key"],
+                "s3_secret_key": spec.s3["secret_key"],
+                "s3_bucket": spec.s3.get("bucket", s3.BUCKET),
+                "s3_region": spec.s3.get("region", s3.REGION)}
+    if home_root is None:
+        raise ValueError("a provisioned s3 needs the deployment home for its credentials")
+    identity, credential = s3.credentials(engine_home(home_root, S3, region) / "conf")
+    return {"s3_endpoint": engine_endpoint(spec, host), "s3_access_key": identity,
+            "s3_secret_key": credential, "s3_bucket": s3.BUCKET, "s3_region": s3.REGION}
 
 
 def provisioned(specs: dict[str, EngineSpec]) -> list[EngineSpec]:

@@ -4,12 +4,15 @@
       kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512}
       cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 1024}
       redis: {port: 6379}
+      s3: {port: 9000}          # optional: S3Proxy, media in the cluster family
 
 or, for engines that already run elsewhere (then msgctl starts only the runtimes):
 
       kafka: {external: "host1:9092,host2:9092"}
       cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1}
       redis: {external: "redis://host:6379/0"}
+      s3: {external: "https://s3.eu-west-1.amazonaws.com", access_key: ..., secret_key: ...,
+           bucket: msgctl-media, region: eu-west-1}
 
 Every mistake is one line naming the region, engine and setting.
 """
@@ -20,7 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msgctl.errors import UsageError
-from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS
+from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS, S3
+
+OPTIONAL = (S3,)  # a cluster region without s3 answers media requests `unavailable`
+S3_EXTERNAL = {"access_key", "secret_key", "bucket", "region"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class EngineSpec:
     ports: dict[str, int] = field(default_factory=dict)  # provisioned: setting -> port
     port: int = 0  # external cassandra: its CQL port
     datacenter: str = ""  # external cassandra: the local data center
+    s3: dict[str, str] = field(default_factory=dict)  # external s3: access_key, secret_key..
 
     @property
     def provisioned(self) -> bool:
@@ -48,7 +55,8 @@ def _port(value: Any, where: str, offset: int) -> int:
 
 
 def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
-    allowed = {"external"} | ({"port", "datacenter"} if engine == CASSANDRA else set())
+    allowed = {"external"} | ({"port", "datacenter"} if engine == CASSANDRA else
+                              S3_EXTERNAL if engine == S3 else set())
     unknown = set(raw) - allowed
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} for an "
@@ -64,6 +72,21 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
                 raise UsageError(f"{where}.external: '{hp.strip()}' is not host:port "
                                  "(a comma-separated bootstrap list)")
         return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")))
+    if engine == S3:
+        if not value.startswith(("http://", "https://")):
+            raise UsageError(f"{where}.external must be an http(s):// S3 endpoint URL, e.g. "
+                             "http://host:9000")
+        extra: dict[str, str] = {}
+        for key in sorted(S3_EXTERNAL):
+            item = raw.get(key)
+            if item is not None and (not isinstance(item, str) or not item):
+                raise UsageError(f"{where}.{key} must be a non-empty string")
+            if item is not None:
+                extra[key] = item
+        missing = [k for k in ("access_key", "secret_key") if k not in extra]
+        if missing:
+            raise UsageError(f"{where}: an external s3 needs {' and '.join(missing)}")
+        return EngineSpec(engine, external=value.rstrip("/"), s3=extra)
     if engine == REDIS:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise UsageError(f"{where}.external must be a redis:// URL, e.g. "
@@ -113,7 +136,7 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
 
 
 def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:
-    """A region's ``engines:`` mapping; every engine is required for the cluster backend."""
+    """A region's ``engines:`` mapping; every engine but s3 is required (backend cluster)."""
     if not isinstance(raw, dict):
         raise UsageError(f"{where}: 'engines' must be a mapping of {', '.join(ENGINES)} "
                          "(backend cluster)")
@@ -124,6 +147,8 @@ def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:
     out: dict[str, EngineSpec] = {}
     for engine in ENGINES:
         ew = f"{where}.engines.{engine}"
+        if engine not in raw and engine in OPTIONAL:
+            continue
         if engine not in raw:
             raise UsageError(f"{where}.engines: '{engine}' is missing (give a port to run it, "
                              "or external: to use one that runs elsewhere)")

@@ -10,8 +10,8 @@ from typing import Any
 
 from runtime.config import MediaConfig
 from runtime.core import media as core
-from runtime.core.errors import BAD_FRAME, FORBIDDEN
-from runtime.media.store import BlobStore
+from runtime.core.errors import BAD_FRAME, FORBIDDEN, TOO_LARGE, UNAVAILABLE
+from runtime.media.store import BlobStore, BlobStoreDown
 
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9A-Fa-f:.]{2,45}\]$")
 
@@ -75,7 +75,10 @@ class MediaService:
         if not core.owns(user, key):
             return core.Refusal(FORBIDDEN, f"media key '{key[:200]}' is not one of your "
                                 "uploads")
-        info = await self.store.head(key)
+        try:
+            info = await self.store.head(key)
+        except BlobStoreDown as exc:
+            return core.Refusal(UNAVAILABLE, f"the blob store did not answer, retry: {exc}")
         if info is None:
             return core.Refusal(BAD_FRAME, f"media key '{key}' was never uploaded (POST the "
                                 "file to upload.url first)")
@@ -85,7 +88,13 @@ class MediaService:
         if size is not None and size != info.size:
             return core.Refusal(BAD_FRAME, f"media.size {size} does not match the uploaded "
                                 f"blob ({info.size} bytes)")
+        # the blob as stored, checked again: an S3 server that does not enforce the POST
+        # policy (S3Proxy) may have taken another content type or a larger file
         if info.content_type not in self.rules.content_types.get(kind, []):
             return core.Refusal(BAD_FRAME, f"a {info.content_type} blob cannot be sent as "
                                 f"kind '{kind}'")
+        ceiling = self.rules.max_bytes.get(kind, 0)
+        if info.size > ceiling:
+            return core.Refusal(TOO_LARGE, f"the uploaded blob has {info.size} bytes; {kind} "
+                                f"media are limited to {ceiling} bytes")
         return self._media(host, key, info.content_type, info.size)

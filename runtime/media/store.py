@@ -27,6 +27,10 @@ class BlobInfo:
     size: int
 
 
+class BlobStoreDown(Exception):
+    """The blob store did not answer (S3 unreachable or failing): `send` may be retried."""
+
+
 class BlobStore(Protocol):
     def presign(self, base: str, key: str, content_type: str, max_size: int, now: int,
                 ttl_s: int) -> tuple[str, dict[str, str]]:

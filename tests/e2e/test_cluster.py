@@ -11,7 +11,7 @@ from tests.wsclient import Client
 
 pytestmark = pytest.mark.e2e
 
-PROCESSES = {"kafka.local", "cassandra.local", "redis.local", "sequencer.local",
+PROCESSES = {"kafka.local", "cassandra.local", "redis.local", "s3.local", "sequencer.local",
              "presence.local", "push.local", "gateway-1.local", "gateway-2.local"}
 
 

@@ -40,7 +40,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("engines")
     ports = {k: free_port() for k in ("gateway", "kafka", "controller", "cql", "storage", "jmx",
-                                      "redis")}
+                                      "redis", "s3")}
     topo = root / "engines.yaml"
     topo.write_text(yaml.safe_dump({"name": "engines", "backend": "cluster", "regions": [{
         "name": "lab", "host": "127.0.0.1", "gateway": {"port": ports["gateway"]},
@@ -49,7 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                       "heap_mb": 384},
             "cassandra": {"port": ports["cql"], "storage_port": ports["storage"],
                           "jmx_port": ports["jmx"], "heap_mb": 512},
-            "redis": {"port": ports["redis"]}}}]}))
+            "redis": {"port": ports["redis"]},
+            "s3": {"port": ports["s3"], "heap_mb": 192}}}]}))
     st = Stack(root / "home", topo, ports)
     msgctl("infra", "start", "--home", str(st.home), "-t", str(topo), timeout=400)
     yield st
@@ -58,12 +59,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> None:
     rows = stack.engines()
-    assert list(rows) == ["kafka.lab", "cassandra.lab", "redis.lab"]
+    assert list(rows) == ["kafka.lab", "cassandra.lab", "redis.lab", "s3.lab"]
     for row in rows.values():
         assert row["state"] == "RUNNING" and row["kind"] == "engine" and row["pid"]
     p = stack.ports
     assert rows["kafka.lab"]["endpoint"] == f"127.0.0.1:{p['kafka']}"
     assert rows["redis.lab"]["endpoint"] == f"redis://127.0.0.1:{p['redis']}/0"
+    assert rows["s3.lab"]["endpoint"] == f"http://127.0.0.1:{p['s3']}"
+    conf = stack.home / "engines" / "s3.lab" / "conf"
+    creds = json.loads((conf / "credentials.json").read_text())
+    assert (conf / "credentials.json").stat().st_mode & 0o077 == 0  # generated, private
 
     async def ask() -> tuple[Any, Any, Any]:
         return await asyncio.gather(
@@ -72,6 +77,10 @@ def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> No
             probes.redis(f"redis://127.0.0.1:{p['redis']}/0"))
 
     cql, kafka, redis = asyncio.run(ask())
+    s3_url = f"http://127.0.0.1:{p['s3']}"
+    assert asyncio.run(probes.s3(s3_url, creds["identity"], creds["credential"])) is not None
+    # a real signed S3 call: wrong credentials are refused
+    assert asyncio.run(probes.s3(s3_url, creds["identity"], "wrong" * 8)) is None
     assert cql == {"version": "5.0.6", "datacenter": "lab"}  # the region is the data center
     assert kafka is not None and kafka["brokers"] == 1
     assert redis is not None and redis["version"]
@@ -80,9 +89,11 @@ def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> No
 def test_infra_status_probes_live(stack: Stack) -> None:
     out = json.loads(msgctl("infra", "status", "--json", "--home", str(stack.home)).stdout)
     rows = {r["engine"]: r for r in out["engines"]}
-    assert set(rows) == {"kafka", "cassandra", "redis"}
+    assert set(rows) == {"kafka", "cassandra", "redis", "s3"}
     assert all(r["healthy"] and r["state"] == "RUNNING" for r in rows.values())
     assert rows["kafka"]["version"] == "4.1.1" and rows["cassandra"]["version"] == "5.0.6"
+    assert rows["s3"]["version"] == "2.6.0" and rows["s3"]["ports"] == {"port": stack.ports["s3"]}
+    assert rows["s3"]["data_dir"] == str(stack.home / "engines" / "s3.lab" / "data")
     assert rows["cassandra"]["ports"] == {"port": stack.ports["cql"],
                                           "storage_port": stack.ports["storage"],
                                           "jmx_port": stack.ports["jmx"]}
@@ -98,6 +109,23 @@ def test_kafka_storage_is_formatted_once_with_a_kept_cluster_id(stack: Stack) ->
     assert f"cluster.id={cluster_id}" in meta
     logs = (stack.home / "logs" / "kafka.lab.log").read_text()
     assert "no appenders" not in logs and "SLF4J: " not in logs  # log4j2, one binding
+
+
+def test_s3proxy_keeps_objects_on_the_filesystem(stack: Stack) -> None:
+    from runtime.media.s3 import s3_client
+
+    creds = json.loads((stack.home / "engines" / "s3.lab" / "conf" / "credentials.json")
+                       .read_text())
+    client = s3_client(f"http://127.0.0.1:{stack.ports['s3']}", creds["identity"],
+                       creds["credential"], "us-east-1")
+    client.create_bucket(Bucket="probe-test")
+    client.put_object(Bucket="probe-test", Key="a/b", Body=b"hello", ContentType="text/plain")
+    head = client.head_object(Bucket="probe-test", Key="a/b")
+    assert (head["ContentLength"], head["ContentType"]) == (5, "text/plain")
+    data = stack.home / "engines" / "s3.lab" / "data"
+    assert (data / "probe-test" / "a" / "b").read_bytes() == b"hello"
+    logs = (stack.home / "logs" / "s3.lab.log").read_text()
+    assert "DEBUG" not in logs  # our logback config, not S3Proxy's debug default
 
 
 def test_an_engine_restarts_under_msgctl(stack: Stack) -> None:

@@ -50,3 +50,14 @@ def test_a_missing_artifact_is_one_line_naming_it(tmp_path: Path) -> None:
                            "(org.apache.kafka:kafka_2.13:0.0.1-nope)")
     assert "external:" in line
     assert not (tmp_path / "cache" / "kafka-0.0.1-nope").exists()  # no half-made entry
+
+
+def test_fetch_s3proxy_into_its_own_folder(tmp_path: Path) -> None:
+    env = {"MSGCTL_CACHE": str(tmp_path / "cache")}
+    out = json.loads(msgctl("infra", "fetch", "--engine", "s3", "--json", env=env).stdout)
+    (got,) = out["engines"]
+    assert (got["engine"], got["version"]) == ("s3", "2.6.0")
+    lib = Path(got["path"]) / "lib"
+    assert lib.parent == tmp_path / "cache" / "s3-2.6.0"
+    assert (lib / "s3proxy-2.6.0.jar").is_file()
+    assert any(j.name.startswith("jclouds-blobstore-") for j in lib.glob("*.jar"))

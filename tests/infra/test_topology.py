@@ -133,7 +133,8 @@ def test_one_region_yaml_parses_as_documented() -> None:
     assert ports == {"gateway-1": 7400, "gateway-2": 7401, "sequencer": 7410,
                      "presence": 7411, "push": 7412, "kafka": 9092,
                      "kafka controller": 9093, "cassandra": 9042,
-                     "cassandra storage": 7000, "cassandra jmx": 7199, "redis": 6379}
+                     "cassandra storage": 7000, "cassandra jmx": 7199, "redis": 6379,
+                     "s3": 9000, "media gateway-1": 7420, "media gateway-2": 7421}
     out = json.loads(topo_mod.to_json(topo))["regions"][0]
     assert out["gateway_urls"] == ["ws://127.0.0.1:7400/v1/ws", "ws://127.0.0.1:7401/v1/ws"]
 
@@ -147,3 +148,68 @@ def test_doctor_checks_engine_prerequisites_for_a_cluster_topology() -> None:
     assert "port 127.0.0.1:40042 (cassandra)" in checks
     embedded = {c["check"] for c in json.loads(msgctl("doctor", "--json", check=False).stdout)}
     assert "java" not in embedded and "redis-server" not in embedded
+
+
+S3_EXTERNAL = {"external": "https://s3.eu-west-1.amazonaws.com/", "access_key": "AKIA1",
+               "secret_key": "sk", "bucket": "media-eu", "region": "eu-west-1"}
+
+
+def test_external_s3_reaches_the_gateways_only_with_media_ports(tmp_path: Path) -> None:
+    programs = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL | {"s3": S3_EXTERNAL}))}
+    assert "s3.eu" not in programs
+    gw1 = NodeConfig.load(Path(programs["gateway-1.eu"].argv[-1]))
+    gw2 = NodeConfig.load(Path(programs["gateway-2.eu"].argv[-1]))
+    assert (gw1.media.port, gw2.media.port) == (7420, 7421)  # gateway port + 20 + N-1
+    e = gw2.engines
+    assert (e.s3_endpoint, e.s3_access_key, e.s3_secret_key, e.s3_bucket, e.s3_region) == (
+        "https://s3.eu-west-1.amazonaws.com", "AKIA1", "sk", "media-eu", "eu-west-1")
+    assert NodeConfig.load(Path(programs["sequencer.eu"].argv[-1])).media.port == 0
+
+
+def test_without_s3_the_cluster_has_no_media_port(tmp_path: Path) -> None:
+    programs = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL))}
+    gw1 = NodeConfig.load(Path(programs["gateway-1.eu"].argv[-1]))
+    assert gw1.media.port == 0 and gw1.engines.s3_endpoint == ""
+
+
+def test_provisioned_s3proxy_program_and_generated_credentials(tmp_path: Path) -> None:
+    programs = {p.name: p for p in plan(tmp_path, cluster(
+        EXTERNAL | {"s3": {"port": 9100}}))}
+    s3 = programs["s3.eu"]
+    conf = tmp_path / "engines" / "s3.eu" / "conf"
+    creds = json.loads((conf / "credentials.json").read_text())
+    assert s3.probe_spec == {"kind": "s3", "endpoint": "http://127.0.0.1:9100",
+                             "credentials": str(conf / "credentials.json")}
+    assert "org.gaul.s3proxy.Main" in s3.argv
+    props = (conf / "s3proxy.properties").read_text()
+    assert "s3proxy.authorization=aws-v2-or-v4" in props
+    assert "jclouds.provider=filesystem" in props
+    assert f"jclouds.filesystem.basedir={tmp_path / 'engines' / 's3.eu' / 'data'}" in props
+    assert f"s3proxy.credential={creds['credential']}" in props
+    gw = NodeConfig.load(Path(programs["gateway-1.eu"].argv[-1]))
+    assert (gw.engines.s3_endpoint, gw.engines.s3_access_key, gw.engines.s3_secret_key) == (
+        "http://127.0.0.1:9100", creds["identity"], creds["credential"])
+    # a second plan (down, up) keeps the same credentials
+    again = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL | {"s3": {"port": 9100}}))}
+    gw_again = NodeConfig.load(Path(again["gateway-1.eu"].argv[-1]))
+    assert gw_again.engines.s3_secret_key == creds["credential"]
+
+
+@pytest.mark.parametrize(("s3", "needle"), [
+    ({"external": "s3.amazonaws.com", "access_key": "a", "secret_key": "b"}, "http(s)://"),
+    ({"external": "http://h:9000", "access_key": "a"}, "needs secret_key"),
+    ({"external": "http://h:9000", "access_key": "a", "secret_key": "b", "acl": "x"},
+     "unknown setting(s) acl"),
+    ({"port": 9100, "bucket": "x"}, "unknown setting(s) bucket"),
+])
+def test_s3_mistakes_are_one_line(tmp_path: Path, s3: dict[str, Any], needle: str) -> None:
+    with pytest.raises(UsageError, match="engines.s3") as err:
+        plan(tmp_path, cluster(EXTERNAL | {"s3": s3}))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_media_ports_of_the_gateways_must_not_collide(tmp_path: Path) -> None:
+    raw = cluster(EXTERNAL | {"s3": S3_EXTERNAL}, processes=2)
+    raw["media"] = {"port": 7401}
+    with pytest.raises(UsageError, match="both use port 7401"):
+        plan(tmp_path, raw)

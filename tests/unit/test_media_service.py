@@ -128,3 +128,30 @@ def test_topology_media_errors(tmp_path: Path, media: Any, needle: str) -> None:
 def test_media_port_is_per_region(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="per region"):
         _topo(tmp_path, {"port": 9000}, regions=2)
+
+
+async def test_send_rechecks_the_stored_blob_against_the_kind(tmp_path: Path) -> None:
+    """An S3 server that ignores the POST policy (S3Proxy) may store anything: send checks."""
+    svc = service(tmp_path, max_bytes={"image": 100})
+    store = svc.store
+    assert isinstance(store, FakeStore)
+    big, html = "u/alice/" + "1" * 32, "u/alice/" + "2" * 32
+    store.blobs[big] = BlobInfo(big, "image/png", 101)
+    store.blobs[html] = BlobInfo(html, "text/html", 10)
+    got = await svc.attach("alice", "image", {"key": big}, "h")
+    assert isinstance(got, m.Refusal) and got.code == "too_large"
+    assert "limited to 100 bytes" in got.message
+    got = await svc.attach("alice", "image", {"key": html}, "h")
+    assert isinstance(got, m.Refusal) and got.code == "bad_frame"
+
+
+async def test_a_blob_store_that_does_not_answer_is_unavailable(tmp_path: Path) -> None:
+    from runtime.media.store import BlobStoreDown
+
+    class Down(FakeStore):
+        async def head(self, key: str) -> BlobInfo | None:
+            raise BlobStoreDown("connection refused")
+
+    svc = MediaService(MediaConfig(), SECRET, Down(tmp_path), 7420)
+    got = await svc.attach("alice", "image", {"key": "u/alice/" + "3" * 32}, "h")
+    assert isinstance(got, m.Refusal) and got.code == "unavailable"

@@ -1,0 +1,72 @@
+"""S3Proxy (``org.gaul:s3proxy`` from Maven Central): the S3 API over jclouds' filesystem store.
+
+One JVM per region serves the media bucket of the cluster family from
+``<home>/engines/s3.<region>/data``. It checks AWS v2/v4 signatures against an
+identity and credential msgctl generates once per deployment and keeps in
+``conf/credentials.json`` (mode 0600); the gateways read them from there.
+Caveat: S3Proxy does not enforce presigned POST policy conditions (content type,
+size range), so the gateway re-checks them at `send`; real S3 enforces them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+MAIN_CLASS = "org.gaul.s3proxy.Main"
+BUCKET = "msgctl-media"
+REGION = "us-east-1"
+
+LOGBACK = """<configuration>
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>[%d] %level %msg \\(%logger{20}\\)%n</pattern></encoder>
+  </appender>
+  <logger name="org.gaul.shaded.org.eclipse.jetty" level="WARN"/>
+  <root level="INFO"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+
+def credentials(conf: Path) -> tuple[str, str]:
+    """The (identity, credential) of this S3Proxy, made on first use and kept."""
+    path = conf / "credentials.json"
+    try:
+        raw = json.loads(path.read_text())
+        return str(raw["identity"]), str(raw["credential"])
+    except (OSError, ValueError, KeyError):
+        pass
+    conf.mkdir(parents=True, exist_ok=True)
+    identity, credential = "msgctl" + secrets.token_hex(8), secrets.token_hex(24)
+    tmp = path.with_name(f".credentials.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"identity": identity, "credential": credential}, fh)
+    os.replace(tmp, path)
+    return identity, credential
+
+
+def write_config(conf: Path, data: Path, host: str, port: int) -> Path:
+    """s3proxy.properties and logback.xml; returns the properties file."""
+    conf.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    identity, credential = credentials(conf)
+    props = {
+        "s3proxy.endpoint": f"http://{host}:{port}",
+        "s3proxy.authorization": "aws-v2-or-v4",
+        "s3proxy.identity": identity,
+        "s3proxy.credential": credential,
+        "jclouds.provider": "filesystem",
+        "jclouds.filesystem.basedir": str(data),
+    }
+    path = conf / "s3proxy.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    path.chmod(0o600)
+    (conf / "logback.xml").write_text(LOGBACK)
+    return path
+
+
+def argv(jvm: str, lib: Path, conf: Path, heap_mb: int) -> list[str]:
+    return [jvm, f"-Xmx{heap_mb}m", f"-Dlogback.configurationFile={conf / 'logback.xml'}",
+            "-cp", f"{lib}/*", MAIN_CLASS, "--properties", str(conf / "s3proxy.properties")]
