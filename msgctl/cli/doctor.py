@@ -50,7 +50,7 @@ def engine_checks(topo: topo_mod.Topology) -> list[tuple[str, str, str]]:
     if jvm:
         java = shutil.which("java")
         if java is None:
-            out.append(("java", "fail", "not on PATH; Kafka and Cassandra need Java 17+"))
+            out.append(("java", "fail", "not on PATH; Kafka, Cassandra and S3Proxy need Java 17+"))
         else:
             major, line = _java_major(java)
             out.append(("java", "ok" if major >= 17 else "fail",
