@@ -133,7 +133,8 @@ class BlobServer:
             refusal = core.check_size(grant, size)
             if refusal is not None:
                 return _error(refusal.code, refusal.message)
-            self.store.commit(tmp, BlobInfo(grant.key, grant.content_type, size))
+            if not self.store.commit(tmp, BlobInfo(grant.key, grant.content_type, size)):
+                return _error("forbidden", "this upload slot was used already; ask for a new one")
             UPLOAD_BYTES.inc(size)
         finally:
             with contextlib.suppress(FileNotFoundError):

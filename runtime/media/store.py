@@ -80,12 +80,20 @@ class LocalBlobStore:
     def temp(self) -> Path:
         return self.tmp / uuid.uuid4().hex
 
-    def commit(self, tmp: Path, info: BlobInfo) -> None:
-        """Move a fully written temp file into place, then its sidecar."""
+    def commit(self, tmp: Path, info: BlobInfo) -> bool:
+        """Put a fully written temp file in place, then its sidecar; False if the key exists.
+
+        A key is written once: replaying the same upload slot must not swap the content
+        that recipients have already been sent (the link fails if the file exists).
+        """
         final = self.path(info.key)
         final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
         meta_tmp = tmp.with_suffix(".json")
         meta_tmp.write_text(json.dumps({"key": info.key, "content_type": info.content_type,
                                         "size": info.size}))
         os.replace(meta_tmp, final.with_suffix(".json"))
+        return True

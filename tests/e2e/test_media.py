@@ -353,3 +353,15 @@ async def test_many_parts_under_one_name_are_refused_before_the_file(
             f"http://127.0.0.1:{dep.port + 20}/v1/blobs", data=form) as resp:
         assert resp.status == 400
         assert "too many form fields" in (await resp.json())["message"]
+
+
+async def test_an_upload_slot_cannot_be_replayed_to_swap_the_file(
+        embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    a = await Client.open(dep.ws_url, dep.token(uid("alice")))
+    reply = await uploaded(a)
+    other = bytes(reversed(PNG))
+    status, body = await post(reply["upload"]["url"], reply["upload"]["fields"], other)
+    assert status == 403 and "used already" in body["message"]
+    status, data, _ = await get(reply["media"]["url"])
+    assert (status, data) == (200, PNG)
