@@ -381,7 +381,7 @@ async def test_slow_consumer_is_closed_and_resumes(deployment: Deployment) -> No
         await a.send({"t": "send", "conv": conv, "cid": f"s{i}", "kind": "text", "body": body,
                       "id": f"s{i}"})
     # 6 MB through Kafka transactions and Cassandra on a 2-core machine takes a while
-    patience = 30 if deployment.family == "embedded" else 90
+    patience = 30 if deployment.family == "embedded" else 180
     for i in range(count):
         await a.wait_t("sent", id=f"s{i}", timeout=patience)
     frames = 0
