@@ -68,26 +68,36 @@ class PushService:
         self.concurrency = max(1, concurrency)
         self.deadletter = deadletter
         self.region = region
-        self._queue: asyncio.Queue[Message] = asyncio.Queue(queue_size)
+        # each message with the future the event feed waits on before committing past it
+        self._queue: asyncio.Queue[tuple[Message, asyncio.Future[None] | None]] = \
+            asyncio.Queue(queue_size)
         self._inflight = 0
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event) -> asyncio.Future[None] | None:
+        """Queue a message's notifications; the future resolves once they were handled.
+
+        The cluster's event feed commits its offset past an event only after that (a
+        push runtime that dies with notifications queued gets them again, not never).
+        """
         if not isinstance(event, Message):
-            return
+            return None
         key = (event.conv, event.seq)
         if key in self._seen:
-            return
+            return None
         self._seen[key] = None
         if len(self._seen) > SEEN_MESSAGES:
             self._seen.popitem(last=False)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, done))
         except asyncio.QueueFull:
             METRICS.push.labels("dropped_queue_full").inc()
+            done.set_result(None)
         self._gauge()
+        return done
 
     @property
     def depth(self) -> int:
@@ -119,7 +129,7 @@ class PushService:
 
     async def _run(self) -> None:
         while True:
-            msg = await self._queue.get()
+            msg, done = await self._queue.get()
             self._inflight += 1
             self._gauge()
             try:
@@ -129,6 +139,8 @@ class PushService:
             finally:
                 self._inflight -= 1
                 self._gauge()
+                if done is not None and not done.done():
+                    done.set_result(None)
 
     def payload(self, msg: Message, mark: Watermark) -> dict[str, Any]:
         payload: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,10 +29,25 @@ TEST_LIMITS = {
 TEST_PRESENCE = {"heartbeat_ms": 30000, "grace_ms": 500}
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, with port+20 free too (the media
+    endpoint of a gateway on it).
+
+    Ports the kernel hands to outgoing connections (Kafka and Cassandra clients make
+    many) could be taken again between this check and a deployment's bind.
+    """
+    return free_block(1, host, spare=(20,))
 
 
 def msgctl(*args: str, check: bool = True, timeout: float = 180,
@@ -58,15 +74,14 @@ def write_topology(path: Path, port: int, **overrides: Any) -> Path:
     return path
 
 
-def free_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port with `count` consecutive free ports above it."""
-    for _ in range(200):
-        base = free_port(host)
-        if base + count > 65000:
-            continue
+def free_block(count: int, host: str = "127.0.0.1", spare: tuple[int, ...] = ()) -> int:
+    """A base port with `count` consecutive free ports above it (and base+`spare`)."""
+    low, _ = _EPHEMERAL
+    for _ in range(500):
+        base = random.randrange(10_000, low - count - 30)
+        socks: list[socket.socket] = []
         try:
-            socks = []
-            for p in range(base, base + count):
+            for p in [*range(base, base + count), *(base + o for o in spare)]:
                 s = socket.socket()
                 socks.append(s)
                 s.bind((host, p))

@@ -216,3 +216,35 @@ async def test_cluster_push_runtime_uses_the_providers(cluster_push_deployment: 
     assert [(r["device"], r["status"]) for r in out["results"]] == [("phone", 200)]
     assert dep.status()["push_queue"] == {"local": 0}
     await a.close()
+
+
+async def test_cluster_push_survives_a_crash_of_the_push_runtime(
+        cluster_push_deployment: Deployment, standins: Standins) -> None:
+    """A notification still retrying when push.<region> is SIGKILLed is sent after it restarts:
+    the feed commits past an event only once its notifications were handled."""
+    import os
+    import signal
+
+    dep = cluster_push_deployment
+    alice, bob = uid("alice"), uid("bob")
+    a = await open_client(dep, alice)
+    b = await open_client(dep, bob, "phone")
+    conv = (await a.create([bob]))["conv"]
+    token = f"fcm-crash-{bob}"
+    await b.request({"t": "push_register", "platform": "fcm", "token": token})
+    await b.close()
+    await asyncio.sleep(0.5)
+    # the first answer holds the notification in a 20 s Retry-After wait
+    standins.fcm.script.then(token, Outcome(UNAVAILABLE, retry_after=20))
+    await a.send_text(conv, "c1", "survive")
+    await wait_for(lambda: len(standins.fcm.script.for_token(token)) == 1, timeout=30)
+    pid = next(r["pid"] for r in dep.status()["runtimes"] if r["program"] == "push.local")
+    os.kill(pid, signal.SIGKILL)
+    # the supervisor restarts it; the event is read again and sent at once (well before
+    # the dead process's 20 s retry would have been due)
+    await wait_for(lambda: any(r.status == 200 for r in standins.fcm.script.for_token(token)),
+                   timeout=18)
+    sends = standins.fcm.script.for_token(token)
+    assert [r.status for r in sends] == [503, 200]
+    assert int(sends[1].body["message"]["data"]["seq"]) == 1
+    await a.close()

@@ -1,17 +1,23 @@
 """A consumer group on `msg.events` that hands each committed event to a callback.
 
-Used by the push runtime: offsets are committed after the callback took the
-batch, so a restart resumes where it left off instead of notifying twice.
+Used by the push runtime. The callback may return a future that resolves when
+the event has been handled; the offset of a partition is committed only past
+events whose futures are done, so a restart replays what was still queued
+(at least once; the push runtime drops repeats it has seen) instead of losing
+it. Too many unfinished events pause the feed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
@@ -19,14 +25,22 @@ from runtime.ports import Event
 
 log = logging.getLogger("msgctl.eventlog")
 
+MAX_PENDING = 10_000  # events handed out and not yet handled
+
 
 class EventFeed:
-    def __init__(self, bootstrap: str, group: str, callback: Callable[[Event], None],
+    def __init__(self, bootstrap: str, group: str,
+                 callback: Callable[[Event], asyncio.Future[None] | None],
                  topics: list[str] | None = None) -> None:
         self.consumer = Consumer(common(bootstrap) | {
             "group.id": group, "isolation.level": "read_committed",
-            "enable.auto.commit": False, "auto.offset.reset": "latest",
+            # a partition without an offset was anchored at its end by `start`: from then
+            # on, everything after the committed offset is replayed, nothing skipped
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
+            # static membership: the restarted process takes its partitions back at once
+            # instead of waiting for the killed one's session to expire (a rebalance)
+            "group.instance.id": group, "session.timeout.ms": 10_000,
         })
         self.topics = topics or [EVENTS]
         self.callback = callback
@@ -34,8 +48,39 @@ class EventFeed:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.worker.run(self._anchor)
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(self._run(), name="feed")
+
+    def _anchor(self) -> None:
+        """Give every partition the group has no offset for its current end.
+
+        A new group starts at "now" (no notifications for history), and a partition that
+        gets its first event later is still read from its beginning after a restart.
+        """
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                parts = []
+                for topic in self.topics:
+                    meta = self.consumer.list_topics(topic, timeout=30).topics[topic]
+                    if meta.error is not None:
+                        raise KafkaException(meta.error)
+                    parts += [TopicPartition(topic, p) for p in meta.partitions]
+                missing = [tp for tp in self.consumer.committed(parts, timeout=30)
+                           if tp.offset < 0]
+                if missing:
+                    ends = [TopicPartition(tp.topic, tp.partition,
+                                           self.consumer.get_watermark_offsets(tp, 10)[1])
+                            for tp in missing]
+                    self.consumer.commit(offsets=ends, asynchronous=False)
+                return
+            except KafkaException as exc:
+                # a fresh broker: the group coordinator may still be loading
+                if time.monotonic() > deadline:
+                    raise
+                log.info("anchoring offsets: %s; retrying", exc)
+                time.sleep(0.5)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -55,7 +100,15 @@ class EventFeed:
             os._exit(70)
 
     async def _loop(self) -> None:
+        # (topic, partition) -> offsets handed out, oldest first, with their futures
+        pending: dict[tuple[str, int], deque[tuple[int, asyncio.Future[None] | None]]] = {}
         while True:
+            waiting = sum(len(q) for q in pending.values())
+            if waiting > MAX_PENDING:  # the handler is behind: let it catch up first
+                oldest = next((f for q in pending.values() for _, f in q if f is not None
+                               and not f.done()), None)
+                if oldest is not None:
+                    await asyncio.wait({oldest}, timeout=1.0)
             try:
                 records = await self.worker.run(take, self.consumer, 500, 0.1)
             except KafkaException as exc:
@@ -65,20 +118,30 @@ class EventFeed:
             for rec in records:
                 if rec.error() is not None:
                     continue
+                handled: asyncio.Future[None] | None = None
                 try:
                     event = env.event_from_dict(env.loads(rec.value()))
                 except (ValueError, KeyError, TypeError, RecursionError):
                     log.warning("skipping unreadable event at %s/%s", rec.partition(),
                                 rec.offset())
-                    continue
-                if event is None:
-                    continue
+                    event = None
+                if event is not None:
+                    try:
+                        handled = self.callback(event)
+                    except Exception:  # one bad event must not stop the feed
+                        log.exception("event handler failed for %r", event)
+                pending.setdefault((rec.topic(), rec.partition()), deque()).append(
+                    (rec.offset(), handled))
+            offsets = []
+            for (topic, partition), queue in pending.items():
+                last = None
+                while queue and (queue[0][1] is None or queue[0][1].done()):
+                    last = queue.popleft()[0]
+                if last is not None:
+                    offsets.append(TopicPartition(topic, partition, last + 1))
+            if offsets:
                 try:
-                    self.callback(event)
-                except Exception:  # one bad event must not stop the feed
-                    log.exception("event handler failed for %r", event)
-            if records:
-                try:
-                    await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
+                    await self.worker.run(functools.partial(
+                        self.consumer.commit, offsets=offsets, asynchronous=True))
                 except KafkaException as exc:
                     log.warning("offset commit failed: %s", exc)
