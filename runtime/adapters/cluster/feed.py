@@ -37,7 +37,8 @@ class EventFeed:
             # a partition without an offset was anchored at its end by `start`: from then
             # on, everything after the committed offset is replayed, nothing skipped
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
+            # read_committed fetches wait this long for a commit (see the router)
+            "fetch.wait.max.ms": 10,
             # static membership: the restarted process takes its partitions back at once
             # instead of waiting for the killed one's session to expire (a rebalance)
             "group.instance.id": group, "session.timeout.ms": 10_000,
