@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
+from runtime.adapters.cluster.kafka import EVENTS, Worker, common, run_or_exit, take
 from runtime.ports import Event
 
 log = logging.getLogger("msgctl.eventlog")
@@ -51,7 +50,7 @@ class EventFeed:
     async def start(self) -> None:
         await self.worker.run(self._anchor)
         self.consumer.subscribe(self.topics)
-        self._task = asyncio.create_task(self._run(), name="feed")
+        self._task = asyncio.create_task(run_or_exit(self._loop(), "event feed", log), name="feed")
 
     def _anchor(self) -> None:
         """Give every partition the group has no offset for its current end.
@@ -89,16 +88,6 @@ class EventFeed:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.worker.run(self.consumer.close)
         self.worker.close()
-
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a dead feed in a live process would look ready
-            log.error("event feed ended: %r; exiting for a restart", exc)
-            logging.shutdown()
-            os._exit(70)
 
     async def _loop(self) -> None:
         # (topic, partition) -> offsets handed out, oldest first, with their futures

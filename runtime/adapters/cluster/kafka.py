@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -71,6 +72,25 @@ def take(consumer: Consumer, limit: int, timeout: float) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+
+
+def exit_for_restart(logger: logging.Logger, reason: str) -> NoReturn:
+    """Leave at once: the supervisor restarts the process, which starts clean."""
+    logger.error("%s; exiting for a restart", reason)
+    logging.shutdown()
+    os._exit(70)
+
+
+async def run_or_exit(loop: Coroutine[Any, Any, None], what: str,
+                      logger: logging.Logger) -> None:
+    """Run a process's main loop; if it ever ends, end the process (a dead loop in a live
+    process would still look ready)."""
+    try:
+        await loop
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        exit_for_restart(logger, f"{what} ended: {exc!r}")
 
 
 class Worker:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import defaultdict
 from typing import Any
@@ -23,7 +22,7 @@ from redis.exceptions import RedisError
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.cassandra_store import StoreUnavailable
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common, take
+from runtime.adapters.cluster.kafka import EVENTS, Worker, common, run_or_exit, take
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
@@ -84,7 +83,8 @@ class StoreRouter:
             "group.instance.id": f"msgctl-router-{self.region}",
         })
         self.consumer.subscribe(self.topics)
-        self._task = asyncio.create_task(self._run(), name="router")
+        self._task = asyncio.create_task(run_or_exit(self._loop(), "router loop", log),
+                                         name="router")
         self.ready = True
 
     async def stop(self) -> None:
@@ -95,16 +95,6 @@ class StoreRouter:
         if self.consumer is not None:
             await self.worker.run(self.consumer.close)
         self.worker.close()
-
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a dead router in a live process would look ready
-            log.error("router loop ended: %r; exiting for a restart", exc)
-            logging.shutdown()
-            os._exit(70)
 
     async def _loop(self) -> None:
         assert self.consumer is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from typing import Any, NoReturn
@@ -28,7 +27,16 @@ from confluent_kafka import (
 )
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE, Worker, common, take
+from runtime.adapters.cluster.kafka import (
+    EVENTS,
+    INGRESS,
+    SEQ_STATE,
+    Worker,
+    common,
+    exit_for_restart,
+    run_or_exit,
+    take,
+)
 from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
 from runtime.core.sequencing import SendRequest, SequencerState
 from runtime.core.watermarks import Watermark, apply_ack, apply_read
@@ -81,9 +89,7 @@ def check_mark(req: dict[str, Any]) -> None:
 
 def _exit(reason: str) -> NoReturn:
     """Leave at once: the supervisor restarts the sequencer, which restores its state."""
-    log.error("%s; exiting so a fresh process restores from %s", reason, SEQ_STATE)
-    logging.shutdown()
-    os._exit(70)
+    exit_for_restart(log, f"{reason} (a fresh process restores from {SEQ_STATE})")
 
 
 def sender_key(sender: str, cid: str) -> str:
@@ -139,7 +145,8 @@ class KafkaSequencer:
         # group generation that never comes back). Zombies are fenced by the
         # transactional id; input offsets still commit inside each transaction.
         await self.worker.run(self._assign)
-        self._task = asyncio.create_task(self._run(), name="sequencer")
+        self._task = asyncio.create_task(run_or_exit(self._loop(), "sequencer loop", log),
+                                         name="sequencer")
         self.ready = True
 
     async def stop(self) -> None:
@@ -229,14 +236,6 @@ class KafkaSequencer:
             log.warning("skipping unreadable seq-state record %r: %s", key, exc)
 
     # -- the loop ------------------------------------------------------------
-    async def _run(self) -> None:
-        try:
-            await self._loop()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a dead loop in a live process would look ready
-            _exit(f"sequencer loop ended: {exc!r}")
-
     async def _loop(self) -> None:
         assert self.consumer is not None
         while True:
