@@ -27,6 +27,7 @@ from runtime.ports import Message
 
 log = logging.getLogger("msgctl.gateway")
 
+FILL_RETRY_S = 1.0  # seconds before a failed store read of a fill is retried
 FILL_PAGE = 200
 CLOSE_GRACE = 2.0  # seconds a closing handshake may take before the socket is dropped
 
@@ -214,7 +215,15 @@ class Session:
         try:
             while not self.closing:
                 await self.wait_room()
-                page = await self._read_page(conv, stream.last, FILL_PAGE)
+                try:
+                    page = await self._read_page(conv, stream.last, FILL_PAGE)
+                except Exception as exc:
+                    # a store read that timed out (a loaded Cassandra) must not leave the
+                    # device behind for good: the same page is read again
+                    log.warning("fill of %s for session %s: read failed, retrying: %s", conv,
+                                self.id, exc)
+                    await asyncio.sleep(FILL_RETRY_S)
+                    continue
                 entries = {m.seq: m for m in page}
                 out, more = stream.filled([self._entry(m) for m in page], len(page) == FILL_PAGE)
                 # no await from here to the last enqueue: a live message offered now
