@@ -60,6 +60,7 @@ from runtime.sequencer import Conversations, Ingest, Receipts, Unavailable
 log = logging.getLogger("msgctl.gateway")
 
 SUBPROTOCOL = "msgctl.v1"
+REGISTER_WAIT_S = 2.0  # longest a hello waits for the session directory (Redis away)
 
 
 class Gateway:
@@ -205,10 +206,10 @@ class Gateway:
         self.sessions[session.id] = session
         METRICS.connections.inc()
         try:
-            session.enqueue({"t": "hello", "user": ident.user, "device": ident.device,
-                             "region": self.config.region, "session": session.id,
-                             "heartbeat_ms": self.config.presence.heartbeat_ms})
-            await self._open(session)
+            await self._open(session, {
+                "t": "hello", "user": ident.user, "device": ident.device,
+                "region": self.config.region, "session": session.id,
+                "heartbeat_ms": self.config.presence.heartbeat_ms})
             async for data in ws:
                 if session.closing:
                     # keep reading, and discarding, so the peer's close frame is seen
@@ -245,11 +246,13 @@ class Gateway:
             session.stop_writer()
             session.finish_close()
 
-    async def _open(self, session: Session) -> None:
-        """Load the device's cursors, register the session, then resume after the cursors.
+    async def _open(self, session: Session, hello: dict[str, Any]) -> None:
+        """Load the device's cursors, register the session, say hello, then resume.
 
         The cursors are known before the session can receive a live message, and the
         heads are compared after it can: whatever was committed in between is resumed.
+        `hello` waits for the registration to reach the directory, so a client that has
+        it gets everything routed from then on, ephemeral events (typing) included.
         """
         convs = await self.store.conversations_of(session.user)
         device = await self.receipts.device_cursors(session.user, session.device)
@@ -262,6 +265,10 @@ class Gateway:
         self.directory.register(session.user, session.device, session.id, self.config.gateway_id)
         self.by_user[session.user].add(session.id)
         self.presence.connect(session.user, session.id)
+        if not await self.directory.settle(REGISTER_WAIT_S):
+            log.warning("session %s not in the directory after %.0fs; saying hello anyway",
+                        session.id, REGISTER_WAIT_S)
+        session.enqueue(hello)
         for conv in await self.store.conversations_of(session.user):
             if await self.ingest.head(conv) > device.cursors.get(conv, 0):
                 session.resume(conv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import Deployment, msgctl
 from tests.wsclient import Client
@@ -50,6 +51,25 @@ async def test_devices_on_both_gateways_get_every_message(
         assert {m["cid"] for m in got}.isdisjoint(own)  # its own sends came back as `sent`
     for c in everyone.values():
         await c.close()
+
+
+async def test_hello_means_the_session_is_routable(cluster_deployment: Deployment) -> None:
+    """A router that looks a user up right after their hello finds the session (a typing
+    event sent in that window used to go nowhere)."""
+    dep = cluster_deployment
+    r = aioredis.Redis(port=dep.port + 25)
+    clients = []
+    try:
+        for i in range(12):
+            user = uid("fresh")
+            c = await Client.open(dep.gateway_url(i % 2), dep.token(user, "phone"))
+            clients.append(c)
+            fields = await r.hkeys(f"sessions:{user}")
+            assert f"phone|{c.hello['session']}".encode() in fields
+    finally:
+        await r.aclose()
+        for c in clients:
+            await c.close()
 
 
 async def test_sequencer_restart_restores_its_state(cluster_deployment: Deployment) -> None:

@@ -70,6 +70,10 @@ class RedisDirectory:
         self._local: dict[tuple[str, str, str], str] = {}  # this gateway's own sessions
         self._ops: asyncio.Queue[tuple[str, str, str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # ops queued and ops written, so `settle` can wait for a registration to land
+        self._queued = 0
+        self._written = 0
+        self._progress = asyncio.Condition()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="directory")
@@ -88,10 +92,30 @@ class RedisDirectory:
     def register(self, user: str, device: str, session: str, gateway: str) -> None:
         self._local[(user, device, session)] = gateway
         self._ops.put_nowait(("set", user, device, session))
+        self._queued += 1
 
     def unregister(self, user: str, device: str, session: str) -> None:
         self._local.pop((user, device, session), None)
         self._ops.put_nowait(("del", user, device, session))
+        self._queued += 1
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait until what was registered so far is in Redis (False after `timeout`).
+
+        A session that is not in Redis yet is not routed to: live events for it
+        (typing, say) would go nowhere.
+        """
+        target = self._queued
+
+        async def written() -> None:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written >= target)
+
+        try:
+            await asyncio.wait_for(written(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     async def _run(self) -> None:
         refresh_every = SESSION_TTL / 3
@@ -105,7 +129,14 @@ class RedisDirectory:
                     batch = [op]
                     while not self._ops.empty() and len(batch) < 500:
                         batch.append(self._ops.get_nowait())
-                    await self._apply(batch)
+                    try:
+                        await self._apply(batch)
+                    finally:
+                        # a failed batch is done too: its sets go with the next refresh,
+                        # its deletes were queued again (and counted again)
+                        async with self._progress:
+                            self._written += len(batch)
+                            self._progress.notify_all()
                 if loop.time() >= next_refresh:
                     await self.refresh()
                     next_refresh = loop.time() + refresh_every
@@ -136,6 +167,7 @@ class RedisDirectory:
             for op in batch:
                 if op[0] == "del":
                     self._ops.put_nowait(op)
+                    self._queued += 1
             raise
 
     async def refresh(self) -> None:

@@ -42,6 +42,9 @@ class MemoryDirectory:
     def register(self, user: str, device: str, session: str, gateway: str) -> None:
         self._users[user][device][session] = gateway
 
+    async def settle(self, timeout: float) -> bool:
+        return True  # registration is immediate in memory
+
     def unregister(self, user: str, device: str, session: str) -> None:
         devices = self._users.get(user)
         if devices is None:
