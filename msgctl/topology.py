@@ -20,6 +20,7 @@ import yaml
 
 from msgctl.errors import UsageError
 from msgctl.infra import programs as engine_programs
+from msgctl.infra.catalog import CASSANDRA, KAFKA
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
 from runtime.config import (
@@ -183,6 +184,16 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: region names must be unique")
+    storage = {r.engines[CASSANDRA].ports["storage_port"] for r in regions
+               if CASSANDRA in r.engines and r.engines[CASSANDRA].provisioned}
+    if len(storage) > 1:
+        raise UsageError(f"{where}: the regions' Cassandra nodes form one cluster and must use "
+                         "the same storage_port (each on its region's host)")
+    jmx = [r.engines[CASSANDRA].ports["jmx_port"] for r in regions
+           if CASSANDRA in r.engines and r.engines[CASSANDRA].provisioned]
+    if len(set(jmx)) != len(jmx):
+        raise UsageError(f"{where}: each region's Cassandra needs its own jmx_port (JMX "
+                         "listens on localhost, whatever the region's host)")
     endpoints = [(r.host, p) for r in regions for p, _ in r.ports()]
     if len(set(endpoints)) != len(endpoints):
         raise UsageError(f"{where}: two regions share a host and port")
@@ -297,9 +308,41 @@ def _write_config(config_dir: Path, name: str, cfg: NodeConfig) -> Path:
 
 
 def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
-    """The provisioned engines of every region (external ones have no program)."""
-    return [engine_programs.engine_program(spec, region.name, region.host, home_root)
-            for region in topo.regions for spec in engine_programs.provisioned(region.engines)]
+    """The provisioned engines of every region (external ones have no program).
+
+    Several regions: one Cassandra cluster (the first region's node is the seed, the
+    others join it one after the other, each a data center of its own) and a
+    MirrorMaker 2 per region once every Kafka runs.
+    """
+    out: list[Program] = []
+    seed: Region | None = None
+    joined: list[str] = []  # Cassandra programs so far, in join order
+    for region in topo.regions:
+        for spec in engine_programs.provisioned(region.engines):
+            if spec.engine == CASSANDRA:
+                program = engine_programs.engine_program(
+                    spec, region.name, region.host, home_root,
+                    seed=seed.host if seed else None, peers=len(joined))
+                program.depends_on = joined[-1:]
+                joined.append(program.name)
+                seed = seed or region
+            else:
+                program = engine_programs.engine_program(spec, region.name, region.host,
+                                                         home_root)
+            out.append(program)
+    kafkas = {r.name: (r, r.engines[KAFKA]) for r in topo.regions if KAFKA in r.engines}
+    if len(topo.regions) > 1 and all(spec.provisioned for _, spec in kafkas.values()):
+        clusters = {name: engine_programs.engine_endpoint(spec, r.host)
+                    for name, (r, spec) in kafkas.items()}
+        kafka_programs = [p.name for p in out if p.runtimes == [KAFKA]]
+        for name, (r, spec) in kafkas.items():
+            out.append(engine_programs.mirror_program(name, r.host, clusters, spec, home_root,
+                                                      kafka_programs))
+    return out
+
+
+def peers_of(topo: Topology, region: Region) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {r.name: (r.host, r.engines) for r in topo.regions if r.name != region.name}
 
 
 def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
@@ -307,10 +350,16 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
                   engines: list[Program], home_root: Path) -> list[Program]:
     """One process per runtime, then the gateways; each waits for the one before it."""
     engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host,
-                                                 home_root=home_root)
+                                                 home_root=home_root,
+                                                 peers=peers_of(topo, region))
     http = f"http://{region.host}"
     out: list[Program] = []
-    previous = [p.name for p in engines if p.region == region.name]
+    # every data center must exist before the keyspace names it, and one sequencer (the
+    # first region's) applies the schema before the others use it
+    previous = [p.name for p in engines if p.runtimes != ["mirror"]]
+    first = topo.regions[0]
+    if region is not first:
+        previous.append(f"sequencer.{first.name}")
     units = [(rt, [rt], region.gateway_port + off, "gateway", 0)  # gateway_id unused there
              for rt, off in RUNTIME_PORT_OFFSETS.items()]
     units += [(f"gateway-{i + 1}", ["gateway"], region.gateway_port + i, f"gateway-{i + 1}",
@@ -320,7 +369,8 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         name = f"{unit}.{region.name}"
         cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
                           gateway_id=gateway_id, backend="cluster", engines=engines_cfg,
-                          media=MediaConfig(**(topo.media | {"port": media_port})))
+                          media=MediaConfig(**(topo.media | {"port": media_port})),
+                          schema_owner=region is first)
         path = _write_config(config_dir, name, cfg)
         is_gateway = runtimes == ["gateway"]
         out.append(Program(

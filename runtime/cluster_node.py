@@ -21,12 +21,14 @@ from runtime.adapters.cluster.gateway_link import (
     ClusterIngest,
     ClusterReceipts,
     GatewayLink,
+    Ingresses,
     KafkaTypingLog,
     PresenceClient,
 )
-from runtime.adapters.cluster.kafka import AsyncProducer, ensure_topics
+from runtime.adapters.cluster.kafka import EVENTS, AsyncProducer, ensure_topics, mirrored
 from runtime.adapters.cluster.presence_hub import PresenceHub
-from runtime.adapters.cluster.redis_bus import RedisDirectory, connect
+from runtime.adapters.cluster.presence_link import PresenceLink
+from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
 from runtime.adapters.cluster.router import StoreRouter
 from runtime.adapters.cluster.sequencer import KafkaSequencer
 from runtime.config import NodeConfig
@@ -81,7 +83,10 @@ class ClusterNode:
         return store
 
     def _redis(self, retries: int = 1) -> Any:
-        client = connect(self.engines.redis_url, retries=retries)
+        return self._redis_at(self.engines.redis_url, retries)
+
+    def _redis_at(self, url: str, retries: int = 1) -> Any:
+        client = connect(url, retries=retries)
         self._stops.append(client.aclose)
         return client
 
@@ -91,16 +96,19 @@ class ClusterNode:
                                              self.engines.partitions)
         if created:
             log.info("created topics %s", ", ".join(created))
-        store = await self._store(create_schema=True)
+        store = await self._store(create_schema=self.config.schema_owner)
         redis = self._redis()
         await redis.ping()
         directory = RedisDirectory(redis)
         sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store)
+        # the routers deliver this region's events and those of every other region
         self.parts["sequencer"] = sequencer
         await sequencer.start()
         self._stops.append(sequencer.stop)
         router = StoreRouter(self.engines.kafka_bootstrap, self.config.region, store,
-                             Conversations(store), directory)
+                             Conversations(store), directory,
+                             topics=[EVENTS, *(mirrored(p, EVENTS)
+                                               for p in sorted(self.engines.peer_kafka))])
         self.parts["router"] = router
         await router.start()
         self._stops.append(router.stop)
@@ -112,9 +120,16 @@ class ClusterNode:
         redis = self._redis()
         await redis.ping()
         p = self.config.presence
+        peers = sorted(self.engines.peer_kafka)
+        link = PresenceLink(self.engines.kafka_bootstrap, self.config.region, peers,
+                            lambda region, state: hub.service.remote(region, state))
         hub = PresenceHub(redis, self._redis(retries=0), self.config.region,
-                          ttl=2 * p.heartbeat_ms / 1000, grace=p.grace_ms / 1000)
+                          ttl=2 * p.heartbeat_ms / 1000, grace=p.grace_ms / 1000,
+                          export=link.export if peers else None)
         self.parts["presence"] = hub
+        if peers:
+            await link.start()
+            self._stops.append(link.stop)
         await hub.start()
         self._stops.append(hub.stop)
         logging.getLogger("msgctl.presence").info("ready: redis %s", self.engines.redis_url)
@@ -122,7 +137,8 @@ class ClusterNode:
     async def _start_push(self) -> None:
         store = await self._store(create_schema=False)
         redis = self._redis()
-        directory = RedisDirectory(redis)
+        directory = RegionsOnline(RedisDirectory(redis), {
+            name: self._redis_at(url) for name, url in self.engines.peer_redis.items()})
 
         async def marks(user: str, conv: str) -> Any:
             return await store.watermark(user, conv)
@@ -149,15 +165,19 @@ class ClusterNode:
         directory = RedisDirectory(redis, cfg.gateway_id)
         await directory.start()
         self._stops.append(directory.stop)
-        ingest = ClusterIngest(producer, store, cfg.gateway_id)
-        receipts = ClusterReceipts(producer, store, ingest)
+        conversations = Conversations(store)
+        ingresses = Ingresses(producer, cfg.region, self.engines.peer_kafka, conversations)
+        self._stops.append(lambda: asyncio.get_running_loop().run_in_executor(
+            None, ingresses.close))
+        ingest = ClusterIngest(ingresses, store, cfg.gateway_id)
+        receipts = ClusterReceipts(ingresses, store, ingest)
         self._stops.append(receipts.flush)
         presence = PresenceClient(redis, cfg.region, cfg.gateway_id,
                                   cfg.presence.heartbeat_ms / 1000)
         await presence.start()
         self._stops.append(presence.stop)
         media = await self._start_media()
-        gateway = Gateway(cfg, store=store, state=store, conversations=Conversations(store),
+        gateway = Gateway(cfg, store=store, state=store, conversations=conversations,
                           ingest=ingest, receipts=receipts,  # type: ignore[arg-type]
                           event_log=KafkaTypingLog(producer),  # type: ignore[arg-type]
                           directory=directory, presence=presence,  # type: ignore[arg-type]

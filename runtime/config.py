@@ -99,6 +99,11 @@ class EnginesConfig:
     replication: dict[str, int] = field(default_factory=dict)  # data center -> replicas
     redis_url: str = ""  # redis://host:port/db
     partitions: int = 8  # of msg.ingress, msg.events and msg.seq-state
+    # the other regions (multi-region): name -> Kafka bootstrap (their ingress takes the
+    # sends of conversations homed there; their events are mirrored here as
+    # "<name>.msg.events") and name -> Redis URL (who is online there, for push)
+    peer_kafka: dict[str, str] = field(default_factory=dict)
+    peer_redis: dict[str, str] = field(default_factory=dict)
     # media blobs (optional): any S3 endpoint; "" = no s3 engine, media answers `unavailable`
     s3_endpoint: str = ""  # http(s)://host:port
     s3_access_key: str = ""
@@ -122,6 +127,7 @@ class NodeConfig:
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     push_hide_body: bool = False
     backend: str = "embedded"  # or "cluster": Cassandra, Kafka, Redis from `engines`
+    schema_owner: bool = True  # cluster sequencer: applies the CQL migrations (first region)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     push: PushConfig = field(default_factory=PushConfig)

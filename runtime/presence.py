@@ -24,8 +24,11 @@ def presence_frame(state: PresenceState) -> dict[str, object]:
 
 class PresenceService:
     def __init__(self, notify: Notify, *, ttl: float, grace: float,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.tracker = PresenceTracker(ttl=ttl, grace=grace)
+                 clock: Callable[[], float] = time.time,
+                 export: Callable[[list[PresenceState]], None] | None = None) -> None:
+        """`export` gets every local online/offline flip, for the other regions."""
+        self.tracker = PresenceTracker(ttl=ttl, grace=grace, export=export is not None)
+        self.export = export
         self.notify = notify
         self.clock = clock
         self._wake = asyncio.Event()
@@ -56,12 +59,18 @@ class PresenceService:
         self._emit(self.tracker.disconnect(user, session, self.clock()))
         self._wake.set()
 
+    def remote(self, region: str, state: PresenceState) -> None:
+        self._emit(self.tracker.remote(region, state))
+
     async def watch(self, session: str, users: tuple[str, ...]) -> list[PresenceState]:
         return self.tracker.watch(session, users)
 
     def _emit(self, changes: list[Change]) -> None:
         for change in changes:
             self.notify(change.watchers, change.state)
+        if self.tracker.outbox and self.export is not None:
+            flips, self.tracker.outbox = self.tracker.outbox, []
+            self.export(flips)
         METRICS.presence_online.set(len(self.tracker._online))
 
     async def _run(self) -> None:

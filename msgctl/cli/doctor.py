@@ -2,7 +2,8 @@
 
 For a cluster topology it also checks what the provisioned engines need: Java
 17+ and Maven for Kafka and Cassandra (unless their jars are cached),
-``redis-server`` for Redis, and that every engine port is free.
+``redis-server`` for Redis, and that every engine port is free; and for every
+topology whether its processes fit this machine's memory and cores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from msgctl import topology as topo_mod
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.cli.lifecycle import OffsetOpt, TopologyOpt, _check_port_free
 from msgctl.errors import EXIT_FAILED, MsgctlError
-from msgctl.infra import fetch
+from msgctl.infra import capacity, fetch
 from msgctl.infra.catalog import CASSANDRA, KAFKA, REDIS
 from msgctl.infra.programs import provisioned
 
@@ -106,6 +107,9 @@ def doctor(
                     "in use by this deployment" if running else exc.message)
     if topo is not None and topo.backend == "cluster":
         for check in engine_checks(topo):
+            add(*check)
+    if topo is not None:
+        for check in capacity.checks(topo):
             add(*check)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     add("open files", "ok" if soft >= 4096 else "warn",

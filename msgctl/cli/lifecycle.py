@@ -24,6 +24,7 @@ from msgctl.cli import engines as engines_cli
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home, write_json_atomic
+from msgctl.infra import replication
 from msgctl.infra.catalog import ENGINES
 from msgctl.infra.programs import run_prepare
 from msgctl.supervisor import client
@@ -282,6 +283,18 @@ def _print_status(h: Home) -> bool:
                       r["endpoint"] or "-")
     if rows:
         console.print(table)
+    links = _replication(deployment) if running else []
+    if links:
+        lag_table = Table(title="replication (MirrorMaker 2)", title_justify="left",
+                          box=box.SIMPLE_HEAD)
+        for col in ("link", "lag", "heartbeat age", "state"):
+            lag_table.add_column(col, justify="right" if col != "link" else "left")
+        for link in links:
+            state = ("[bold red]STALLED[/]" + (f" {link.error}" if link.error else "")
+                     if link.stalled else "[green]ok[/]")
+            lag_table.add_row(f"{link.source} -> {link.target}", _ms(link.lag_ms),
+                              _ms(link.heartbeat_age_ms), state)
+        console.print(lag_table)
     if running and deployment.get("scope") != "engines":
         depths = _push_queue_depths(deployment)
         if depths:
@@ -291,6 +304,18 @@ def _print_status(h: Home) -> bool:
         if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] == ENGINE):
             console.print(f"[yellow]{r['program']}[/]: {r['message']}")
     return running
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value} ms" if value < 10_000 else f"{value / 1000:.0f} s"
+
+
+def _replication(deployment: dict[str, Any]) -> list[replication.LinkLag]:
+    """Lag of every MirrorMaker 2 link of a multi-region cluster (none otherwise)."""
+    regions = deployment.get("regions", [])
+    if deployment.get("backend") != "cluster" or len(regions) < 2:
+        return []
+    return replication.links(regions)
 
 
 def _push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
@@ -321,7 +346,9 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
                "regions": deployment.get("regions", []),
                "runtimes": _rows(h, client.read_state(h), running),
                "push_queue": _push_queue_depths(deployment) if running and
-               deployment.get("scope") != "engines" else {}}
+               deployment.get("scope") != "engines" else {},
+               "replication": [link.to_dict() for link in _replication(deployment)]
+               if running else []}
         print(json.dumps(out, indent=2))
     elif not h.deployment():
         console.print(f"no deployment under {h.root} (run 'msgctl up')")

@@ -44,8 +44,12 @@ JDK17_ACCESS = [
 
 
 def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int,
-                 datacenter: str) -> Path:
-    """cassandra.yaml, cassandra-rackdc.properties and logback.xml; returns the yaml."""
+                 datacenter: str, seed: str | None = None) -> Path:
+    """cassandra.yaml, cassandra-rackdc.properties and logback.xml; returns the yaml.
+
+    `seed` is the first region's node (host) when this one joins it: one cluster,
+    a data center per region. Every node of a cluster uses the same storage port.
+    """
     conf.mkdir(parents=True, exist_ok=True)
     settings = {
         "cluster_name": "msgctl",
@@ -62,7 +66,9 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         "commitlog_sync": "group",
         "commitlog_sync_group_window": "2ms",
         "seed_provider": [{"class_name": "org.apache.cassandra.locator.SimpleSeedProvider",
-                           "parameters": [{"seeds": f"{host}:{storage_port}"}]}],
+                           "parameters": [{"seeds": f"{seed or host}:{storage_port}"}]}],
+        # a fresh, empty cluster: a joining data center has nothing to stream
+        "auto_bootstrap": seed is None,
         "listen_address": host,
         "rpc_address": host,
         "storage_port": storage_port,
@@ -100,8 +106,9 @@ def argv(java: str, lib: Path, conf: Path, data: Path, logs: Path, jmx_port: int
         # a single seed node: nobody to gossip with, so do not wait for gossip to settle
         "-Dcassandra.skip_wait_for_gossip_to_settle=0",
         # a node that is its own only seed has no ring to learn before choosing its
-        # tokens; the default 30 s RING_DELAY is pure waiting there (ccm does the same)
-        *(["-Dcassandra.ring_delay_ms=1000"] if single_node else []),
+        # tokens; the default 30 s RING_DELAY is pure waiting there (ccm does the same).
+        # A node joining a seed learns the ring over gossip first: a few seconds do.
+        f"-Dcassandra.ring_delay_ms={1000 if single_node else 5000}",
         f"-Dcassandra.jmx.local.port={jmx_port}",
         "-cp", f"{conf}:{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
     ]

@@ -19,7 +19,8 @@ for _name in ("cassandra", "cassandra.cluster", "cassandra.connection", "cassand
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
-def _cql(host: str, port: int, datacenter: str | None, timeout: float) -> dict[str, Any]:
+def _cql(host: str, port: int, datacenter: str | None, timeout: float,
+         peers: int = 0) -> dict[str, Any]:
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
 
@@ -32,7 +33,11 @@ def _cql(host: str, port: int, datacenter: str | None, timeout: float) -> dict[s
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version, data_center FROM system.local").one()
-        return {"version": row.release_version, "datacenter": row.data_center}
+        seen = len(list(session.execute("SELECT peer FROM system.peers_v2"))) if peers else 0
+        if seen < peers:  # a joining node is ready once it sees the nodes before it
+            raise RuntimeError(f"{seen} of {peers} peers known")
+        return {"version": row.release_version, "datacenter": row.data_center,
+                **({"peers": seen} if peers else {})}
     finally:
         cluster.shutdown()
 
@@ -47,6 +52,18 @@ def _kafka(bootstrap: str, timeout: float) -> dict[str, Any]:
     if not meta.brokers:
         raise RuntimeError("no broker in the metadata")
     return {"brokers": len(meta.brokers), "cluster_id": meta.cluster_id}
+
+
+def _kafka_topics(bootstrap: str, topics: list[str], timeout: float) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                         "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    have = set(admin.list_topics(timeout=timeout).topics)
+    missing = [t for t in topics if t not in have]
+    if missing:
+        raise RuntimeError(f"not there yet: {', '.join(missing)}")
+    return {"topics": len(topics)}
 
 
 def _s3(endpoint: str, access_key: str, secret_key: str, timeout: float) -> dict[str, Any]:
@@ -72,10 +89,11 @@ async def s3(endpoint: str, access_key: str, secret_key: str,
 
 
 async def cql(host: str, port: int, datacenter: str | None = None,
-              timeout: float = 5.0) -> dict[str, Any] | None:
-    """``SELECT release_version FROM system.local`` answered by the node."""
+              timeout: float = 5.0, peers: int = 0) -> dict[str, Any] | None:
+    """``SELECT release_version FROM system.local`` answered by the node (and, with
+    `peers`, at least that many other nodes in its ``system.peers_v2``)."""
     try:
-        return await asyncio.to_thread(_cql, host, port, datacenter, timeout)
+        return await asyncio.to_thread(_cql, host, port, datacenter, timeout, peers)
     except Exception:  # noqa: BLE001 - any driver failure means "not ready yet"
         return None
 
@@ -84,6 +102,15 @@ async def kafka(bootstrap: str, timeout: float = 5.0) -> dict[str, Any] | None:
     """A metadata request answered with at least one broker."""
     try:
         return await asyncio.to_thread(_kafka, bootstrap, timeout)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+async def mirror(bootstrap: str, topics: list[str],
+                 timeout: float = 5.0) -> dict[str, Any] | None:
+    """MirrorMaker 2 is replicating into `bootstrap`: the mirrored topics it names exist."""
+    try:
+        return await asyncio.to_thread(_kafka_topics, bootstrap, topics, timeout)
     except Exception:  # noqa: BLE001
         return None
 
@@ -105,10 +132,13 @@ async def redis(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
 
 
 async def check(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
-    """Run the probe a program's spec names (cql, kafka, redis or s3)."""
+    """Run the probe a program's spec names (cql, kafka, mirror, redis or s3)."""
     kind = spec.get("kind")
     if kind == "cql":
-        return await cql(spec["host"], int(spec["port"]), spec.get("datacenter"), timeout)
+        return await cql(spec["host"], int(spec["port"]), spec.get("datacenter"), timeout,
+                         int(spec.get("peers", 0)))
+    if kind == "mirror":
+        return await mirror(spec["bootstrap"], list(spec["topics"]), timeout)
     if kind == "kafka":
         return await kafka(spec["bootstrap"], timeout)
     if kind == "redis":

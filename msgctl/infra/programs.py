@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from msgctl.errors import MsgctlError
-from msgctl.infra import cassandra, fetch, kafka, redis, s3
+from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3
 from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS, S3
 from msgctl.infra.spec import EngineSpec
 from msgctl.supervisor.program import ENGINE, Program
@@ -59,8 +59,11 @@ def engine_endpoint(spec: EngineSpec, host: str) -> str:
 
 
 def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
-                   partitions: int = 8) -> Program:
-    """The supervised program of one provisioned engine (configs written now)."""
+                   partitions: int = 8, seed: str | None = None, peers: int = 0) -> Program:
+    """The supervised program of one provisioned engine (configs written now).
+
+    Cassandra of a region after the first: `seed` is the first region's host and
+    `peers` the nodes started before this one (its probe waits to see them)."""
     base = engine_home(home_root, spec.engine, region)
     conf, data, logs = base / "conf", base / "data", base / "logs"
     for d in (conf, data, logs):
@@ -79,9 +82,12 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
         version = spec.version
     elif spec.engine == CASSANDRA:
         lib, jvm = _lib(spec), java()
-        cassandra.write_config(conf, data, host, ports["port"], ports["storage_port"], region)
-        argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb)
-        probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region}
+        cassandra.write_config(conf, data, host, ports["port"], ports["storage_port"], region,
+                               seed)
+        argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb,
+                              single_node=seed is None and not peers)
+        probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region,
+                 **({"peers": peers} if peers else {})}
         version = spec.version
     elif spec.engine == S3:
         lib, jvm = _lib(spec), java()
@@ -105,21 +111,54 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
               "data_dir": str(data), "conf_dir": str(conf), "host": host})
 
 
+def mirror_program(region: str, host: str, clusters: dict[str, str], kafka_spec: EngineSpec,
+                   home_root: Path, depends_on: list[str]) -> Program:
+    """MirrorMaker 2 (dedicated mode) replicating every other region into `region`."""
+    base = engine_home(home_root, "mirror", region)
+    conf, logs = base / "conf", base / "logs"
+    for d in (conf, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    mirror.write_config(conf, clusters)
+    argv = mirror.argv(java(), _lib(kafka_spec), conf, logs, region)
+    peers = [c for c in clusters if c != region]
+    return Program(
+        name=f"mirror.{region}", region=region, runtimes=["mirror"], argv=argv, health_url="",
+        endpoint=" ".join(f"{p}->{region}" for p in peers), kind=ENGINE,
+        probe={"kind": "mirror", "bootstrap": clusters[region],
+               "topics": [f"{p}.heartbeats" for p in peers]},
+        cwd=str(base), start_timeout=ENGINE_START_TIMEOUT, stop_timeout=30.0,
+        depends_on=depends_on,
+        info={"engine": "mirror", "version": kafka_spec.version, "ports": {},
+              "conf_dir": str(conf), "host": host, "sources": peers})
+
+
+def datacenter(specs: dict[str, EngineSpec], region: str) -> str:
+    c = specs[CASSANDRA]
+    return c.datacenter if c.external else region
+
+
 def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
-                   partitions: int = 8, home_root: Path | None = None) -> EnginesConfig:
+                   partitions: int = 8, home_root: Path | None = None,
+                   peers: dict[str, tuple[str, dict[str, EngineSpec]]] | None = None,
+                   ) -> EnginesConfig:
     """Where the runtimes of a region find Kafka, Cassandra, Redis and S3 (when it has one).
 
+    `peers` are the other regions (name -> host, engines): their Kafka takes the sends
+    of conversations homed there, their Redis says who is online there, and their
+    data centers hold replicas of the keyspace.
     A provisioned S3Proxy's credentials live in its engine folder (`home_root` needed)."""
     k, c, r = specs[KAFKA], specs[CASSANDRA], specs[REDIS]
-    if c.external:
-        hosts, port, dc = c.external.split(","), c.port, c.datacenter
-    else:
-        hosts, port, dc = [host], c.ports["port"], region
+    dc = datacenter(specs, region)
+    hosts, port = (c.external.split(","), c.port) if c.external else ([host], c.ports["port"])
+    peers = peers or {}
+    replication = {dc: 1} | {datacenter(e, name): 1 for name, (_, e) in peers.items()}
     return EnginesConfig(
         kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
-        cassandra_dc=dc, keyspace="msgctl", replication={dc: 1},
-        redis_url=engine_endpoint(r, host), partitions=partitions, **_s3_settings(
-            specs.get(S3), region, host, home_root))
+        cassandra_dc=dc, keyspace="msgctl", replication=replication,
+        redis_url=engine_endpoint(r, host), partitions=partitions,
+        peer_kafka={name: engine_endpoint(e[KAFKA], h) for name, (h, e) in peers.items()},
+        peer_redis={name: engine_endpoint(e[REDIS], h) for name, (h, e) in peers.items()},
+        **_s3_settings(specs.get(S3), region, host, home_root))
 
 
 def _s3_settings(spec: EngineSpec | None, region: str, host: str,

@@ -6,6 +6,10 @@
 - Going offline waits `grace` seconds after the last session ends
   (hysteresis), so a reconnect or a network blip does not flap the state.
 - Lazy: changes are emitted only for users some watcher watches.
+- Several regions: each region's tracker knows its own sessions; the other
+  regions' verdicts come in through `remote` (online there or not). A user is
+  online if online in any region. With `export`, every local flip (watched or
+  not) is queued in `outbox` for the shell to tell the other regions.
 
 Time is passed in as seconds (float) by the shell.
 """
@@ -36,9 +40,12 @@ class Change:
 
 
 class PresenceTracker:
-    def __init__(self, *, ttl: float = 60.0, grace: float = 5.0) -> None:
+    def __init__(self, *, ttl: float = 60.0, grace: float = 5.0, export: bool = False) -> None:
         self.ttl = ttl
         self.grace = grace
+        self.export = export
+        self.outbox: list[PresenceState] = []  # local flips for the other regions
+        self._remote: dict[str, dict[str, PresenceState]] = defaultdict(dict)  # user -> region
         self._sessions: dict[str, dict[str, float]] = defaultdict(dict)  # user -> session -> seen
         self._online: set[str] = set()
         self._last_active: dict[str, float] = {}
@@ -53,8 +60,10 @@ class PresenceTracker:
         self._offline_at.pop(user, None)
         if user in self._online:
             return []
+        elsewhere = self._online_elsewhere(user)
         self._online.add(user)
-        return self._changed(user)
+        self._flipped(user)
+        return [] if elsewhere else self._changed(user)
 
     def heartbeat(self, user: str, session: str, now: float) -> None:
         sessions = self._sessions.get(user)
@@ -91,8 +100,28 @@ class PresenceTracker:
                 del self._offline_at[user]
                 if user in self._online:
                     self._online.discard(user)
-                    changes.extend(self._changed(user))
+                    self._flipped(user)
+                    if not self._online_elsewhere(user):
+                        changes.extend(self._changed(user))
         return changes
+
+    # -- other regions ----------------------------------------------------
+    def remote(self, region: str, state: PresenceState) -> list[Change]:
+        """What `region` says of `state.user` (online there or not, last active)."""
+        before = self.is_online(state.user)
+        if state.online or state.last_active:
+            self._remote[state.user][region] = state
+        if self.is_online(state.user) == before:
+            return []
+        return self._changed(state.user)
+
+    def _online_elsewhere(self, user: str) -> bool:
+        return any(s.online for s in self._remote.get(user, {}).values())
+
+    def _flipped(self, user: str) -> None:
+        if self.export:
+            self.outbox.append(PresenceState(user, user in self._online,
+                                             self._last_active.get(user, 0.0)))
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do (for the shell's timer)."""
@@ -104,10 +133,12 @@ class PresenceTracker:
         return session in self._sessions.get(user, {})
 
     def state(self, user: str) -> PresenceState:
-        return PresenceState(user, user in self._online, self._last_active.get(user, 0.0))
+        remote = self._remote.get(user, {}).values()
+        last = max([self._last_active.get(user, 0.0), *(s.last_active for s in remote)])
+        return PresenceState(user, self.is_online(user), last)
 
     def is_online(self, user: str) -> bool:
-        return user in self._online
+        return user in self._online or self._online_elsewhere(user)
 
     # -- watching ---------------------------------------------------------
     def watch(self, watcher: str, users: tuple[str, ...] | list[str]) -> list[PresenceState]:

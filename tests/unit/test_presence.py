@@ -387,3 +387,68 @@ def test_offline_never_before_grace_after_the_last_session_ends(heard, ticks, pa
             assert not should_be_online, (
                 f"offline at {now}, the last session ended at {last_end}, grace {grace}")
         assert p.is_online("u") == should_be_online
+
+
+# -- several regions -----------------------------------------------------------------------------
+
+
+def test_online_in_another_region_is_online_here():
+    p = tracker()
+    p.watch("w1", ["alice"])
+    changes = p.remote("eu", PresenceState("alice", True, 50.0))
+    assert states(changes) == [("alice", "online")] and p.is_online("alice")
+    assert p.state("alice").last_active == 50.0
+    # a local session on top changes nothing for the watchers
+    assert p.connect("alice", "s1", 100.0) == []
+    assert p.disconnect("alice", "s1", 101.0) == []
+    assert p.tick(101.0 + GRACE) == []  # still online over there
+    changes = p.remote("eu", PresenceState("alice", False, 120.0))
+    assert states(changes) == [("alice", "offline")]
+    assert changes[0].state.last_active == 120.0
+
+
+def test_local_flips_are_exported_watched_or_not():
+    p = PresenceTracker(ttl=TTL, grace=GRACE, export=True)
+    p.connect("bob", "s1", 10.0)
+    p.disconnect("bob", "s1", 11.0)
+    p.tick(11.0 + GRACE)
+    assert [(s.user, s.online) for s in p.outbox] == [("bob", True), ("bob", False)]
+    q = tracker()  # without export nothing piles up
+    q.connect("bob", "s1", 10.0)
+    assert q.outbox == []
+
+
+def test_a_region_repeating_itself_emits_nothing():
+    p = tracker()
+    p.watch("w1", ["carol"])
+    assert states(p.remote("ap", PresenceState("carol", True, 5.0))) == [("carol", "online")]
+    assert p.remote("ap", PresenceState("carol", True, 6.0)) == []
+    assert p.remote("eu", PresenceState("carol", False, 7.0)) == []  # ap still says online
+
+
+@PROPS
+@given(st.lists(st.tuples(st.sampled_from(["local", "eu", "ap"]), st.booleans()),
+                max_size=30))
+def test_merged_state_is_online_iff_some_region_says_so(ops):
+    p = tracker()
+    p.watch("w", ["u"])
+    now, seen_online = 0.0, False
+    sessions: list[str] = []
+    verdict = {"local": False}
+    for where, online in ops:
+        now += 1.0
+        if where == "local" and online:
+            sessions.append(f"s{len(sessions)}-{now}")
+            changes = p.connect("u", sessions[-1], now)
+        elif where == "local":
+            changes = [c for s in sessions for c in p.disconnect("u", s, now)]
+            sessions.clear()
+            now += GRACE
+            changes += p.tick(now)
+        else:
+            changes = p.remote(where, PresenceState("u", online, now))
+        verdict[where] = online
+        for c in changes:  # each change flips what the watcher sees
+            assert c.state.online != seen_online
+            seen_online = c.state.online
+        assert p.is_online("u") == seen_online == any(verdict.values())

@@ -382,6 +382,13 @@ class CassandraStore:
 
     async def get_conversation(self, conv: str) -> Conversation | None:
         rows = await self._run(self._bind("sel_conv", (conv,)))
+        if not rows and len(self.replication) > 1:
+            # created in another region a moment ago and not replicated here yet: ask a
+            # majority of all data centers (one of them wrote it) before saying "none"
+            wide = self._bind("sel_conv", (conv,))
+            wide.consistency_level = ConsistencyLevel.QUORUM
+            with contextlib.suppress(StoreUnavailable):
+                rows = await self._run(wide)
         if not rows:
             return None
         conv_id, members, home, title, created_ts = rows[0]

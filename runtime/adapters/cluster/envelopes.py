@@ -37,9 +37,14 @@ def loads(raw: bytes | str) -> dict[str, Any]:
 
 # -- msg.ingress -------------------------------------------------------------
 def send_request(conv: str, cid: str, sender: str, device: str, kind: str, body: str,
-                 media: dict[str, Any] | None, gateway: str, ts: int) -> bytes:
-    return dumps({"t": "send", "conv": conv, "cid": cid, "from": sender, "from_device": device,
-                  "kind": kind, "body": body, "media": media, "gw": gateway, "ts": ts})
+                 media: dict[str, Any] | None, gateway: str, ts: int, region: str = "") -> bytes:
+    """`gateway` and `region` say where the sender waits for its `sent` (the region
+    differs from the sequencer's when the conversation is homed elsewhere)."""
+    d = {"t": "send", "conv": conv, "cid": cid, "from": sender, "from_device": device,
+         "kind": kind, "body": body, "media": media, "gw": gateway, "ts": ts}
+    if region:
+        d["rg"] = region
+    return dumps(d)
 
 
 def mark_request(kind: str, conv: str, user: str, device: str, seq: int) -> bytes:
@@ -47,14 +52,15 @@ def mark_request(kind: str, conv: str, user: str, device: str, seq: int) -> byte
 
 
 # -- msg.events ----------------------------------------------------------------
-def message_event(m: Message, gateway: str) -> bytes:
-    return dumps({"t": "msg", "m": message_to_dict(m), "gw": gateway})
+def message_event(m: Message, gateway: str, region: str = "") -> bytes:
+    return dumps({"t": "msg", "m": message_to_dict(m), "gw": gateway,
+                  **({"rg": region} if region else {})})
 
 
 def duplicate_event(conv: str, sender: str, cid: str, seq: int, prev: int,
-                    gateway: str) -> bytes:
+                    gateway: str, region: str = "") -> bytes:
     return dumps({"t": "dup", "conv": conv, "from": sender, "cid": cid, "seq": seq,
-                  "prev": prev, "gw": gateway})
+                  "prev": prev, "gw": gateway, **({"rg": region} if region else {})})
 
 
 def receipt_event(r: Receipt, delivered: int, read: int) -> bytes:

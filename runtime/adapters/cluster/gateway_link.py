@@ -34,7 +34,7 @@ from runtime.adapters.cluster.redis_bus import (
 )
 from runtime.core.presence import PresenceState
 from runtime.ports import DeviceState, Event, Message, MessageStore, StateStore, TypingEvent
-from runtime.sequencer import Unavailable
+from runtime.sequencer import Conversations, Unavailable
 
 log = logging.getLogger("msgctl.gateway")
 
@@ -42,9 +42,51 @@ BOUND = 100_000  # entries kept per in-memory map (conversations, devices)
 SEND_TIMEOUT = 10.0  # seconds a send waits for its seq before the client is told to retry
 
 
+class Ingresses:
+    """`msg.ingress` of each conversation's home region: this region's Kafka, or a peer's.
+
+    A conversation is sequenced only in its home region (set at creation, stored with
+    it); a send or receipt from a device here for a conversation homed elsewhere is
+    produced straight to that region's ingress over the inter-region link, and what
+    the home sequences comes back through MirrorMaker 2.
+    """
+
+    def __init__(self, local: AsyncProducer, region: str, peers: dict[str, str],
+                 conversations: Conversations) -> None:
+        self.local = local
+        self.region = region
+        self.peers = dict(peers)  # region -> Kafka bootstrap
+        self.conversations = conversations
+        self._producers: dict[str, AsyncProducer] = {}
+
+    async def home(self, conv: str) -> str:
+        found = await self.conversations.get(conv)
+        return found.home if found is not None and found.home else self.region
+
+    async def send(self, conv: str, value: bytes) -> None:
+        home = await self.home(conv) if self.peers else self.region
+        await self.producer(home).send(INGRESS, conv.encode(), value)
+
+    def producer(self, home: str) -> AsyncProducer:
+        if home == self.region:
+            return self.local
+        producer = self._producers.get(home)
+        if producer is None:
+            bootstrap = self.peers.get(home)
+            if bootstrap is None:
+                raise Unavailable(f"conversation homed in region {home!r}, which this "
+                                  "topology does not name")
+            producer = self._producers[home] = AsyncProducer(bootstrap)
+        return producer
+
+    def close(self) -> None:
+        for producer in self._producers.values():
+            producer.close()
+
+
 class ClusterIngest:
-    def __init__(self, producer: AsyncProducer, store: MessageStore, gateway: str) -> None:
-        self.producer = producer
+    def __init__(self, ingresses: Ingresses, store: MessageStore, gateway: str) -> None:
+        self.ingresses = ingresses
         self.store = store
         self.gateway = gateway
         self._pending: dict[tuple[str, str, str], list[asyncio.Future[Message]]] = {}
@@ -58,8 +100,8 @@ class ClusterIngest:
         key = (conv, sender, cid)
         self._pending.setdefault(key, []).append(fut)
         record = env.send_request(conv, cid, sender, device, kind, body, media, self.gateway,
-                                  int(time.time() * 1000))
-        sent = self.producer.send(INGRESS, conv.encode(), record)
+                                  int(time.time() * 1000), self.ingresses.region)
+        sent = asyncio.ensure_future(self.ingresses.send(conv, record))
 
         def produced(done: asyncio.Future[None]) -> None:
             exc = done.exception() if not done.cancelled() else None
@@ -107,8 +149,8 @@ class ClusterIngest:
 class ClusterReceipts:
     """Cursors per device (written here, batched) and acks/reads sent to the sequencer."""
 
-    def __init__(self, producer: AsyncProducer, state: StateStore, ingest: ClusterIngest) -> None:
-        self.producer = producer
+    def __init__(self, ingresses: Ingresses, state: StateStore, ingest: ClusterIngest) -> None:
+        self.ingresses = ingresses
         self.state = state
         self.ingest = ingest
         # acks not yet in the store still count when the device syncs or reconnects
@@ -154,8 +196,7 @@ class ClusterReceipts:
         self._schedule(0.025)
 
     async def _send_marks(self, marks: dict[tuple[str, str, str, str], int]) -> None:
-        sends = [self.producer.send(INGRESS, conv.encode(),
-                                    env.mark_request(kind, conv, user, device, seq))
+        sends = [self.ingresses.send(conv, env.mark_request(kind, conv, user, device, seq))
                  for (kind, user, device, conv), seq in marks.items()]
         for (kind, _, _, conv), result in zip(marks, await asyncio.gather(
                 *sends, return_exceptions=True), strict=True):

@@ -23,6 +23,12 @@ log = logging.getLogger("msgctl.eventlog")
 INGRESS = "msg.ingress"
 EVENTS = "msg.events"
 SEQ_STATE = "msg.seq-state"
+PRESENCE_EVENTS = "presence.events"  # each region's online/offline flips (mirrored out)
+
+
+def mirrored(region: str, topic: str) -> str:
+    """The name MirrorMaker 2 gives `topic` of `region` in another region's cluster."""
+    return f"{region}.{topic}"
 
 T = TypeVar("T")
 
@@ -43,6 +49,8 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> lis
         # the sequencer's state: only the newest record per key matters
         SEQ_STATE: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
                     "segment.ms": "600000"},
+        # the newest flip per user is the region's verdict on that user
+        PRESENCE_EVENTS: {"cleanup.policy": "compact", "segment.ms": "600000"},
     }
     if replicas > 1:
         for conf in wanted.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from runtime.adapters.cluster.redis_bus import (
@@ -28,10 +29,12 @@ log = logging.getLogger("msgctl.presence")
 
 class PresenceHub:
     def __init__(self, redis: Any, subscriber_redis: Any, region: str, *, ttl: float,
-                 grace: float) -> None:
+                 grace: float,
+                 export: Callable[[list[PresenceState]], None] | None = None) -> None:
+        """`export` takes this region's flips to the other regions (presence_link)."""
         self.redis = redis
         self.region = region
-        self.service = PresenceService(self._notify, ttl=ttl, grace=grace)
+        self.service = PresenceService(self._notify, ttl=ttl, grace=grace, export=export)
         self.session_gateway: dict[str, tuple[str, str]] = {}  # session -> (gateway, user)
         self.subscriber = Subscriber(subscriber_redis, [PRESENCE_IN], self.handle,
                                      self._resync)

@@ -200,6 +200,34 @@ class RedisDirectory:
                    and _live_gateway(v, now) is not None for k, v in fields.items())
 
 
+class RegionsOnline:
+    """`device_online` across regions: this region's directory, then the others' Redis.
+
+    Push runs where a conversation is homed, but the recipient's phone may be
+    connected to any region. A region that cannot be asked counts as "not there":
+    a notification too many beats a missed one.
+    """
+
+    def __init__(self, local: RedisDirectory, peers: dict[str, aioredis.Redis]) -> None:
+        self.local = local
+        self.peers = {name: RedisDirectory(client) for name, client in peers.items()}
+
+    async def device_online(self, user: str, device: str) -> bool:
+        if await self.local.device_online(user, device):
+            return True
+        for name, directory in self.peers.items():
+            try:
+                if await directory.device_online(user, device):
+                    return True
+            except (RedisError, OSError) as exc:
+                log.warning("cannot ask region %s whether %s/%s is online: %s", name, user,
+                            device, exc)
+        return False
+
+    async def gateways_of(self, users: list[str]) -> dict[str, list[str]]:
+        return await self.local.gateways_of(users)
+
+
 Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 

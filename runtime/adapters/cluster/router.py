@@ -81,6 +81,8 @@ class StoreRouter:
             # static membership: a restarted sequencer process gets its partitions back at
             # once instead of after the killed member's session expires
             "group.instance.id": f"msgctl-router-{self.region}",
+            # a mirrored topic appears once MirrorMaker 2 first replicates into it
+            "topic.metadata.refresh.interval.ms": 2000,
         })
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(run_or_exit(self._loop(), "router loop", log),
@@ -176,7 +178,12 @@ class StoreRouter:
             conv = await self.conversations.get(conv_id) if conv_id else None
             if conv is None:
                 continue
+            # the gateway waiting for this send's `sent` is in the region that sent it
+            # (a conversation homed elsewhere comes back here mirrored)
+            origin = i.get("gw") if i.get("rg", self.region) == self.region else None
             if kind == "dup":
+                if origin is None:
+                    continue  # only its sender's gateway needs a duplicate's answer
                 original = await self.store.message(i["conv"], int(i["seq"]))
                 # the seq and prev are what `sent` needs; the stored copy adds the ts
                 m = env.message_to_dict(original) if original else {
@@ -185,12 +192,12 @@ class StoreRouter:
                     "kind": "text", "body": ""}
                 payload = {"t": "dup", "conv": i["conv"], "from": i["from"], "cid": i["cid"],
                            "seq": i["seq"], "prev": i["prev"], "m": m}
-                per_event.append((payload, [], i.get("gw")))
+                per_event.append((payload, [], origin))
                 continue
             members = list(conv.members)
             if kind == "typing":
                 members = [m for m in members if m != i["user"]]
-            per_event.append((i, members, i.get("gw") if kind == "msg" else None))
+            per_event.append((i, members, origin if kind == "msg" else None))
             users.update(members)
         where = await self.directory.gateways_of(sorted(users)) if users else {}
         user_gateways: dict[str, list[str]] = defaultdict(list)

@@ -66,6 +66,8 @@ def check_send(req: dict[str, Any]) -> None:
     """Raise ValueError unless `req` is a send the sequencer can plan and the store can hold."""
     for key in ("conv", "cid", "from", "from_device", "gw"):
         _id(req, key)
+    if "rg" in req:
+        _id(req, "rg")
     if not isinstance(req["kind"], str) or len(req["kind"]) > MAX_ID:
         raise ValueError("kind must be a short string")
     if not isinstance(req["body"], str) or len(req["body"]) > MAX_BODY:
@@ -333,12 +335,13 @@ class KafkaSequencer:
             key = a.conv.encode()
             if a.duplicate:
                 out.append((EVENTS, key, env.duplicate_event(a.conv, req["from"], req["cid"],
-                                                             a.seq, a.prev, req["gw"])))
+                                                             a.seq, a.prev, req["gw"],
+                                                             req.get("rg", ""))))
                 continue
             msg = Message(a.conv, a.seq, a.prev, self._next_mid(), req["cid"], req["from"],
                           req["from_device"], int(req.get("ts") or time.time() * 1000),
                           req["kind"], req["body"], req.get("media"))
-            out.append((EVENTS, key, env.message_event(msg, req["gw"])))
+            out.append((EVENTS, key, env.message_event(msg, req["gw"], req.get("rg", ""))))
         # receipts: the head used for clamping includes this batch's new messages. They
         # are cumulative, so a batch publishes only the newest per (conv, user, kind)
         tentative: dict[tuple[str, str], Watermark] = {}

@@ -1,0 +1,114 @@
+"""Presence between regions: this region's flips out, the other regions' in.
+
+The presence runtime of each region tracks only its own sessions. Every time a
+user goes online or offline here (watched or not: a watcher may sit in another
+region) the flip goes to ``presence.events``, keyed by user and compacted, so
+the newest record per user is this region's verdict. MirrorMaker 2 copies it
+to every other region as ``<region>.presence.events``; reading those from the
+beginning on start rebuilds what the other regions say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException
+
+from runtime.adapters.cluster.kafka import (
+    PRESENCE_EVENTS,
+    AsyncProducer,
+    Worker,
+    common,
+    mirrored,
+    run_or_exit,
+    take,
+)
+from runtime.core.presence import PresenceState
+
+log = logging.getLogger("msgctl.presence")
+
+
+def flip_record(region: str, state: PresenceState) -> bytes:
+    return json.dumps({"user": state.user, "online": state.online, "region": region,
+                       "last_active": int(state.last_active * 1000)}).encode()
+
+
+def read_flip(value: bytes) -> PresenceState:
+    d = json.loads(value)
+    if not isinstance(d.get("user"), str) or not isinstance(d.get("online"), bool):
+        raise ValueError("a flip needs user and online")
+    return PresenceState(d["user"], d["online"], int(d.get("last_active", 0)) / 1000)
+
+
+class PresenceLink:
+    def __init__(self, bootstrap: str, region: str, peers: list[str],
+                 on_remote: Callable[[str, PresenceState], None]) -> None:
+        self.bootstrap = bootstrap
+        self.region = region
+        self.topics = {mirrored(p, PRESENCE_EVENTS): p for p in peers}
+        self.on_remote = on_remote
+        self.producer: AsyncProducer | None = None
+        self.consumer: Consumer | None = None
+        self.worker = Worker("presence-link")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.producer = AsyncProducer(self.bootstrap)
+        self.consumer = Consumer(common(self.bootstrap) | {
+            # offsets are never committed: every start reads the other regions' verdicts
+            # from the beginning (compacted, so one record per user)
+            "group.id": f"msgctl-presence-{self.region}", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20,
+            "topic.metadata.refresh.interval.ms": 2000,
+        })
+        self.consumer.subscribe(list(self.topics))
+        self._task = asyncio.create_task(run_or_exit(self._loop(), "presence link", log),
+                                         name="presence-link")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.consumer is not None:
+            await self.worker.run(self.consumer.close)
+        self.worker.close()
+        if self.producer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
+
+    def export(self, flips: list[PresenceState]) -> None:
+        assert self.producer is not None
+        for state in flips:
+            fut = self.producer.send(PRESENCE_EVENTS, state.user.encode(),
+                                     flip_record(self.region, state))
+            fut.add_done_callback(_report)
+
+    async def _loop(self) -> None:
+        assert self.consumer is not None
+        while True:
+            try:
+                records = await self.worker.run(take, self.consumer, 500, 0.2)
+            except KafkaException as exc:
+                log.warning("reading the other regions' presence failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for rec in records:
+                if rec.error() is not None:
+                    continue
+                peer = self.topics.get(rec.topic())
+                if peer is None:
+                    continue
+                try:
+                    self.on_remote(peer, read_flip(rec.value()))
+                except (ValueError, TypeError) as exc:
+                    log.warning("skipping an unreadable presence flip from %s: %s", peer, exc)
+
+
+def _report(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        # the region's next flip of that user corrects it; until then the others see
+        # the previous state
+        log.warning("presence flip not sent to the other regions: %s", fut.exception())

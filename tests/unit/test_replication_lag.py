@@ -1,0 +1,34 @@
+"""The lag arithmetic of `msgctl status` per MirrorMaker 2 link (no Kafka needed)."""
+
+from __future__ import annotations
+
+from msgctl.infra.replication import HEARTBEAT_STALE_MS, STALL_MS, assess
+
+NOW = 1_000_000
+
+
+def test_caught_up_link_has_no_lag() -> None:
+    lag = assess("a", "b", {0: NOW - 50_000, 3: NOW - 10}, {0: NOW - 50_000, 3: NOW - 10},
+                 NOW - 400, NOW)
+    assert (lag.lag_ms, lag.heartbeat_age_ms, lag.stalled) == (0, 400, False)
+
+
+def test_behind_counts_from_the_newest_copy_that_arrived() -> None:
+    lag = assess("a", "b", {0: NOW - 10, 1: NOW - 5}, {0: NOW - 10, 1: NOW - 900}, NOW - 300, NOW)
+    assert lag.lag_ms == 900 and not lag.stalled
+
+
+def test_a_stopped_link_is_stalled_by_lag_or_by_heartbeats() -> None:
+    assert assess("a", "b", {0: NOW - 10}, {0: NOW - STALL_MS - 1}, NOW, NOW).stalled
+    assert assess("a", "b", {0: NOW - 10}, {}, NOW, NOW).lag_ms == 10
+    idle = assess("a", "b", {}, {}, NOW - HEARTBEAT_STALE_MS - 1, NOW)
+    assert idle.lag_ms == 0 and idle.stalled
+    assert assess("a", "b", {}, {}, None, NOW).stalled  # never a heartbeat: not running
+
+
+def test_stale_heartbeats_count_only_while_the_source_still_gets_fresh_ones() -> None:
+    old = NOW - HEARTBEAT_STALE_MS - 5_000
+    # the other direction's MM2 is down: no fresh originals, so the copies say nothing
+    assert not assess("a", "b", {}, {}, old, NOW, emitted_ts=old).stalled
+    # originals are fresh but their copies stopped: this link is down
+    assert assess("a", "b", {}, {}, old, NOW, emitted_ts=NOW - 200).stalled
