@@ -74,17 +74,20 @@ def write_topology(path: Path, port: int, **overrides: Any) -> Path:
     return path
 
 
-def free_block(count: int, host: str = "127.0.0.1", spare: tuple[int, ...] = ()) -> int:
-    """A base port with `count` consecutive free ports above it (and base+`spare`)."""
+def free_block(count: int, host: str = "127.0.0.1", spare: tuple[int, ...] = (),
+               also: tuple[str, ...] = ()) -> int:
+    """A base port with `count` consecutive free ports above it (and base+`spare`), on
+    `host` and on every host in `also`."""
     low, _ = _EPHEMERAL
     for _ in range(500):
         base = random.randrange(10_000, low - count - 30)
         socks: list[socket.socket] = []
         try:
-            for p in [*range(base, base + count), *(base + o for o in spare)]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, p))
+            for h in (host, *also):
+                for p in [*range(base, base + count), *(base + o for o in spare)]:
+                    s = socket.socket()
+                    socks.append(s)
+                    s.bind((h, p))
             return base
         except OSError:
             continue
@@ -112,6 +115,61 @@ def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
     topo.update(overrides)
     path.write_text(yaml.safe_dump(topo))
     return path
+
+
+REGIONS = (("us-east", "127.0.0.1"), ("eu-west", "127.0.0.2"), ("ap-south", "127.0.0.3"))
+
+
+def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
+    """`count` regions on 127.0.0.1, .2, .3 with the same ports (each its own address):
+    gateway base, runtimes base+10..12, Kafka base+20/21, Cassandra base+22/23 and JMX
+    base+24+4i (JMX listens on localhost), Redis base+25."""
+    regions = [{
+        "name": name, "host": host, "gateway": {"port": base, "processes": 1},
+        "engines": {
+            "kafka": {"port": base + 20, "controller_port": base + 21, "heap_mb": 384},
+            "cassandra": {"port": base + 22, "storage_port": base + 23,
+                          "jmx_port": base + 24 + 4 * i, "heap_mb": 768},
+            "redis": {"port": base + 25}}}
+        for i, (name, host) in enumerate(REGIONS[:count])]
+    topo = {"name": f"test-{count}-regions", "backend": "cluster", "regions": regions,
+            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+    path.write_text(yaml.safe_dump(topo))
+    return path
+
+
+@dataclass
+class Regions:
+    """A multi-region deployment: one gateway per region on the same port, own address."""
+
+    home: Path
+    topology: Path
+    port: int
+    names: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+    def url(self, region: str) -> str:
+        return f"ws://{self.hosts[self.names.index(region)]}:{self.port}/v1/ws"
+
+    def token(self, user: str, device: str = "phone", ttl: int = 3600) -> str:
+        return auth.issue(Home(self.home).secret(), user, device, ttl)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(msgctl("status", "--json", "--home", str(self.home),
+                                 check=False).stdout)
+
+
+@pytest.fixture(scope="session")
+def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
+    """us-east (127.0.0.1) and eu-west (127.0.0.2) on real engines, once per session."""
+    root = tmp_path_factory.mktemp("regions")
+    hosts = tuple(h for _, h in REGIONS[:2])
+    base = free_block(30, hosts[0], also=hosts[1:])
+    dep = Regions(root / "home", write_regions_topology(root / "topology.yaml", base), base,
+                  tuple(n for n, _ in REGIONS[:2]), hosts)
+    msgctl("up", "--home", str(dep.home), "-t", str(dep.topology), timeout=900)
+    yield dep
+    msgctl("down", "--home", str(dep.home), check=False, timeout=300)
 
 
 @dataclass
