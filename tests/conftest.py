@@ -159,15 +159,20 @@ class Regions:
                                  check=False).stdout)
 
 
-@pytest.fixture(scope="session")
-def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
-    """us-east (127.0.0.1) and eu-west (127.0.0.2) on real engines, once per session."""
-    root = tmp_path_factory.mktemp("regions")
-    hosts = tuple(h for _, h in REGIONS[:2])
+def start_regions(root: Path, count: int) -> Regions:
+    hosts = tuple(h for _, h in REGIONS[:count])
     base = free_block(30, hosts[0], also=hosts[1:])
-    dep = Regions(root / "home", write_regions_topology(root / "topology.yaml", base), base,
-                  tuple(n for n, _ in REGIONS[:2]), hosts)
+    dep = Regions(root / "home", write_regions_topology(root / "topology.yaml", base, count),
+                  base, tuple(n for n, _ in REGIONS[:count]), hosts)
     msgctl("up", "--home", str(dep.home), "-t", str(dep.topology), timeout=900)
+    return dep
+
+
+@pytest.fixture(scope="module")
+def two_regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regions]:
+    """us-east (127.0.0.1) and eu-west (127.0.0.2) on real engines, for one test module
+    (taken down after it: the machine holds one multi-region stack at a time)."""
+    dep = start_regions(tmp_path_factory.mktemp("regions"), 2)
     yield dep
     msgctl("down", "--home", str(dep.home), check=False, timeout=300)
 

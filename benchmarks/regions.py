@@ -1,0 +1,222 @@
+"""Two and three regions on this machine: startup, memory, cross-region latency, link lag.
+
+    python benchmarks/regions.py [--regions 2,3] [--messages 200] [--burst 2000] [--json]
+
+For each count, `msgctl up` of the shipped regions/two-region.yaml or
+three-region.yaml (moved by --port-offset, so a running default deployment is
+left alone) in a temporary home: seconds until every program is RUNNING and
+the total RSS of all of them. On two regions, also:
+
+- send->deliver p50/p99 of paced 1:1 messages (one every 20 ms) in a
+  conversation homed in us-east: receiver in us-east (same region), receiver in
+  eu-west (delivered through MirrorMaker 2), and sender in eu-west (the send
+  forwarded to us-east's ingress, `sent` back through the mirror);
+- replication lag per link at rest (`msgctl status`'s measure, five samples) and
+  under a burst: --burst messages from a us-east device as fast as the window of
+  64 unacknowledged sends allows, to a device in eu-west, while the lag is
+  sampled every half second, and the messages/s delivered to eu-west.
+
+Every deployment is taken down at the end. Prints a summary, or JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from msgctl.home import Home  # noqa: E402
+from msgctl.infra import replication  # noqa: E402
+from runtime import auth  # noqa: E402
+from tests.conftest import msgctl  # noqa: E402
+from tests.wsclient import Client  # noqa: E402
+
+OFFSET = 20_000
+TOPOLOGIES = {2: "two-region.yaml", 3: "three-region.yaml"}
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+
+def pct(values: list[float], q: float) -> float:
+    xs = sorted(values)
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))], 1) if xs else float("nan")
+
+
+def total_rss_mib(home: Path) -> tuple[int, dict[str, int]]:
+    state = json.loads((home / "run" / "state.json").read_text())
+    per: dict[str, int] = {}
+    for p in state["programs"]:
+        if p.get("pid"):
+            try:
+                status = Path(f"/proc/{p['pid']}/status").read_text()
+                per[p["name"]] = int(status.split("VmRSS:")[1].split()[0]) // 1024
+            except (OSError, IndexError, ValueError):
+                pass
+    return sum(per.values()), per
+
+
+class Stack:
+    def __init__(self, home: Path, count: int) -> None:
+        self.home = home
+        self.count = count
+        self.port = 7400 + OFFSET
+        self.secret = ""
+
+    def up(self) -> float:
+        t0 = time.monotonic()
+        msgctl("up", "--home", str(self.home), "-t", str(ROOT / "regions" / TOPOLOGIES[self.count]),
+               "--port-offset", str(OFFSET), timeout=1200)
+        self.secret = Home(self.home).secret()
+        return time.monotonic() - t0
+
+    def down(self) -> None:
+        msgctl("down", "--home", str(self.home), check=False, timeout=600)
+
+    def url(self, i: int) -> str:
+        return f"ws://{HOSTS[i]}:{self.port}/v1/ws"
+
+    def client(self, i: int, user: str, device: str = "phone") -> Any:
+        return Client.open(self.url(i), auth.issue(self.secret, user, device, 3600))
+
+    def regions(self) -> list[dict[str, Any]]:
+        return json.loads((self.home / "deployment.json").read_text())["regions"]
+
+
+async def paced(stack: Stack, sender: int, receiver: int, n: int) -> dict[str, float]:
+    """1:1 in a conversation homed in region 0, one message every 20 ms."""
+    alice, bob = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    creator = await stack.client(0, alice, "creator")
+    s = await stack.client(sender, alice)
+    r = await stack.client(receiver, bob)
+    conv = (await creator.create([bob]))["conv"]
+    await s.send_text(conv, "warm", timeout=30)
+    await r.wait_msgs(conv, 1, timeout=30)
+    sent, delivered = [], []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await s.send_text(conv, f"c{i}", timeout=30)
+        sent.append((time.perf_counter() - t0) * 1000)
+        await r.wait_msgs(conv, i + 2, timeout=30)
+        delivered.append((time.perf_counter() - t0) * 1000)
+        await asyncio.sleep(max(0.0, 0.02 - (time.perf_counter() - t0)))
+    for c in (creator, s, r):
+        await c.close()
+    return {"send_sent_p50_ms": pct(sent, 0.5), "send_sent_p99_ms": pct(sent, 0.99),
+            "send_deliver_p50_ms": pct(delivered, 0.5),
+            "send_deliver_p99_ms": pct(delivered, 0.99), "messages": n}
+
+
+def lag_samples(stack: Stack, count: int, every: float) -> list[dict[str, Any]]:
+    out = []
+    for _ in range(count):
+        out.append({f"{x.source}->{x.target}": x.lag_ms for x in replication.links(
+            stack.regions())})
+        time.sleep(every)
+    return out
+
+
+async def burst(stack: Stack, n: int) -> dict[str, Any]:
+    """`n` sends from us-east, 64 in flight at most, to a device in eu-west."""
+    alice, bob = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    s = await stack.client(0, alice)
+    r = await stack.client(1, bob)
+    conv = (await s.create([bob]))["conv"]
+    await s.send_text(conv, "warm", timeout=30)
+    await r.wait_msgs(conv, 1, timeout=30)
+    sent_at: dict[str, float] = {}
+    window = asyncio.Semaphore(64)
+    samples: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            samples.append({f"{x.source}->{x.target}": x.lag_ms
+                            for x in replication.links(stack.regions())})
+            stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    async def one(i: int) -> None:
+        async with window:
+            sent_at[f"c{i}"] = time.perf_counter()
+            await s.send_text(conv, f"c{i}", timeout=60)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    send_s = time.perf_counter() - t0
+    await r.wait_msgs(conv, n + 1, timeout=300)
+    all_s = time.perf_counter() - t0
+    stop.set()
+    sampler.join(10)
+    for c in (s, r):
+        await c.close()
+    worst = {k: max((x.get(k) or 0) for x in samples) for k in (samples[0] if samples else {})}
+    return {"messages": n, "send_seconds": round(send_s, 2),
+            "delivered_all_seconds": round(all_s, 2),
+            "msgs_per_s": round(n / all_s, 1), "max_lag_ms": worst,
+            "lag_samples": len(samples)}
+
+
+def measure(count: int, messages: int, burst_n: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix=f"msgctl-regions{count}-"))
+    stack = Stack(root / "home", count)
+    out: dict[str, Any] = {"regions": count, "topology": TOPOLOGIES[count]}
+    try:
+        out["up_seconds"] = round(stack.up(), 1)
+        time.sleep(5)  # let the mirrors settle before the memory is read
+        out["rss_mib"], out["rss_per_program_mib"] = total_rss_mib(stack.home)
+        out["lag_at_rest"] = lag_samples(stack, 5, 1.0)
+        if count >= 2:
+            out["same_region"] = asyncio.run(paced(stack, 0, 0, messages))
+            out["cross_region_receiver"] = asyncio.run(paced(stack, 0, 1, messages))
+            out["cross_region_sender"] = asyncio.run(paced(stack, 1, 0, messages))
+        if count == 2 and burst_n:
+            out["burst"] = asyncio.run(burst(stack, burst_n))
+        out["rss_after_mib"], _ = total_rss_mib(stack.home)
+    finally:
+        stack.down()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regions", default="2,3")
+    ap.add_argument("--messages", type=int, default=200)
+    ap.add_argument("--burst", type=int, default=2000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    results = [measure(int(c), args.messages, args.burst) for c in args.regions.split(",")]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        print(f"{r['regions']} regions: up {r['up_seconds']} s, RSS {r['rss_mib']} MiB "
+              f"(after traffic {r['rss_after_mib']} MiB)")
+        rest = [v for s in r["lag_at_rest"] for v in s.values() if v is not None]
+        print(f"  lag at rest: median {statistics.median(rest) if rest else '-'} ms")
+        for key in ("same_region", "cross_region_receiver", "cross_region_sender"):
+            if key in r:
+                x = r[key]
+                print(f"  {key}: send->sent p50/p99 {x['send_sent_p50_ms']}/"
+                      f"{x['send_sent_p99_ms']} ms, send->deliver p50/p99 "
+                      f"{x['send_deliver_p50_ms']}/{x['send_deliver_p99_ms']} ms")
+        if "burst" in r:
+            b = r["burst"]
+            print(f"  burst of {b['messages']}: {b['msgs_per_s']} msgs/s delivered, "
+                  f"max lag {b['max_lag_ms']}")
+
+
+if __name__ == "__main__":
+    main()
