@@ -12,8 +12,9 @@ the total RSS of all of them. On two regions, also:
   eu-west (delivered through MirrorMaker 2), and sender in eu-west (the send
   forwarded to us-east's ingress, `sent` back through the mirror);
 - replication lag per link at rest (`msgctl status`'s measure, five samples) and
-  under a burst: --burst messages from a us-east device as fast as the window of
-  64 unacknowledged sends allows, to a device in eu-west, while the lag is
+  under a burst: --burst messages from us-east devices as fast as a window of 64
+  unacknowledged sends allows, over 8 1:1 conversations to devices in eu-west,
+  while the lag is
   sampled every half second, and the messages/s delivered to eu-west.
 
 Every deployment is taken down at the end. Prints a summary, or JSON.
@@ -125,15 +126,20 @@ def lag_samples(stack: Stack, count: int, every: float) -> list[dict[str, Any]]:
     return out
 
 
-async def burst(stack: Stack, n: int) -> dict[str, Any]:
-    """`n` sends from us-east, 64 in flight at most, to a device in eu-west."""
-    alice, bob = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
-    s = await stack.client(0, alice)
-    r = await stack.client(1, bob)
-    conv = (await s.create([bob]))["conv"]
-    await s.send_text(conv, "warm", timeout=30)
-    await r.wait_msgs(conv, 1, timeout=30)
-    sent_at: dict[str, float] = {}
+async def burst(stack: Stack, n: int, pairs: int = 8) -> dict[str, Any]:
+    """`n` sends from us-east devices, 64 in flight at most, to devices in eu-west, over
+    `pairs` 1:1 conversations (one conversation is bounded by its own sequencing)."""
+    senders, receivers, convs = [], [], []
+    for _ in range(pairs):
+        alice, bob = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+        s = await stack.client(0, alice)
+        r = await stack.client(1, bob)
+        conv = (await s.create([bob]))["conv"]
+        await s.send_text(conv, "warm", timeout=30)
+        await r.wait_msgs(conv, 1, timeout=30)
+        senders.append(s)
+        receivers.append(r)
+        convs.append(conv)
     window = asyncio.Semaphore(64)
     samples: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -150,17 +156,17 @@ async def burst(stack: Stack, n: int) -> dict[str, Any]:
 
     async def one(i: int) -> None:
         async with window:
-            sent_at[f"c{i}"] = time.perf_counter()
-            await s.send_text(conv, f"c{i}", timeout=60)
+            await senders[i % pairs].send_text(convs[i % pairs], f"c{i}", timeout=60)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     send_s = time.perf_counter() - t0
-    await r.wait_msgs(conv, n + 1, timeout=300)
+    for k in range(pairs):
+        await receivers[k].wait_msgs(convs[k], len(range(k, n, pairs)) + 1, timeout=300)
     all_s = time.perf_counter() - t0
     stop.set()
     sampler.join(10)
-    for c in (s, r):
+    for c in (*senders, *receivers):
         await c.close()
     worst = {k: max((x.get(k) or 0) for x in samples) for k in (samples[0] if samples else {})}
     return {"messages": n, "send_seconds": round(send_s, 2),
@@ -179,6 +185,7 @@ def measure(count: int, messages: int, burst_n: int) -> dict[str, Any]:
         out["rss_mib"], out["rss_per_program_mib"] = total_rss_mib(stack.home)
         out["lag_at_rest"] = lag_samples(stack, 5, 1.0)
         if count >= 2:
+            asyncio.run(paced(stack, 0, 1, messages // 2))  # warm-up, not counted
             out["same_region"] = asyncio.run(paced(stack, 0, 0, messages))
             out["cross_region_receiver"] = asyncio.run(paced(stack, 0, 1, messages))
             out["cross_region_sender"] = asyncio.run(paced(stack, 1, 0, messages))

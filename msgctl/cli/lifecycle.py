@@ -89,9 +89,19 @@ def _prepare(home: Home, topology: str, port_offset: int,
 
 
 def default_timeout(programs: list[topo_mod.Program]) -> float:
-    """Wait for the slowest chain: runtimes get 120 s, plus each engine's own deadline."""
-    engines = [p.start_timeout or 0.0 for p in programs if p.kind == ENGINE]
-    return 120.0 + (max(engines) if engines else 0.0)
+    """Wait for the slowest chain: runtimes get 120 s, plus the engines' deadlines along
+    the longest chain of engines that wait for each other (Cassandra nodes joining)."""
+    by_name = {p.name: p for p in programs if p.kind == ENGINE}
+    chain: dict[str, float] = {}
+
+    def longest(name: str) -> float:
+        if name not in chain:
+            p = by_name[name]
+            chain[name] = (p.start_timeout or 0.0) + max(
+                (longest(d) for d in p.depends_on if d in by_name), default=0.0)
+        return chain[name]
+
+    return 120.0 + max((longest(n) for n in by_name), default=0.0)
 
 
 def _wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:

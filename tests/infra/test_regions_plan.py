@@ -88,3 +88,14 @@ def test_regions_need_their_own_jmx_port(tmp_path: Path) -> None:
     raw["regions"][1]["engines"]["cassandra"]["jmx_port"] = 7199
     with pytest.raises(UsageError, match="own jmx_port"):
         topo_mod.parse(raw, str(tmp_path / "t.yaml"))
+
+
+def test_up_waits_for_the_chain_of_joining_cassandra_nodes(tmp_path: Path) -> None:
+    from msgctl.cli.lifecycle import default_timeout
+    from msgctl.infra.programs import ENGINE_START_TIMEOUT
+
+    one = plan(tmp_path / "1", yaml.safe_load((ROOT / "regions/one-region.yaml").read_text()))
+    three = plan(tmp_path / "3", regions(3))
+    assert default_timeout(one) == 120 + ENGINE_START_TIMEOUT
+    # seed, then two nodes that join one after the other
+    assert default_timeout(three) == 120 + 3 * ENGINE_START_TIMEOUT
