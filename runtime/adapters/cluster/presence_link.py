@@ -38,10 +38,15 @@ def flip_record(region: str, state: PresenceState) -> bytes:
 
 
 def read_flip(value: bytes) -> PresenceState:
+    """The flip in a record; ValueError for anything else (a bad record costs only itself)."""
     d = json.loads(value)
-    if not isinstance(d.get("user"), str) or not isinstance(d.get("online"), bool):
+    if (not isinstance(d, dict) or not isinstance(d.get("user"), str)
+            or not isinstance(d.get("online"), bool)):
         raise ValueError("a flip needs user and online")
-    return PresenceState(d["user"], d["online"], int(d.get("last_active", 0)) / 1000)
+    last = d.get("last_active", 0)
+    if not isinstance(last, int) or isinstance(last, bool):
+        raise ValueError("last_active must be integer milliseconds")
+    return PresenceState(d["user"], d["online"], last / 1000)
 
 
 class PresenceLink:
@@ -103,7 +108,7 @@ class PresenceLink:
                     continue
                 try:
                     self.on_remote(peer, read_flip(rec.value()))
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:
                     log.warning("skipping an unreadable presence flip from %s: %s", peer, exc)
 
 
