@@ -122,3 +122,12 @@ class Client:
     async def wait_closed(self, timeout: float = 10.0) -> ConnectionClosed | None:
         await asyncio.wait_for(asyncio.gather(self._reader, return_exceptions=True), timeout)
         return self.closed
+
+
+def assert_chain(frames: list[Frame], start_prev: int = 0) -> None:
+    """In seq order, every prev the seq before it: no gap, no duplicate."""
+    prev = start_prev
+    for f in frames:
+        assert f["prev"] == prev, (f, prev)
+        assert f["seq"] > prev
+        prev = f["seq"]

@@ -10,23 +10,17 @@ import base64
 import uuid
 from pathlib import Path
 
-LOG4J2 = """Configuration:
-  Appenders:
-    Console:
-      name: STDOUT
-      PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
-  Loggers:
-    Logger:
-      - name: kafka.request.logger
-        level: WARN
-      - name: state.change.logger
-        level: WARN
-    Root:
-      level: INFO
-      AppenderRef:
-        - ref: STDOUT
-"""
+
+def log4j2(quiet: tuple[str, ...]) -> str:
+    """A log4j2.yaml printing to stdout at INFO, with the `quiet` loggers at WARN."""
+    loggers = "".join(f"      - name: {name}\n        level: WARN\n" for name in quiet)
+    return ("Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n"
+            "      PatternLayout:\n        pattern: \"[%d] %p %m (%c)%n\"\n"
+            f"  Loggers:\n    Logger:\n{loggers}    Root:\n      level: INFO\n"
+            "      AppenderRef:\n        - ref: STDOUT\n")
+
+
+LOG4J2 = log4j2(("kafka.request.logger", "state.change.logger"))
 
 
 def cluster_id(data: Path) -> str:

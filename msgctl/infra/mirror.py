@@ -14,27 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from msgctl.infra import kafka
+
 MIRRORED = ("msg.events", "presence.events")
 HEARTBEAT_S = 1
 DEFAULT_HEAP_MB = 256
 
-LOG4J2 = """Configuration:
-  Appenders:
-    Console:
-      name: STDOUT
-      PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
-  Loggers:
-    Logger:
-      - name: org.apache.kafka.clients
-        level: WARN
-      - name: org.apache.kafka.connect.runtime.WorkerSourceTask
-        level: WARN
-    Root:
-      level: INFO
-      AppenderRef:
-        - ref: STDOUT
-"""
+# the clients log every reconnect and config at INFO; the connectors' progress stays
+LOG4J2 = kafka.log4j2(("org.apache.kafka.clients",
+                       "org.apache.kafka.connect.runtime.WorkerSourceTask"))
 
 
 def properties(clusters: dict[str, str]) -> dict[str, str]:

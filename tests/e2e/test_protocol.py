@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import Deployment
-from tests.wsclient import Client
+from tests.wsclient import Client, assert_chain
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +22,6 @@ def uid(prefix: str) -> str:
 
 async def open_client(dep: Deployment, user: str, device: str = "phone") -> Client:
     return await Client.open(dep.next_ws_url(), dep.token(user, device))
-
-
-def assert_chain(frames: list[dict], start_prev: int = 0) -> None:
-    """In seq order, no gaps (prev links), no duplicates."""
-    prev = start_prev
-    for f in frames:
-        assert f["prev"] == prev, (f, prev)
-        assert f["seq"] > prev
-        prev = f["seq"]
 
 
 async def test_hello_and_auth(deployment: Deployment) -> None:

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.conftest import Regions
-from tests.wsclient import Client
+from tests.wsclient import Client, assert_chain
 
 pytestmark = pytest.mark.e2e
 
@@ -31,13 +31,16 @@ async def connect(dep: Regions, region: str, user: str, device: str = "phone") -
     return await Client.open(dep.url(region), dep.token(user, device))
 
 
-def assert_chain(frames: list[dict], start_prev: int = 0) -> None:
-    """In seq order, every prev the seq before it: no gap, no duplicate."""
-    prev = start_prev
-    for f in frames:
-        assert f["prev"] == prev, (f, prev)
-        assert f["seq"] > prev
-        prev = f["seq"]
+async def link_until(dep: Regions, source: str, *, stalled: bool,
+                     seconds: float = 30) -> dict:
+    """The link out of `source` as `msgctl status` shows it, once `stalled` is as asked
+    (or when `seconds` ran out)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        link = next(x for x in dep.status()["replication"] if x["source"] == source)
+        if link["stalled"] == stalled or time.monotonic() > deadline:
+            return link
+        await asyncio.sleep(1)
 
 
 def program_pid(dep: Regions, program: str) -> int:
@@ -199,25 +202,14 @@ async def test_a_stalled_link_is_marked_and_catches_up(two_regions: Regions) -> 
     os.kill(mirror, signal.SIGSTOP)
     try:
         await a.send_text(conv, "while-stalled")
-        deadline = time.monotonic() + 30
-        link: dict = {}
-        while time.monotonic() < deadline:
-            link = next(x for x in dep.status()["replication"] if x["source"] == EAST)
-            if link["stalled"]:
-                break
-            await asyncio.sleep(1)
+        link = await link_until(dep, EAST, stalled=True)
         assert link["stalled"] and link["lag_ms"] > 0, link
         assert not b.msgs(conv)
     finally:
         os.kill(mirror, signal.SIGCONT)
     got = await b.wait_msgs(conv, 1, timeout=60)
     assert got[0]["cid"] == "while-stalled"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        link = next(x for x in dep.status()["replication"] if x["source"] == EAST)
-        if not link["stalled"]:
-            break
-        await asyncio.sleep(1)
+    link = await link_until(dep, EAST, stalled=False)
     assert not link["stalled"] and link["lag_ms"] == 0, link
     await a.close()
     await b.close()

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common, run_or_exit, take
+from runtime.adapters.cluster.kafka import (
+    EVENTS,
+    Worker,
+    common,
+    run_or_exit,
+    stop_loop,
+    take_or_wait,
+)
 from runtime.ports import Event
 
 log = logging.getLogger("msgctl.eventlog")
@@ -83,11 +90,7 @@ class EventFeed:
                 time.sleep(0.5)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.worker.run(self.consumer.close)
-        self.worker.close()
+        await stop_loop(self._task, self.worker, self.consumer)
 
     async def _loop(self) -> None:
         # (topic, partition) -> offsets handed out, oldest first, with their futures
@@ -99,12 +102,7 @@ class EventFeed:
                                and not f.done()), None)
                 if oldest is not None:
                     await asyncio.wait({oldest}, timeout=1.0)
-            try:
-                records = await self.worker.run(take, self.consumer, 500, 0.1)
-            except KafkaException as exc:
-                log.warning("reading events failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
+            records = await take_or_wait(self.worker, self.consumer, 500, 0.1, "events", log)
             for rec in records:
                 if rec.error() is not None:
                     continue

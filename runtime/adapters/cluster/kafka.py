@@ -101,6 +101,28 @@ async def run_or_exit(loop: Coroutine[Any, Any, None], what: str,
         exit_for_restart(logger, f"{what} ended: {exc!r}")
 
 
+async def stop_loop(task: asyncio.Task[None] | None, worker: Worker,
+                    consumer: Consumer | None) -> None:
+    """Cancel a consumer's loop, then close the consumer on its own thread and the thread."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if consumer is not None:
+        await worker.run(consumer.close)
+    worker.close()
+
+
+async def take_or_wait(worker: Worker, consumer: Consumer, limit: int, timeout: float,
+                       what: str, logger: logging.Logger) -> list[Message]:
+    """`take` on the worker; a failed read is logged and answered with nothing after 1 s."""
+    try:
+        return await worker.run(take, consumer, limit, timeout)
+    except KafkaException as exc:
+        logger.warning("reading %s failed, retrying: %s", what, exc)
+        await asyncio.sleep(1.0)
+        return []
+
+
 class Worker:
     """One thread that runs a client's blocking calls in order."""
 

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer
 
 from runtime.adapters.cluster.kafka import (
     PRESENCE_EVENTS,
@@ -25,7 +25,8 @@ from runtime.adapters.cluster.kafka import (
     common,
     mirrored,
     run_or_exit,
-    take,
+    stop_loop,
+    take_or_wait,
 )
 from runtime.core.presence import PresenceState
 
@@ -75,12 +76,7 @@ class PresenceLink:
                                          name="presence-link")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.consumer is not None:
-            await self.worker.run(self.consumer.close)
-        self.worker.close()
+        await stop_loop(self._task, self.worker, self.consumer)
         if self.producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
 
@@ -94,12 +90,8 @@ class PresenceLink:
     async def _loop(self) -> None:
         assert self.consumer is not None
         while True:
-            try:
-                records = await self.worker.run(take, self.consumer, 500, 0.2)
-            except KafkaException as exc:
-                log.warning("reading the other regions' presence failed, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
+            records = await take_or_wait(self.worker, self.consumer, 500, 0.2,
+                                         "the other regions' presence", log)
             for rec in records:
                 if rec.error() is not None:
                     continue

@@ -22,7 +22,14 @@ from redis.exceptions import RedisError
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.cassandra_store import StoreUnavailable
-from runtime.adapters.cluster.kafka import EVENTS, Worker, common, run_or_exit, take
+from runtime.adapters.cluster.kafka import (
+    EVENTS,
+    Worker,
+    common,
+    run_or_exit,
+    stop_loop,
+    take_or_wait,
+)
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
@@ -91,22 +98,13 @@ class StoreRouter:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.consumer is not None:
-            await self.worker.run(self.consumer.close)
-        self.worker.close()
+        await stop_loop(self._task, self.worker, self.consumer)
 
     async def _loop(self) -> None:
         assert self.consumer is not None
         while True:
-            try:
-                records = await self.worker.run(take, self.consumer, 1000, 0.1)
-            except KafkaException as exc:
-                log.warning("reading %s failed, retrying: %s", ",".join(self.topics), exc)
-                await asyncio.sleep(1.0)
-                continue
+            records = await take_or_wait(self.worker, self.consumer, 1000, 0.1,
+                                         ",".join(self.topics), log)
             items: list[dict[str, Any]] = []
             for rec in records:
                 if rec.error() is not None:

@@ -35,6 +35,7 @@ from runtime.adapters.cluster.kafka import (
     common,
     exit_for_restart,
     run_or_exit,
+    stop_loop,
     take,
 )
 from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
@@ -153,12 +154,7 @@ class KafkaSequencer:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self.consumer is not None:
-            await self.worker.run(self.consumer.close)
-        self.worker.close()
+        await stop_loop(self._task, self.worker, self.consumer)
 
     def _assign(self) -> None:
         assert self.consumer is not None
