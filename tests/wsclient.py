@@ -41,6 +41,19 @@ class Client:
         assert hello["t"] == "hello", hello
         return cls(ws, hello)
 
+    @classmethod
+    async def open_when_ready(cls, url: str, token: str, seconds: float = 60) -> Client:
+        """What a real client does while the service recovers: reconnect after an
+        `unavailable` answer (close 1013) until a session opens."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            try:
+                return await cls.open(url, token)
+            except (AssertionError, ConnectionClosed, OSError, TimeoutError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     async def _read(self) -> None:
         try:
             async for raw in self.ws:

@@ -31,6 +31,7 @@ from runtime.core.errors import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
     CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
     FORBIDDEN,
     INTERNAL,
     NOT_FOUND,
@@ -206,10 +207,18 @@ class Gateway:
         self.sessions[session.id] = session
         METRICS.connections.inc()
         try:
-            await self._open(session, {
-                "t": "hello", "user": ident.user, "device": ident.device,
-                "region": self.config.region, "session": session.id,
-                "heartbeat_ms": self.config.presence.heartbeat_ms})
+            try:
+                await self._open(session, {
+                    "t": "hello", "user": ident.user, "device": ident.device,
+                    "region": self.config.region, "session": session.id,
+                    "heartbeat_ms": self.config.presence.heartbeat_ms})
+            except Unavailable as exc:
+                # the store or log is away (restarting, partitioned): say so and let the
+                # client reconnect later, rather than failing the connection as internal
+                log.warning("session of %s/%s not opened: %s", ident.user, ident.device, exc)
+                self._error(session, UNAVAILABLE, "temporarily unavailable; reconnect shortly",
+                            None)
+                session.close(CLOSE_TRY_AGAIN, "temporarily unavailable", flush=True)
             async for data in ws:
                 if session.closing:
                     # keep reading, and discarding, so the peer's close frame is seen
@@ -232,6 +241,10 @@ class Gateway:
                 labelled(METRICS.frames_in, type(frame).__name__.lower()).inc()
                 try:
                     await self._dispatch(session, frame)
+                except Unavailable as exc:  # an engine is away: the client retries
+                    log.warning("frame %r from %s: %s", frame, session.user, exc)
+                    self._error(session, UNAVAILABLE, "temporarily unavailable; retry",
+                                frame.id)
                 except Exception:
                     log.exception("frame %r from %s failed", frame, session.user)
                     self._error(session, INTERNAL, "internal error", frame.id)

@@ -11,6 +11,7 @@ directory sorts last) and leave every part running again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -18,6 +19,8 @@ import uuid
 
 import pytest
 import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import Deployment, msgctl
 from tests.wsclient import Client
@@ -167,13 +170,38 @@ async def test_cassandra_restart_under_traffic(cluster_deployment: Deployment) -
 
     senders, _ = await burst_with_fault(dep, restart, count=40, deadline_s=400)
     wait_running(dep)
+    # RUNNING is the node; each gateway's driver finds it again on its own schedule.
+    # Until then a new session is refused as `unavailable` (1013), never failed as internal
+    for i in range(dep.gateways):
+        c = await Client.open_when_ready(dep.gateway_url(i), dep.token(uid("later")))
+        await c.close()
+
+
+async def test_a_session_opened_while_cassandra_is_away_is_told_to_come_back(
+        cluster_deployment: Deployment) -> None:
+    dep = cluster_deployment
+    pid = pid_of(dep, "cassandra.local")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ws = await connect(dep.gateway_url(0), additional_headers={
+            "Authorization": f"Bearer {dep.token(uid('early'))}"}, subprotocols=["msgctl.v1"])
+        first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert first["t"] == "error" and first["code"] == "unavailable", first
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    c = await Client.open_when_ready(dep.gateway_url(0), dep.token(uid("later")))
+    assert c.hello["t"] == "hello"
+    await c.close()
 
 
 async def test_redis_restart_sessions_reregister(cluster_deployment: Deployment) -> None:
     dep = cluster_deployment
     alice, bob = uid("alice"), uid("bob")
-    a = await Client.open(dep.gateway_url(0), dep.token(alice))
-    b = await Client.open(dep.gateway_url(1), dep.token(bob))
+    a = await Client.open_when_ready(dep.gateway_url(0), dep.token(alice))
+    b = await Client.open_when_ready(dep.gateway_url(1), dep.token(bob))
     conv = (await a.create([bob]))["conv"]
     await a.send_text(conv, "before")
     await b.wait_msgs(conv, 1)

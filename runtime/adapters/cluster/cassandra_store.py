@@ -63,6 +63,7 @@ from runtime.adapters.cluster.cql_schema import (
 from runtime.config import EnginesConfig
 from runtime.core.watermarks import Watermark
 from runtime.ports import Conversation, DeviceState, Message, PushToken
+from runtime.sequencer import Unavailable as TryAgain
 
 log = logging.getLogger("msgctl.store.cassandra")
 
@@ -80,8 +81,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class StoreUnavailable(Exception):
-    """Cassandra could not serve the request in time (down, partitioned, overloaded)."""
+class StoreUnavailable(TryAgain):
+    """Cassandra could not serve the request in time (down, partitioned, overloaded);
+    like any Unavailable, the client is told to retry."""
 
 
 def _wrap(exc: BaseException) -> BaseException:
