@@ -31,13 +31,13 @@ class Client:
 
     @classmethod
     async def open(cls, url: str, token: str, *, query_token: bool = False,
-                   **kwargs: Any) -> Client:
+                   hello_timeout: float = 5.0, **kwargs: Any) -> Client:
         if query_token:
             ws = await connect(f"{url}?token={token}", subprotocols=["msgctl.v1"], **kwargs)
         else:
             ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"},
                                subprotocols=["msgctl.v1"], **kwargs)
-        hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        hello = json.loads(await asyncio.wait_for(ws.recv(), hello_timeout))
         assert hello["t"] == "hello", hello
         return cls(ws, hello)
 

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -62,6 +62,7 @@ log = logging.getLogger("msgctl.gateway")
 
 SUBPROTOCOL = "msgctl.v1"
 REGISTER_WAIT_S = 2.0  # longest a hello waits for the session directory (Redis away)
+OPEN_WAIT_S = 10.0  # longest a new session waits for an engine that is away
 
 
 class Gateway:
@@ -207,18 +208,11 @@ class Gateway:
         self.sessions[session.id] = session
         METRICS.connections.inc()
         try:
-            try:
-                await self._open(session, {
-                    "t": "hello", "user": ident.user, "device": ident.device,
-                    "region": self.config.region, "session": session.id,
-                    "heartbeat_ms": self.config.presence.heartbeat_ms})
-            except Unavailable as exc:
-                # the store or log is away (restarting, partitioned): say so and let the
-                # client reconnect later, rather than failing the connection as internal
-                log.warning("session of %s/%s not opened: %s", ident.user, ident.device, exc)
-                self._error(session, UNAVAILABLE, "temporarily unavailable; reconnect shortly",
-                            None)
-                session.close(CLOSE_TRY_AGAIN, "temporarily unavailable", flush=True)
+            hello = {"t": "hello", "user": ident.user, "device": ident.device,
+                     "region": self.config.region, "session": session.id,
+                     "heartbeat_ms": self.config.presence.heartbeat_ms}
+            if await self._patiently(session, lambda: self._open(session, hello)):
+                await self._patiently(session, lambda: self._resume_all(session))
             async for data in ws:
                 if session.closing:
                     # keep reading, and discarding, so the peer's close frame is seen
@@ -260,7 +254,8 @@ class Gateway:
             session.finish_close()
 
     async def _open(self, session: Session, hello: dict[str, Any]) -> None:
-        """Load the device's cursors, register the session, say hello, then resume.
+        """Load the device's cursors, register the session and say hello (`_resume_all`
+        follows).
 
         The cursors are known before the session can receive a live message, and the
         heads are compared after it can: whatever was committed in between is resumed.
@@ -282,9 +277,31 @@ class Gateway:
             log.warning("session %s not in the directory after %.0fs; saying hello anyway",
                         session.id, REGISTER_WAIT_S)
         session.enqueue(hello)
+
+    async def _resume_all(self, session: Session) -> None:
         for conv in await self.store.conversations_of(session.user):
-            if await self.ingest.head(conv) > device.cursors.get(conv, 0):
-                session.resume(conv)
+            if await self.ingest.head(conv) > session.cursors.get(conv, 0):
+                session.resume(conv)  # idempotent: a retry does not fill twice
+
+    async def _patiently(self, session: Session, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run a step of opening a session, again while an engine is away (a driver still
+        reconnecting after a restart); past OPEN_WAIT_S the client is told to come back
+        (close 1013) instead of the connection failing as an internal error."""
+        deadline = time.monotonic() + OPEN_WAIT_S
+        delay = 0.2
+        while True:
+            try:
+                await step()
+                return True
+            except Unavailable as exc:
+                if session.closing or time.monotonic() + delay > deadline:
+                    log.warning("session of %s/%s not opened: %s", session.user,
+                                session.device, exc)
+                    session.close(CLOSE_TRY_AGAIN, "temporarily unavailable; reconnect",
+                                  flush=True)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     async def catch_up_all(self) -> None:
         """Resume every session's conversations that moved past what it was sent.
