@@ -186,10 +186,10 @@ class PushService:
             except Exception as exc:
                 reason, retryable, invalid, retry_after = _error_fields(exc)
                 if invalid:
-                    METRICS.push.labels("dropped_invalid_token").inc()
+                    await self.state.remove_push_token(token.user, token.device, token.token)
+                    METRICS.push.labels("dropped_invalid_token").inc()  # counted once gone
                     log.info("push to %s/%s: token invalid (%s); removed", token.user,
                              token.device, reason)
-                    await self.state.remove_push_token(token.user, token.device, token.token)
                     return False, {"error": reason, "removed": True, "attempts": attempt}
                 if not retryable or attempt == self.max_attempts:
                     break

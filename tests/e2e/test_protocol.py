@@ -370,6 +370,9 @@ async def test_slow_consumer_is_closed_and_resumes(deployment: Deployment) -> No
     # bob's client stops reading: its library buffers 4 frames, then TCP fills up
     slow = await connect(deployment.ws_url, max_queue=4,
                          additional_headers={"Authorization": f"Bearer {deployment.token(bob)}"})
+    # a new device starts at the heads of its first hello: what is sent before it is
+    # not its history (sending before it came was a race that lost the first messages)
+    assert json.loads(await asyncio.wait_for(slow.recv(), 10))["t"] == "hello"
     body = "y" * 15000
     count = 400
     for i in range(count):
