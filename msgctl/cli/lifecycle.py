@@ -24,7 +24,7 @@ from msgctl.cli import engines as engines_cli
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home, write_json_atomic
-from msgctl.infra import replication
+from msgctl.infra import capacity, replication
 from msgctl.infra.catalog import ENGINES
 from msgctl.infra.programs import run_prepare
 from msgctl.supervisor import client
@@ -67,6 +67,9 @@ def _prepare(home: Home, topology: str, port_offset: int,
                          "topology with backend: cluster, e.g. regions/one-region.yaml)")
     for host, port in _ports(topo, engines_only):
         _check_port_free(host, port)
+    for check, level, detail in capacity.checks(topo):
+        if check == "memory" and level != "ok":  # `msgctl doctor` has the whole picture
+            err_console.print(f"[yellow]warning[/]: {detail}")
     home.ensure()
     if topo.backend == "cluster":
         engines_cli.ensure(engines_cli.wanted(topo))  # instant when cached
