@@ -47,46 +47,76 @@ def _error(code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=STATUS.get(code, 400))
 
 
-class BlobServer:
-    def __init__(self, store: LocalBlobStore, host: str, port: int, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+class MediaEndpoint:
+    """A media port: signed `GET /v1/media/<key>` (counted) and `/healthz` on aiohttp.
+
+    Subclasses serve the blob (`download`, after `signed_key`) from where they keep it,
+    and may add routes."""
+
+    def __init__(self, secret: bytes, host: str, port: int,
+                 clock: Callable[[], float]) -> None:
+        self.secret = secret
         self.host = host
         self.port = port
         self.clock = clock
         self.runner: web.AppRunner | None = None
         self.ready = False
-        app = web.Application()
-        app.router.add_post("/v1/blobs", self.counted_upload)
-        app.router.add_get("/v1/media/{key:.+}", self.counted_download)
-        app.router.add_get("/healthz", self.health)
-        self.app = app
+        self.app = web.Application()
+        self.app.router.add_get("/v1/media/{key:.+}", self.counted_download)
+        self.app.router.add_get("/healthz", self.health)
+
+    def describe(self) -> str:
+        raise NotImplementedError
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.host, self.port, backlog=1024).start()
         self.ready = True
-        log.info("blob endpoint on http://%s:%d (store %s)", self.host, self.port,
-                 self.store.root)
+        log.info("%s", self.describe())
 
     async def stop(self) -> None:
         self.ready = False
         if self.runner is not None:
             await self.runner.cleanup()
 
-    async def counted_upload(self, request: web.Request) -> web.Response:
-        resp = await self.upload(request)
-        UPLOADS.labels("stored" if resp.status == 204 else f"refused_{resp.status}").inc()
-        return resp
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     async def counted_download(self, request: web.Request) -> web.StreamResponse:
         resp = await self.download(request)
         DOWNLOADS.labels("served" if resp.status == 200 else f"refused_{resp.status}").inc()
         return resp
 
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    def signed_key(self, request: web.Request) -> tuple[str, web.Response | None]:
+        """The requested key, and the refusal to send instead when the URL's signature
+        is bad or expired, or the key cannot name a blob."""
+        key = request.match_info["key"]  # keys have no %-escapes: decoded == raw
+        refusal = core.verify_url([self.secret], key, dict(request.query), int(self.clock()))
+        if refusal is not None:
+            return key, _error(refusal.code, refusal.message)
+        if not core.valid_key(key):
+            return key, _error("not_found", "no such blob")
+        return key, None
+
+
+class BlobServer(MediaEndpoint):
+    def __init__(self, store: LocalBlobStore, host: str, port: int, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store.secret, host, port, clock)
+        self.store = store
+        self.app.router.add_post("/v1/blobs", self.counted_upload)
+
+    def describe(self) -> str:
+        return f"blob endpoint on http://{self.host}:{self.port} (store {self.store.root})"
+
+    async def counted_upload(self, request: web.Request) -> web.Response:
+        resp = await self.upload(request)
+        UPLOADS.labels("stored" if resp.status == 204 else f"refused_{resp.status}").inc()
+        return resp
 
     async def upload(self, request: web.Request) -> web.Response:
         if not request.content_type.startswith("multipart/form-data"):
@@ -142,12 +172,10 @@ class BlobServer:
         return web.Response(status=204, headers={"ETag": f'"{grant.key.rsplit("/", 1)[1]}"'})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        key = request.match_info["key"]  # keys have no %-escapes: decoded == raw
-        refusal = core.verify_url([self.store.secret], key, dict(request.query),
-                                  int(self.clock()))
-        if refusal is not None:
-            return _error(refusal.code, refusal.message)
-        info = await self.store.head(key) if core.valid_key(key) else None
+        key, refused = self.signed_key(request)
+        if refused is not None:
+            return refused
+        info = await self.store.head(key)
         if info is None:
             return _error("not_found", "no such blob")
         path: Path = self.store.path(key)

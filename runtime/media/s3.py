@@ -26,8 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.config import EnginesConfig
-from runtime.core import media as core
-from runtime.media.endpoint import CHUNK, DOWNLOADS, _error
+from runtime.media.endpoint import CHUNK, MediaEndpoint, _error
 from runtime.media.store import BlobInfo, BlobStoreDown
 
 log = logging.getLogger("msgctl.media")
@@ -121,51 +120,21 @@ class S3BlobStore:
         return await asyncio.to_thread(self._get, key)
 
 
-class S3MediaServer:
+class S3MediaServer(MediaEndpoint):
     """A gateway process's media port: signed downloads streamed from S3 (uploads go to S3)."""
 
     def __init__(self, store: S3BlobStore, host: str, port: int, *,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(store.secret, host, port, clock)
         self.store = store
-        self.host = host
-        self.port = port
-        self.clock = clock
-        self.runner: web.AppRunner | None = None
-        self.ready = False
-        app = web.Application()
-        app.router.add_get("/v1/media/{key:.+}", self.counted_download)
-        app.router.add_get("/healthz", self.health)
-        self.app = app
 
-    async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port, backlog=1024).start()
-        self.ready = True
-        log.info("media endpoint on http://%s:%d (s3 bucket %s)", self.host, self.port,
-                 self.store.bucket)
-
-    async def stop(self) -> None:
-        self.ready = False
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def counted_download(self, request: web.Request) -> web.StreamResponse:
-        resp = await self.download(request)
-        DOWNLOADS.labels("served" if resp.status == 200 else f"refused_{resp.status}").inc()
-        return resp
+    def describe(self) -> str:
+        return f"media endpoint on http://{self.host}:{self.port} (s3 bucket {self.store.bucket})"
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        key = request.match_info["key"]  # keys have no %-escapes: decoded == raw
-        refusal = core.verify_url([self.store.secret], key, dict(request.query),
-                                  int(self.clock()))
-        if refusal is not None:
-            return _error(refusal.code, refusal.message)
-        if not core.valid_key(key):
-            return _error("not_found", "no such blob")
+        key, refused = self.signed_key(request)
+        if refused is not None:
+            return refused
         try:
             obj = await self.store.open(key)
         except BlobStoreDown as exc:
