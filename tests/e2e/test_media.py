@@ -7,10 +7,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import pytest
@@ -172,10 +172,12 @@ async def test_presigned_post_refusals(embedded_deployment: Deployment) -> None:
     await c.close()
 
 
-async def test_download_refusals(embedded_deployment: Deployment) -> None:
-    dep = embedded_deployment
-    c = await Client.open(dep.ws_url, dep.token(uid("d")))
-    reply = await uploaded(c)
+async def check_download_refusals(dep: Deployment, c: Client,
+                                  upload: Callable[[Client], Awaitable[dict[str, Any]]],
+                                  ) -> SplitResult:
+    """A forged, stretched, unsigned, expired or reused signed URL is 403, the right one
+    200, a signed URL of a missing key 404; returns the parts of the good URL."""
+    reply = await upload(c)
     url = reply["media"]["url"]
     parts = urlsplit(url)
     base = f"{parts.scheme}://{parts.netloc}"
@@ -185,7 +187,7 @@ async def test_download_refusals(embedded_deployment: Deployment) -> None:
     def with_query(**changes: Any) -> str:
         return f"{base}{parts.path}?{urlencode({**query, **changes})}"
 
-    other = await uploaded(c)
+    other = await upload(c)
     refused = [
         m.sign_url(secret(dep), base, key, int(time.time()) - 1),  # expired, signed right
         with_query(signature="0" * 64),  # forged
@@ -201,6 +203,13 @@ async def test_download_refusals(embedded_deployment: Deployment) -> None:
     assert (await get(url))[0] == 200
     missing = m.sign_url(secret(dep), base, m.new_key("x", "0" * 32), int(time.time()) + 60)
     assert (await get(missing))[0] == 404
+    return parts
+
+
+async def test_download_refusals(embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    c = await Client.open(dep.ws_url, dep.token(uid("d")))
+    await check_download_refusals(dep, c, uploaded)
     await c.close()
 
 

@@ -13,14 +13,13 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
 
 from runtime.core import media as m
 from tests.conftest import Deployment, msgctl
-from tests.e2e.test_media import PNG, get, secret, slot, still_open, uid
+from tests.e2e.test_media import PNG, check_download_refusals, get, slot, still_open, uid
 from tests.wsclient import Client
 
 pytestmark = pytest.mark.e2e
@@ -162,33 +161,8 @@ async def test_cluster_send_media_refusals(cluster_deployment: Deployment) -> No
 async def test_cluster_download_refusals(cluster_deployment: Deployment) -> None:
     dep = cluster_deployment
     c = await Client.open(dep.gateway_url(1), dep.token(uid("d")))
-    reply = await uploaded(c)
-    url = reply["media"]["url"]
-    parts = urlsplit(url)
-    base = f"{parts.scheme}://{parts.netloc}"
-    assert parts.port == dep.port + 28
-    key = reply["media"]["key"]
-    query = dict(parse_qsl(parts.query))
-
-    def with_query(**changes: Any) -> str:
-        return f"{base}{parts.path}?{urlencode({**query, **changes})}"
-
-    other = await uploaded(c)
-    refused = [
-        m.sign_url(secret(dep), base, key, int(time.time()) - 1),  # expired, signed right
-        with_query(signature="0" * 64),  # forged
-        with_query(expires=int(query["expires"]) + 3600),  # extended
-        with_query(key_id="m000000000000"),  # unknown key
-        f"{base}{parts.path}",  # unsigned
-        f"{base}/v1/media/{other['media']['key']}?{parts.query}",  # another blob
-    ]
-    for bad in refused:
-        status, body, _ = await get(bad)
-        assert status == 403, (bad, body)
-        assert b"forbidden" in body
-    assert (await get(url))[0] == 200
-    missing = m.sign_url(secret(dep), base, m.new_key("x", "0" * 32), int(time.time()) + 60)
-    assert (await get(missing))[0] == 404
+    parts = await check_download_refusals(dep, c, uploaded)
+    assert parts.port == dep.port + 28  # gateway-2's own media port
     await c.close()
 
 
