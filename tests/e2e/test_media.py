@@ -213,14 +213,18 @@ async def test_download_refusals(embedded_deployment: Deployment) -> None:
     await c.close()
 
 
-async def test_send_media_refusals(embedded_deployment: Deployment) -> None:
-    dep = embedded_deployment
-    alice, bob = uid("alice"), uid("bob")
-    a = await Client.open(dep.ws_url, dep.token(alice))
-    b = await Client.open(dep.ws_url, dep.token(bob))
-    conv = (await a.create([bob]))["conv"]
-    bobs = (await uploaded(b))["media"]
-    mine = (await uploaded(a))["media"]
+Refuse = Callable[..., Awaitable[None]]
+
+
+async def check_send_refusals(a: Client, b: Client,
+                              upload: Callable[[Client], Awaitable[dict[str, Any]]],
+                              more: Callable[[Refuse], Awaitable[None]] | None = None) -> None:
+    """`send` with media b uploaded, never uploaded, altered or of the wrong kind is refused
+    (then `more(refused)`: what one family checks on top); nothing reaches b, and the
+    right media is sent and delivered."""
+    conv = (await a.create([b.hello["user"]]))["conv"]
+    bobs = (await upload(b))["media"]
+    mine = (await upload(a))["media"]
     never = (await slot(a))["media"]
 
     async def refused(media: Any, code: str, needle: str, kind: str = "image") -> None:
@@ -235,7 +239,8 @@ async def test_send_media_refusals(embedded_deployment: Deployment) -> None:
     await refused({**mine, "content_type": "image/gif"}, "bad_frame", "does not match")
     await refused(mine, "bad_frame", "cannot be sent as kind 'video'", kind="video")
     await refused({"key": "u/../../etc/passwd"}, "forbidden", "not one of your uploads")
-    await refused({"url": "http://x"}, "bad_frame", "media.key")
+    if more is not None:
+        await more(refused)
     await still_open(a)
     await b.quiet()
     assert b.msgs(conv) == []
@@ -244,6 +249,17 @@ async def test_send_media_refusals(embedded_deployment: Deployment) -> None:
     assert ok["t"] == "sent", ok
     msg = (await b.wait_msgs(conv, 1))[0]
     assert msg["media"]["size"] == len(PNG) and msg["media"]["content_type"] == "image/png"
+
+
+async def test_send_media_refusals(embedded_deployment: Deployment) -> None:
+    dep = embedded_deployment
+    a = await Client.open(dep.ws_url, dep.token(uid("alice")))
+    b = await Client.open(dep.ws_url, dep.token(uid("bob")))
+
+    async def no_url_without_key(refused: Refuse) -> None:
+        await refused({"url": "http://x"}, "bad_frame", "media.key")
+
+    await check_send_refusals(a, b, uploaded, no_url_without_key)
     for c in (a, b):
         await c.close()
 

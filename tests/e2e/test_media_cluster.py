@@ -19,7 +19,16 @@ import pytest
 
 from runtime.core import media as m
 from tests.conftest import Deployment, msgctl
-from tests.e2e.test_media import PNG, check_download_refusals, get, slot, still_open, uid
+from tests.e2e.test_media import (
+    PNG,
+    Refuse,
+    check_download_refusals,
+    check_send_refusals,
+    get,
+    slot,
+    still_open,
+    uid,
+)
 from tests.wsclient import Client
 
 pytestmark = pytest.mark.e2e
@@ -108,52 +117,28 @@ async def test_cluster_large_file_round_trip(cluster_deployment: Deployment) -> 
 
 async def test_cluster_send_media_refusals(cluster_deployment: Deployment) -> None:
     dep = cluster_deployment
-    alice, bob = uid("alice"), uid("bob")
-    a = await Client.open(dep.gateway_url(0), dep.token(alice))
-    b = await Client.open(dep.gateway_url(1), dep.token(bob))
-    conv = (await a.create([bob]))["conv"]
-    bobs = (await uploaded(b))["media"]
-    mine = (await uploaded(a))["media"]
-    never = (await slot(a))["media"]
+    a = await Client.open(dep.gateway_url(0), dep.token(uid("alice")))
+    b = await Client.open(dep.gateway_url(1), dep.token(uid("bob")))
 
-    async def refused(media: Any, code: str, needle: str, kind: str = "image") -> None:
-        reply = await a.request({"t": "send", "conv": conv, "cid": uid("c"), "kind": kind,
-                                 "body": "", "media": media})
-        assert reply["t"] == "error" and reply["code"] == code, reply
-        assert needle in reply["message"], reply
+    async def what_s3proxy_lets_through(refused: Refuse) -> None:
+        # S3Proxy takes a POST that breaks the policy; send is where it is caught
+        html = await slot(a)
+        status, _ = await post(html["upload"]["url"],
+                               html["upload"]["fields"] | {"Content-Type": "text/html"},
+                               b"<script>alert(1)</script>", "text/html")
+        assert status == 204  # real S3 would answer 403 here
+        await refused(html["media"], "bad_frame", "does not match the uploaded blob (text/html)")
+        await refused({"key": html["media"]["key"]}, "bad_frame",
+                      "text/html blob cannot be sent as kind 'image'")
+        small = await slot(a, size=100)
+        ceiling = m.DEFAULT_MAX_BYTES["image"]
+        status, _ = await post(small["upload"]["url"], small["upload"]["fields"],
+                               b"\0" * (ceiling + 1), "image/png")
+        assert status == 204  # S3Proxy ignores content-length-range
+        await refused({"key": small["media"]["key"]}, "too_large",
+                      f"image media are limited to {ceiling} bytes")
 
-    await refused(bobs, "forbidden", "not one of your uploads")
-    await refused(never, "bad_frame", "never uploaded")
-    await refused({**mine, "size": 1}, "bad_frame", "does not match")
-    await refused({**mine, "content_type": "image/gif"}, "bad_frame", "does not match")
-    await refused(mine, "bad_frame", "cannot be sent as kind 'video'", kind="video")
-    await refused({"key": "u/../../etc/passwd"}, "forbidden", "not one of your uploads")
-
-    # S3Proxy takes a POST that breaks the policy; send is where it is caught
-    html = await slot(a)
-    status, _ = await post(html["upload"]["url"],
-                           html["upload"]["fields"] | {"Content-Type": "text/html"},
-                           b"<script>alert(1)</script>", "text/html")
-    assert status == 204  # real S3 would answer 403 here
-    await refused(html["media"], "bad_frame", "does not match the uploaded blob (text/html)")
-    await refused({"key": html["media"]["key"]}, "bad_frame",
-                  "text/html blob cannot be sent as kind 'image'")
-    small = await slot(a, size=100)
-    ceiling = m.DEFAULT_MAX_BYTES["image"]
-    status, _ = await post(small["upload"]["url"], small["upload"]["fields"],
-                           b"\0" * (ceiling + 1), "image/png")
-    assert status == 204  # S3Proxy ignores content-length-range
-    await refused({"key": small["media"]["key"]}, "too_large",
-                  f"image media are limited to {ceiling} bytes")
-
-    await still_open(a)
-    await b.quiet()
-    assert b.msgs(conv) == []
-    ok = await a.request({"t": "send", "conv": conv, "cid": "ok", "kind": "image", "body": "",
-                          "media": {"key": mine["key"]}})
-    assert ok["t"] == "sent", ok
-    msg = (await b.wait_msgs(conv, 1))[0]
-    assert msg["media"]["size"] == len(PNG) and msg["media"]["content_type"] == "image/png"
+    await check_send_refusals(a, b, uploaded, what_s3proxy_lets_through)
     for c in (a, b):
         await c.close()
 
