@@ -7,6 +7,8 @@ Embedded: one node per region hosting the four runtimes. Cluster: per region
 the engines msgctl provisions (Kafka, Cassandra, Redis, and S3Proxy for media
 when the region has an `s3` engine; none when external), then one process per
 runtime and N gateway processes (gateway-N serves media on the gateway port + 20 + N-1).
+With several regions and ``chaos.link_proxy`` on, each region also gets a
+Toxiproxy (``toxiproxy.<region>``) that carries its connections to the others.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import yaml
 
 from msgctl.errors import UsageError
 from msgctl.infra import programs as engine_programs
+from msgctl.infra import toxiproxy
 from msgctl.infra.catalog import CASSANDRA, KAFKA
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
@@ -45,6 +48,23 @@ RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
 # the blob endpoint's default port is the gateway's + 20 (cluster: gateway-N's is + 20 + N-1)
 MEDIA_PORT_OFFSET = 20
+LINK_PROXY_MODES = ("auto", "on", "off")
+DEFAULT_PROXY_PORT = 8474  # Toxiproxy's own default API port
+
+
+@dataclass(frozen=True)
+class ChaosSettings:
+    """The topology's ``chaos:`` section.
+
+    ``link_proxy``: ``auto`` (inter-region connections go through a Toxiproxy per
+    region when this machine can redirect them: root, iptables, cgroup v2, Go),
+    ``on`` (the same, and an error when it cannot), ``off`` (direct).
+    ``proxy_port``: each region's Toxiproxy API on the region's host; its proxies
+    listen on the ports just above it.
+    """
+
+    link_proxy: str = "auto"
+    proxy_port: int = DEFAULT_PROXY_PORT
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,11 @@ class Topology:
     presence: dict[str, Any] = field(default_factory=dict)
     push: dict[str, Any] = field(default_factory=dict)
     media: dict[str, Any] = field(default_factory=dict)
+    chaos: ChaosSettings = field(default_factory=ChaosSettings)
+
+    @property
+    def multi_region_cluster(self) -> bool:
+        return self.backend == "cluster" and len(self.regions) > 1
 
 
 
@@ -197,11 +222,70 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     endpoints = [(r.host, p) for r in regions for p, _ in r.ports()]
     if len(set(endpoints)) != len(endpoints):
         raise UsageError(f"{where}: two regions share a host and port")
+    chaos = _chaos_section(raw.get("chaos"), where, port_offset)
+    for region, proxies in link_proxies(backend, regions, chaos).items():
+        taken = {p: what for p, what in region_by_name(regions, region).ports()}
+        for port in [chaos.proxy_port, *(p.listen_port for p in proxies)]:
+            if port in taken or not 1 <= port <= 65535:
+                clash = f"{taken[port]} uses it" if port in taken else "out of range"
+                raise UsageError(f"{where}: chaos.proxy_port: the link proxy of {region} needs "
+                                 f"port {port} ({clash}); choose another proxy_port")
     limits = _known_keys(raw.get("limits") or {}, LimitsConfig, f"{where}: limits")
     presence = _known_keys(raw.get("presence") or {}, PresenceConfig, f"{where}: presence")
     push = _push_settings(raw.get("push") or {}, Path(source).parent, where)
     return Topology(str(raw.get("name", Path(source).stem)), backend, regions, source,
-                    limits, presence, push, media)
+                    limits, presence, push, media, chaos)
+
+
+def region_by_name(regions: list[Region], name: str) -> Region:
+    return next(r for r in regions if r.name == name)
+
+
+def _chaos_section(raw: Any, where: str, port_offset: int) -> ChaosSettings:
+    if raw is None:
+        return ChaosSettings(proxy_port=DEFAULT_PROXY_PORT + port_offset)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: chaos must be a mapping")
+    unknown = set(raw) - {"link_proxy", "proxy_port"}
+    if unknown:
+        raise UsageError(f"{where}: chaos: unknown setting(s) {', '.join(sorted(unknown))}; "
+                         "known: link_proxy, proxy_port")
+    mode = raw.get("link_proxy", "auto")
+    if mode is True or mode is False:  # YAML reads a bare on/off as a boolean
+        mode = "on" if mode else "off"
+    if mode not in LINK_PROXY_MODES:
+        raise UsageError(f"{where}: chaos.link_proxy must be one of "
+                         f"{', '.join(LINK_PROXY_MODES)}")
+    port = raw.get("proxy_port", DEFAULT_PROXY_PORT)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise UsageError(f"{where}: chaos.proxy_port must be an integer port")
+    port += port_offset
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{where}: chaos.proxy_port {port} is out of range 1-65535")
+    return ChaosSettings(mode, port)
+
+
+def link_proxies(backend: str, regions: list[Region], chaos: ChaosSettings,
+                 ) -> dict[str, list[toxiproxy.LinkProxy]]:
+    """Per region, the proxies its Toxiproxy would run: one per peer port its programs
+    open connections to (empty unless several cluster regions and link_proxy not off)."""
+    if backend != "cluster" or len(regions) < 2 or chaos.link_proxy == "off":
+        return {}
+    out: dict[str, list[toxiproxy.LinkProxy]] = {}
+    for region in regions:
+        proxies: list[toxiproxy.LinkProxy] = []
+        for peer in regions:
+            if peer is region:
+                continue
+            for engine, key in toxiproxy.CROSSING:
+                spec = peer.engines.get(engine)
+                if spec is None or not spec.provisioned:
+                    continue
+                proxies.append(toxiproxy.LinkProxy(
+                    f"{peer.name}-{engine}", region.name, peer.name, engine, region.host,
+                    chaos.proxy_port + 1 + len(proxies), peer.host, spec.ports[key]))
+        out[region.name] = proxies
+    return out
 
 
 def _media_section(raw: Any, where: str) -> dict[str, Any]:
@@ -307,14 +391,22 @@ def _write_config(config_dir: Path, name: str, cfg: NodeConfig) -> Path:
     return path
 
 
-def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
+def plan_engines(topo: Topology, home_root: Path,
+                 proxy_binary: Path | None = None) -> list[Program]:
     """The provisioned engines of every region (external ones have no program).
 
     Several regions: one Cassandra cluster (the first region's node is the seed, the
     others join it one after the other, each a data center of its own) and a
-    MirrorMaker 2 per region once every Kafka runs.
+    MirrorMaker 2 per region once every Kafka runs. With `proxy_binary`, first a
+    Toxiproxy per region, which that region's Cassandra and mirror wait for.
     """
     out: list[Program] = []
+    proxies = link_proxies(topo.backend, topo.regions, topo.chaos) if proxy_binary else {}
+    for region in topo.regions:
+        if region.name in proxies:
+            out.append(engine_programs.proxy_program(
+                region.name, region.host, topo.chaos.proxy_port, proxies[region.name],
+                proxy_binary, home_root))  # type: ignore[arg-type]
     seed: Region | None = None
     joined: list[str] = []  # Cassandra programs so far, in join order
     for region in topo.regions:
@@ -323,7 +415,8 @@ def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
                 program = engine_programs.engine_program(
                     spec, region.name, region.host, home_root,
                     seed=seed.host if seed else None, peers=len(joined))
-                program.depends_on = joined[-1:]
+                program.depends_on = joined[-1:] + (
+                    [f"toxiproxy.{region.name}"] if region.name in proxies else [])
                 joined.append(program.name)
                 seed = seed or region
             else:
@@ -336,8 +429,9 @@ def plan_engines(topo: Topology, home_root: Path) -> list[Program]:
                     for name, (r, spec) in kafkas.items()}
         kafka_programs = [p.name for p in out if p.runtimes == [KAFKA]]
         for name, (r, spec) in kafkas.items():
-            out.append(engine_programs.mirror_program(name, r.host, clusters, spec, home_root,
-                                                      kafka_programs))
+            out.append(engine_programs.mirror_program(
+                name, r.host, clusters, spec, home_root,
+                kafka_programs + ([f"toxiproxy.{name}"] if name in proxies else [])))
     return out
 
 
@@ -356,7 +450,8 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
     out: list[Program] = []
     # every data center must exist before the keyspace names it, and one sequencer (the
     # first region's) applies the schema before the others use it
-    previous = [p.name for p in engines if p.runtimes != ["mirror"]]
+    previous = [p.name for p in engines if p.runtimes != ["mirror"]
+                and (p.runtimes != ["toxiproxy"] or p.region == region.name)]
     first = topo.regions[0]
     if region is not first:
         previous.append(f"sequencer.{first.name}")
@@ -385,7 +480,8 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
 
 
 def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Path],
-         secret: str, home_root: Path | None = None) -> list[Program]:
+         secret: str, home_root: Path | None = None,
+         proxy_binary: Path | None = None) -> list[Program]:
     """Programs to supervise, in start order.
 
     Embedded: one node per region hosting all four runtimes. Cluster: the
@@ -396,7 +492,7 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
     config_dir.mkdir(parents=True, exist_ok=True)
     if topo.backend == "cluster":
         root = home_root or config_dir.parent
-        engines = plan_engines(topo, root)
+        engines = plan_engines(topo, root, proxy_binary)
         programs += engines
         for region in topo.regions:
             programs += _plan_cluster(topo, region, python, config_dir, home_dirs, secret,

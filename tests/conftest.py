@@ -123,7 +123,8 @@ REGIONS = (("us-east", "127.0.0.1"), ("eu-west", "127.0.0.2"), ("ap-south", "127
 def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
     """`count` regions on 127.0.0.1, .2, .3 with the same ports (each its own address):
     gateway base, runtimes base+10..12, Kafka base+20/21, Cassandra base+22/23 and JMX
-    base+24+4i (JMX listens on localhost), Redis base+25."""
+    base+24+4i (JMX listens on localhost), Redis base+25; each region's link proxy
+    (Toxiproxy) API on base+40, its proxies above it."""
     regions = [{
         "name": name, "host": host, "gateway": {"port": base, "processes": 1},
         "engines": {
@@ -133,7 +134,8 @@ def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
             "redis": {"port": base + 25}}}
         for i, (name, host) in enumerate(REGIONS[:count])]
     topo = {"name": f"test-{count}-regions", "backend": "cluster", "regions": regions,
-            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
+            "chaos": {"proxy_port": base + 40}}
     path.write_text(yaml.safe_dump(topo))
     return path
 
@@ -161,7 +163,7 @@ class Regions:
 
 def start_regions(root: Path, count: int) -> Regions:
     hosts = tuple(h for _, h in REGIONS[:count])
-    base = free_block(30, hosts[0], also=hosts[1:])
+    base = free_block(50, hosts[0], also=hosts[1:])
     dep = Regions(root / "home", write_regions_topology(root / "topology.yaml", base, count),
                   base, tuple(n for n, _ in REGIONS[:count]), hosts)
     msgctl("up", "--home", str(dep.home), "-t", str(dep.topology), timeout=900)

@@ -12,7 +12,9 @@ import typer
 
 from msgctl import __version__
 from msgctl.cli import bench, doctor, lifecycle, logs, token
+from msgctl.cli.chaos import chaos_app
 from msgctl.cli.common import err_console
+from msgctl.cli.drill import drill_app
 from msgctl.cli.infra import infra_app
 from msgctl.cli.load import load_app
 from msgctl.cli.media import media_app
@@ -50,6 +52,8 @@ app.add_typer(load_app, name="load")
 app.add_typer(infra_app, name="infra")
 app.add_typer(push_app, name="push")
 app.add_typer(media_app, name="media")
+app.add_typer(chaos_app, name="chaos")
+app.add_typer(drill_app, name="drill")
 bench.register(app)
 
 

@@ -73,6 +73,25 @@ def engine_checks(topo: topo_mod.Topology) -> list[tuple[str, str, str]]:
     return out
 
 
+def _network_faults(topo: topo_mod.Topology) -> tuple[str, str, str]:
+    """Will `msgctl chaos partition|link` work with this topology here?"""
+    from chaos import netfilter
+    from msgctl.infra import toxiproxy
+
+    reason = netfilter.unavailable_reason()
+    mode = topo.chaos.link_proxy
+    if reason is not None:
+        return ("network faults", "fail" if mode == "on" else "warn",
+                f"off: they need {reason} (kill, pause and stop work anyway)")
+    if mode == "off":
+        return "network faults", "ok", "partitions on; link faults off (chaos.link_proxy: off)"
+    if toxiproxy.binary() is None and shutil.which("go") is None:
+        return ("network faults", "fail" if mode == "on" else "warn",
+                "partitions on; link faults off: Toxiproxy is built with Go, not on PATH")
+    built = "built" if toxiproxy.binary() else "built at the first up (go install)"
+    return "network faults", "ok", f"partitions and link faults on (Toxiproxy {built})"
+
+
 def doctor(
     topology: TopologyOpt = topo_mod.DEFAULT_TOPOLOGY,
     home: HomeOpt = None,
@@ -111,6 +130,8 @@ def doctor(
     if topo is not None:
         for check in capacity.checks(topo):
             add(*check)
+    if topo is not None and topo.multi_region_cluster:
+        add(*_network_faults(topo))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     add("open files", "ok" if soft >= 4096 else "warn",
         f"soft {soft}, hard {hard} (each connection holds one)")

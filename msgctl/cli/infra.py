@@ -8,6 +8,7 @@ and waits for their probes; `status` asks each engine in its own protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -30,6 +31,7 @@ from msgctl.cli.lifecycle import (
 )
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.infra import fetch as fetch_mod
+from msgctl.infra import toxiproxy
 from msgctl.infra.catalog import CATALOG
 from msgctl.supervisor import client
 from msgctl.supervisor.daemon import check, load_plan
@@ -49,16 +51,30 @@ def fetch(
     engine: EngineOpt = "all",
     json_out: JsonOpt = False,
 ) -> None:
-    """Download the engines' jars into the cache with Maven (instant when cached)."""
-    if engine not in ("all", *(e for e, c in CATALOG.items() if c.source == "maven")):
-        raise UsageError(f"--engine must be kafka, cassandra or all, not '{engine}'")
+    """Download the engines' jars into the cache with Maven (instant when cached); with
+    several regions, also build the link proxy (Toxiproxy) with go install."""
+    engines = [e for e, c in CATALOG.items() if c.source == "maven"]
+    if engine not in ("all", *engines, toxiproxy.NAME):
+        raise UsageError(f"--engine must be one of {', '.join(engines)}, {toxiproxy.NAME} or "
+                         f"all, not '{engine}'")
     topo = topo_mod.load(topology)
     pairs = engines_cli.wanted(topo, engine)
-    if not pairs:
+    proxy = (engine in ("all", toxiproxy.NAME) and topo.multi_region_cluster
+             and topo.chaos.link_proxy != "off")
+    if not pairs and not proxy:
         raise UsageError(f"{topo.name}: no engine to fetch (backend {topo.backend}; "
                          "external engines are not fetched)")
     t0 = time.monotonic()
     got = engines_cli.ensure(pairs, quiet=json_out)
+    if proxy:
+        cached = toxiproxy.binary() is not None
+        with console.status("building Toxiproxy with go install…", spinner="dots") if (
+                not cached and not json_out) else contextlib.nullcontext():
+            toxiproxy.ensure()
+        hit = fetch_mod.cached(toxiproxy.NAME, toxiproxy.VERSION)
+        if hit is not None:
+            hit.cached = cached
+            got.append(hit)
     took = time.monotonic() - t0
     if json_out:
         print(json.dumps({"cache": str(fetch_mod.cache_root()), "seconds": round(took, 2),
@@ -66,8 +82,8 @@ def fetch(
         return
     table = Table(title=f"engine cache — {fetch_mod.cache_root()}", title_justify="left",
                   box=box.SIMPLE_HEAD)
-    for col in ("engine", "version", "jars", "size", "fetch", "path"):
-        table.add_column(col, justify="right" if col in ("jars", "size") else "left",
+    for col in ("engine", "version", "files", "size", "fetch", "path"):
+        table.add_column(col, justify="right" if col in ("files", "size") else "left",
                          no_wrap=col != "path", overflow="fold")
     for g in got:
         table.add_row(g.engine, g.version, str(g.jars), f"{g.bytes / 1e6:.0f} MB",

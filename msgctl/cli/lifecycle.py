@@ -19,12 +19,13 @@ import typer
 from rich import box
 from rich.table import Table
 
+from msgctl import chaosplan
 from msgctl import topology as topo_mod
 from msgctl.cli import engines as engines_cli
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home, write_json_atomic
-from msgctl.infra import capacity, replication
+from msgctl.infra import capacity, replication, toxiproxy
 from msgctl.infra.catalog import ENGINES
 from msgctl.infra.programs import run_prepare
 from msgctl.supervisor import client
@@ -73,22 +74,42 @@ def _prepare(home: Home, topology: str, port_offset: int,
     home.ensure()
     if topo.backend == "cluster":
         engines_cli.ensure(engines_cli.wanted(topo))  # instant when cached
+    building = (topo.multi_region_cluster and topo.chaos.link_proxy != "off"
+                and toxiproxy.binary() is None)
+    with console.status("building the link proxy (Toxiproxy) with go install, once…"
+                        if building else "checking what network faults this machine allows…"):
+        chaos, proxy_binary, warnings = chaosplan.prepare(topo, home.root)
+    for warning in warnings:
+        err_console.print(f"[yellow]note[/]: {warning}")
+    if proxy_binary is not None:
+        for host, port in _proxy_ports(chaos.proxies):
+            _check_port_free(host, port)
     if engines_only:
-        programs = topo_mod.plan_engines(topo, home.root)
+        programs = topo_mod.plan_engines(topo, home.root, proxy_binary)
     else:
         programs = topo_mod.plan(topo, sys.executable, home.config, home.dirs, home.secret(),
-                                 home_root=home.root)
+                                 home_root=home.root, proxy_binary=proxy_binary)
     for p in programs:
         if p.prepare and not (p.prepare_creates and Path(p.prepare_creates).exists()):
             with console.status(f"{p.name}: preparing its storage…"):
                 run_prepare(p, home.logs / f"{p.name}.log")
-    write_json_atomic(home.plan_file, {"programs": [p.to_dict() for p in programs]})
+    write_json_atomic(home.plan_file, {"programs": [p.to_dict() for p in programs],
+                                       "chaos": chaos.to_dict()})
     deployment = json.loads(topo_mod.to_json(topo))
     deployment.update(home=str(home.root), port_offset=port_offset, created=time.time(),
                       scope="engines" if engines_only else "all")
     write_json_atomic(home.deployment_file, deployment)
     home.state_file.unlink(missing_ok=True)
     return programs
+
+
+def _proxy_ports(proxies: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
+    out = []
+    for entry in proxies.values():
+        host, _, api = entry["api"].removeprefix("http://").rpartition(":")
+        out.append((host, int(api)))
+        out += [(p["listen_host"], int(p["listen_port"])) for p in entry["proxies"]]
+    return out
 
 
 def default_timeout(programs: list[topo_mod.Program]) -> float:
@@ -180,10 +201,10 @@ def start_supervisor(h: Home, timeout: float) -> None:
 
 
 def _run_foreground(h: Home) -> None:
-    from msgctl.supervisor.daemon import load_plan
+    from msgctl.supervisor.daemon import load_chaos_plan, load_plan
 
     console.print(f"running in the foreground under {h.root}; Ctrl-C stops it")
-    sup = Supervisor(h, load_plan(h))
+    sup = Supervisor(h, load_plan(h), chaos=load_chaos_plan(h))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sup.run())
     console.print("stopped")
@@ -316,7 +337,18 @@ def _print_status(h: Home) -> bool:
     for r in rows:
         if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] == ENGINE):
             console.print(f"[yellow]{r['program']}[/]: {r['message']}")
+    faults = _faults_in_force(h)
+    if faults:
+        console.print("[bold red]faults in force[/]: " + "; ".join(
+            f"{f['id']} {f['description']}" for f in faults) + " ('msgctl chaos heal')",
+            highlight=False)
     return running
+
+
+def _faults_in_force(h: Home) -> list[dict[str, Any]]:
+    from chaos.ledger import Ledger
+
+    return [e.public() for e in Ledger.load(h.run).faults]
 
 
 def _ms(value: int | None) -> str:
@@ -361,7 +393,8 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
                "push_queue": _push_queue_depths(deployment) if running and
                deployment.get("scope") != "engines" else {},
                "replication": [link.to_dict() for link in _replication(deployment)]
-               if running else []}
+               if running else [],
+               "faults": _faults_in_force(h)}
         print(json.dumps(out, indent=2))
     elif not h.deployment():
         console.print(f"no deployment under {h.root} (run 'msgctl up')")

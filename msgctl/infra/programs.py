@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from msgctl.errors import MsgctlError
-from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3
+from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3, toxiproxy
 from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS, S3
 from msgctl.infra.spec import EngineSpec
 from msgctl.supervisor.program import ENGINE, Program
@@ -130,6 +130,24 @@ def mirror_program(region: str, host: str, clusters: dict[str, str], kafka_spec:
         depends_on=depends_on,
         info={"engine": "mirror", "version": kafka_spec.version, "ports": {},
               "conf_dir": str(conf), "host": host, "sources": peers})
+
+
+def proxy_program(region: str, host: str, api_port: int, proxies: list[toxiproxy.LinkProxy],
+                  binary: Path, home_root: Path) -> Program:
+    """The Toxiproxy that carries `region`'s connections to the other regions."""
+    base = engine_home(home_root, toxiproxy.NAME, region)
+    conf = base / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    config = toxiproxy.write_config(conf, proxies)
+    api = f"http://{host}:{api_port}"
+    return Program(
+        name=f"toxiproxy.{region}", region=region, runtimes=["toxiproxy"],
+        argv=toxiproxy.argv(binary, host, api_port, config), health_url=f"{api}/version",
+        endpoint=api, kind=ENGINE, probe={"kind": "http", "url": f"{api}/version"},
+        cwd=str(base), start_timeout=30.0, stop_timeout=5.0, cgroup="proxy",
+        info={"engine": toxiproxy.NAME, "version": toxiproxy.VERSION,
+              "ports": {"api": api_port, **{p.name: p.listen_port for p in proxies}},
+              "conf_dir": str(conf), "host": host})
 
 
 def datacenter(specs: dict[str, EngineSpec], region: str) -> str:

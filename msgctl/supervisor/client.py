@@ -32,7 +32,9 @@ def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[st
     except ValueError:
         raise MsgctlError("the supervisor gave no answer") from None
     if not reply.get("ok"):
-        raise MsgctlError(str(reply.get("error", "the supervisor refused the command")))
+        code = reply.get("code")
+        raise MsgctlError(str(reply.get("error", "the supervisor refused the command")),
+                          code if isinstance(code, int) and code in (1, 2) else 1)
     return reply
 
 

@@ -10,7 +10,11 @@ a program that exits with exponential backoff and jitter, up to a retry cap
 that ends in FATAL; and on shutdown stops them in reverse order, SIGTERM then
 SIGKILL of the group after a timeout. Its view is written to
 ``run/state.json`` on every change; ``run/supervisor.sock`` takes commands
-(status, restart, shutdown) as JSON lines.
+(status, restart, shutdown, and the chaos ones) as JSON lines.
+
+It also owns the deployment's faults (`chaos.host`): programs run in their
+region's cgroup when the plan asks for it, faults are applied and healed here
+(their timers too), and every fault is healed before the programs stop.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chaos.faults import FaultError
+from chaos.host import ChaosHost, ChaosPlan
 from msgctl.home import Home, write_json_atomic
 from msgctl.supervisor.policy import RestartPolicy, RestartTracker
 from msgctl.supervisor.program import ENGINE, Program
@@ -79,6 +85,8 @@ async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None
         body = await probe(spec["url"], timeout=timeout)
         if body is None or not body.get("ready", True):
             return None
+        if program.kind == ENGINE:  # an engine with an HTTP API (Toxiproxy)
+            return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}, **body}
         return body
     from msgctl.infra import probes  # the engine drivers load only where engines run
 
@@ -121,8 +129,9 @@ class Managed:
 class Supervisor:
     def __init__(self, home: Home, programs: list[Program],
                  policy: RestartPolicy = RestartPolicy(), *, stop_timeout: float = STOP_TIMEOUT,
-                 start_timeout: float = START_TIMEOUT) -> None:
+                 start_timeout: float = START_TIMEOUT, chaos: ChaosPlan | None = None) -> None:
         self.home = home
+        self.chaos = ChaosHost(home.run, chaos, self) if chaos is not None else None
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self.managed = {p.name: Managed(p, home, policy) for p in programs}
@@ -133,8 +142,11 @@ class Supervisor:
 
     # -- state ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "updated": time.time(), "shutting_down": self.shutting_down,
-                "programs": [self.managed[n].view() for n in self.order]}
+        out = {"pid": os.getpid(), "updated": time.time(), "shutting_down": self.shutting_down,
+               "programs": [self.managed[n].view() for n in self.order]}
+        if self.chaos is not None:
+            out["chaos"] = self.chaos.view()
+        return out
 
     def publish(self) -> None:
         write_json_atomic(self.home.state_file, self.snapshot())
@@ -154,9 +166,12 @@ class Supervisor:
     async def _spawn(self, m: Managed) -> asyncio.subprocess.Process:
         log_path = self.home.logs / f"{m.program.name}.log"
         env = {**os.environ, **m.program.env} if m.program.env else None
+        argv = m.program.argv
+        if self.chaos is not None:
+            argv = self.chaos.wrap(m.program.region, m.program.cgroup, argv)
         with log_path.open("ab") as out:
             return await asyncio.create_subprocess_exec(
-                *m.program.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 cwd=m.program.cwd or str(self.home.root), env=env)
 
@@ -261,6 +276,13 @@ class Supervisor:
         if m.state != FATAL:
             self._set(m, STOPPED)
 
+    def live_pid(self, name: str) -> int | None:
+        """The pid (and process group) of a program's process while it runs."""
+        m = self.managed.get(name)
+        if m is None or m.proc is None or m.proc.returncode is not None:
+            return None
+        return m.proc.pid if m.state in (STARTING, RUNNING) else None
+
     async def restart(self, names: list[str]) -> None:
         # dependents stop first and start last, as on up and down
         ordered = [n for n in self.order if n in names]
@@ -278,6 +300,8 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             self.home.socket_file.unlink()
         self._server = await asyncio.start_unix_server(self._control, str(self.home.socket_file))
+        if self.chaos is not None:
+            await asyncio.to_thread(self.chaos.setup)
         self.publish()
         try:
             starting = asyncio.create_task(self.start_all(self.order))
@@ -317,8 +341,12 @@ class Supervisor:
         self.shutting_down = True
         self._stop.set()
         self.publish()
+        if self.chaos is not None:  # paused programs resume, cut links heal, before stopping
+            await self.chaos.close()
         for name in reversed(self.order):
             await self.stop_program(name)
+        if self.chaos is not None:
+            await asyncio.to_thread(self.chaos.teardown)
         if self._server is not None:
             self._server.close()
         with contextlib.suppress(FileNotFoundError):
@@ -349,6 +377,8 @@ class Supervisor:
             elif op == "shutdown":
                 self._stop.set()
                 reply = {"ok": True}
+            elif op in ("chaos_apply", "chaos_heal", "chaos_list"):
+                reply = await self._chaos(op, cmd)
             else:
                 reply = {"ok": False, "error": f"unknown command {op!r}"}
             writer.write((json.dumps(reply) + "\n").encode())
@@ -357,6 +387,26 @@ class Supervisor:
             pass
         finally:
             writer.close()
+
+    async def _chaos(self, op: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        if self.chaos is None:
+            return {"ok": False, "error": "this deployment was started without chaos support; "
+                    "run 'msgctl down' and 'msgctl up' again", "code": 1}
+        try:
+            if op == "chaos_apply":
+                fault = cmd.get("fault")
+                if not isinstance(fault, dict):
+                    return {"ok": False, "error": "chaos_apply needs a fault", "code": 2}
+                return {"ok": True, "fault": await self.chaos.apply(fault)}
+            if op == "chaos_heal":
+                fid = cmd.get("id")
+                return {"ok": True, "healed": await self.chaos.heal(
+                    str(fid) if fid else None), "faults": self.chaos.in_force()}
+            return {"ok": True, "faults": self.chaos.in_force(), **self.chaos.view()}
+        except FaultError as exc:
+            return {"ok": False, "error": str(exc), "code": exc.code}
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"bad fault: {exc}", "code": 2}
 
     def match(self, pattern: str) -> list[str]:
         """Programs matching a glob on the program or on a runtime it hosts (gateway.local)."""
@@ -375,8 +425,16 @@ def load_plan(home: Home) -> list[Program]:
     return [Program.from_dict(p) for p in raw["programs"]]
 
 
+def load_chaos_plan(home: Home) -> ChaosPlan | None:
+    try:
+        raw = json.loads(home.plan_file.read_text()).get("chaos")
+    except (OSError, ValueError):
+        return None
+    return ChaosPlan.from_dict(raw) if isinstance(raw, dict) else None
+
+
 async def serve(home: Home) -> int:
-    return await Supervisor(home, load_plan(home)).run()
+    return await Supervisor(home, load_plan(home), chaos=load_chaos_plan(home)).run()
 
 
 def main(argv: list[str] | None = None) -> int:

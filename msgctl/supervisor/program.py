@@ -25,6 +25,8 @@ class Program:
     runs in the reverse of the plan's order. ``prepare`` is a one-shot command run
     before the first start unless ``prepare_creates`` already exists (a Kafka storage
     format). ``start_timeout`` / ``stop_timeout`` of None take the supervisor's.
+    ``cgroup`` is where in its region's cgroup it runs when the deployment has
+    cgroups (network faults, see `chaos.cgroups`).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Program:
     prepare: list[str] = field(default_factory=list)
     prepare_creates: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # engine version, ports, data dir
+    cgroup: str = "programs"  # its role in the region's cgroup (chaos): programs or proxy
 
     @property
     def probe_spec(self) -> dict[str, Any]:
