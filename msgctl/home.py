@@ -95,7 +95,17 @@ class Home:
             return None
         except PermissionError:
             return pid
+        if _zombie(pid):  # killed, and nobody reaped it yet
+            return None
         return pid
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

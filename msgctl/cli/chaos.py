@@ -198,10 +198,12 @@ def stop(
 
 
 def _in_force(h: Home) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
-    running = h.supervisor_pid() is not None
-    if running:
-        reply = client.command(h, "chaos_list", timeout=10)
-        return reply["faults"], {k: reply.get(k) for k in ("network", "link_proxy")}, True
+    if h.supervisor_pid() is not None:
+        try:
+            reply = client.command(h, "chaos_list", timeout=10)
+            return reply["faults"], {k: reply.get(k) for k in ("network", "link_proxy")}, True
+        except MsgctlError:
+            pass  # not answering: the ledger says what is recorded
     ledger = Ledger.load(h.run)
     return [e.public() for e in ledger.faults], {}, False
 

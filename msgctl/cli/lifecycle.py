@@ -253,8 +253,25 @@ def down(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p["pid"], signal.SIGKILL)
         h.pid_file.unlink(missing_ok=True)
+        _chaos_leftovers(h)
         err_console.print(f"[yellow]the supervisor did not stop in {timeout:.0f}s; killed[/]")
     console.print(f"[green]down[/] ({h.root})")
+
+
+def _chaos_leftovers(h: Home) -> None:
+    """What a killed supervisor could not undo: its faults, chains and cgroups."""
+    from chaos import cgroups
+    from chaos.host import heal_offline
+    from chaos.ledger import Ledger
+    from msgctl.supervisor.daemon import load_chaos_plan
+
+    plan = load_chaos_plan(h)
+    if plan is None:
+        return
+    with contextlib.suppress(OSError):
+        heal_offline(Ledger.load(h.run), plan, remove_base=plan.network)
+        if plan.network:
+            cgroups.remove(plan.deployment)
 
 
 def _rows(h: Home, state: dict[str, Any] | None, running: bool) -> list[dict[str, Any]]:

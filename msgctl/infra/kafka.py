@@ -29,8 +29,11 @@ def cluster_id(data: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     data.mkdir(parents=True, exist_ok=True)
-    # what kafka-storage random-uuid prints: a UUID in unpadded base64url
-    value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # what kafka-storage random-uuid prints: a UUID in unpadded base64url, never starting
+    # with "-" (Kafka's own rule: a command line would read it as an option)
+    value = "-"
+    while value.startswith("-"):
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     path.write_text(value + "\n")
     return value
 
@@ -82,5 +85,5 @@ def argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int) -> list[str
 def format_argv(java: str, lib: Path, conf: Path, logs: Path, data: Path) -> list[str]:
     """One-shot storage format; --ignore-formatted makes a second run harmless."""
     return [*jvm_argv(java, lib, conf, logs, 256), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id(data), "-c", str(conf / "server.properties"), "--standalone",
-            "--ignore-formatted"]
+            f"--cluster-id={cluster_id(data)}", "-c", str(conf / "server.properties"),
+            "--standalone", "--ignore-formatted"]

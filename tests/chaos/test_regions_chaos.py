@@ -58,6 +58,9 @@ def no_toxic_left(regions: Regions) -> Iterator[None]:
             assert proxy["toxics"] == [], (region, name, proxy["toxics"])
     assert json.loads(msgctl("chaos", "status", "--json", "--home",
                              str(regions.home)).stdout)["faults"] == []
+    for row in regions.status()["runtimes"]:  # nothing left paused (SIGSTOP)
+        stat = Path(f"/proc/{row['pid']}/stat").read_text()
+        assert stat.rsplit(")", 1)[1].split()[0] != "T", row["program"]
 
 
 def test_each_region_runs_in_its_cgroup_behind_its_link_proxy(regions: Regions) -> None:
@@ -85,16 +88,29 @@ def test_a_partition_drill_keeps_every_acknowledged_message(regions: Regions,
     assert proc.returncode == 0, (result["counts"], result.get("witnesses"), proc.stderr)
     assert result["valid"] and all(v == 0 for v in result["counts"].values())
     assert result["sends"]["acknowledged"] == result["sends"]["invoked"] > 300
-    for region in (EAST, WEST):
-        a = result["availability"][region]
-        # each side kept serving what it homes; what is homed across the cut waited
-        assert a["during_faults_local"] >= 0.8, result["availability"]
-        assert a["during_faults_remote"] <= 0.2, result["availability"]
     assert max(result["peak_lag_ms"].values()) >= 5000, result["peak_lag_ms"]
     assert result["converge_s"] is not None
     hist = records(out)
     window = [r["t"] for r in hist if r["kind"] == "nemesis"]
     assert len(window) == 2 and 19 <= window[1] - window[0] <= 30, window
+    start, stop = window
+    homes = {r["conv"]: r["home"] for r in hist if r["kind"] == "conv"}
+    made: dict[tuple[str, str], tuple[float, str]] = {}
+    acked: dict[tuple[str, str], float] = {}
+    for r in hist:
+        if r["kind"] == "send" and r["type"] == "invoke":
+            made.setdefault((r["conv"], r["cid"]), (r.get("queued", r["t"]), r["region"]))
+        elif r["kind"] == "send" and r["type"] == "ok":
+            acked[(r["conv"], r["cid"])] = r["t"]
+    for region in (EAST, WEST):
+        # each side kept acknowledging the conversations it homes during the cut...
+        local = [k for k, (t, where) in made.items() if where == region
+                 and homes[k[0]] == region and start < t and acked[k] < stop]
+        assert len(local) >= 10, (region, len(local))
+        # ...and nothing homed across the cut was acknowledged before the heal
+        remote = [k for k, (t, where) in made.items() if where == region
+                  and homes[k[0]] != region and start + 1 < t < stop]
+        assert remote and all(acked[k] > stop - 1 for k in remote), region
     # the clients' own connections were never cut
     end = next(r["t"] for r in hist if r["kind"] == "phase" and r["name"] == "final-read")
     assert not [r for r in hist if r["kind"] == "conn" and r["type"] == "close"
@@ -140,7 +156,8 @@ def test_a_slow_link_slows_only_what_crosses_it(regions: Regions) -> None:
     # a send from eu-west to a us-east conversation crosses the link at least twice each
     # way (produce to the home's ingress, the event mirrored back): 400 ms each direction
     assert during - before >= 0.8, (before, during)
-    assert local_during < 0.8, local_during  # a conversation homed in eu-west: no crossing
+    # a conversation homed in eu-west does not cross the link
+    assert local_during < during - 0.5, (local_during, during)
     assert after < during - 0.5, (during, after)
 
 
