@@ -8,7 +8,9 @@ the source's timestamp on the copy):
   events newer than the newest copy are the missing ones. 0 when nothing is
   missing; on a stopped link it grows with the clock. Only the last TAIL events
   of a partition are looked at, so a link further behind reads as the age of
-  the TAIL-th newest. The worst partition counts.
+  the TAIL-th newest. The worst partition counts. A partition of the copy that
+  could not be read to its end in time says nothing (its newest copy is
+  unknown) and is left out, rather than read as never copied.
 - ``heartbeat_age_ms``: age of the newest record of ``<src>.heartbeats`` in
   ``dst``. MM2 writes a heartbeat into every cluster each second and mirrors
   them like any topic, so on an idle link this still moves.
@@ -50,13 +52,16 @@ class LinkLag:
 
 def assess(source: str, target: str, src_tail: dict[int, list[int]],
            newest_dst: dict[int, int], heartbeat_ts: int | None, now_ms: int,
-           emitted_ts: int | None = None) -> LinkLag:
+           emitted_ts: int | None = None, unread_dst: frozenset[int] = frozenset()) -> LinkLag:
     """Lag from the source's recent timestamps and the target's newest, per partition.
 
     `heartbeat_ts`: newest heartbeat copy in the target; `emitted_ts`: newest
-    original in the source (None: unknown, taken as fresh)."""
+    original in the source (None: unknown, taken as fresh); `unread_dst`: target
+    partitions whose newest copy is unknown (their read did not finish)."""
     lag = 0
     for partition, stamps in src_tail.items():
+        if partition in unread_dst:
+            continue
         copy = newest_dst.get(partition, -1)
         missing = [ts for ts in stamps if ts > copy]
         if missing:
@@ -67,8 +72,10 @@ def assess(source: str, target: str, src_tail: dict[int, list[int]],
     return LinkLag(source, target, lag, age, stalled)
 
 
-def _tail(bootstrap: str, topic: str, timeout: float) -> dict[int, list[int]]:
-    """Timestamps (ms) of the last TAIL committed records of each partition."""
+def _tail(bootstrap: str, topic: str, timeout: float,
+          ) -> tuple[dict[int, list[int]], frozenset[int]]:
+    """Timestamps (ms) of the last TAIL committed records of each partition, and the
+    partitions whose position stayed short of their end."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"msgctl-lag-{uuid.uuid4()}",
@@ -78,7 +85,7 @@ def _tail(bootstrap: str, topic: str, timeout: float) -> dict[int, list[int]]:
         meta = consumer.list_topics(topic, timeout=timeout)
         info = meta.topics.get(topic)
         if info is None or info.error is not None:
-            return {}
+            return {}, frozenset()
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in info.partitions:
@@ -88,7 +95,7 @@ def _tail(bootstrap: str, topic: str, timeout: float) -> dict[int, list[int]]:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, max(low, high - TAIL)))
         if not starts:
-            return {}
+            return {}, frozenset()
         consumer.assign(starts)
         stamps: dict[int, list[int]] = {}
         deadline = time.monotonic() + timeout
@@ -104,7 +111,9 @@ def _tail(bootstrap: str, topic: str, timeout: float) -> dict[int, list[int]]:
             for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
                 if tp.offset >= ends[tp.partition]:
                     pending.discard(tp.partition)
-        return stamps
+        # partitions left short of their end: in a sequencer's topic often only a
+        # transaction's trailing marker; in a copy (MM2 writes no transactions) unread
+        return stamps, frozenset(pending)
     finally:
         consumer.close()
 
@@ -125,15 +134,17 @@ def links(regions: list[dict[str, Any]], timeout: float = 3.0) -> list[LinkLag]:
     now = int(time.time() * 1000)
     for src, dst in pairs:
         try:
-            got = {k: futures[k].result() for k in ((src, EVENTS), (src, "heartbeats"),
-                                                    (dst, f"{src}.{EVENTS}"),
-                                                    (dst, f"{src}.heartbeats"))}
+            read = {k: futures[k].result() for k in ((src, EVENTS), (src, "heartbeats"),
+                                                     (dst, f"{src}.{EVENTS}"),
+                                                     (dst, f"{src}.heartbeats"))}
         except Exception as exc:  # noqa: BLE001 - an unreachable cluster is the answer
             out.append(LinkLag(src, dst, None, None, True, str(exc) or type(exc).__name__))
             continue
+        got = {k: stamps for k, (stamps, _) in read.items()}
         newest = {k: {p: max(ts) for p, ts in v.items()} for k, v in got.items()}
         beats, emitted = newest[(dst, f"{src}.heartbeats")], newest[(src, "heartbeats")]
         out.append(assess(src, dst, got[(src, EVENTS)], newest[(dst, f"{src}.{EVENTS}")],
                           max(beats.values()) if beats else None, now,
-                          max(emitted.values()) if emitted else None))
+                          max(emitted.values()) if emitted else None,
+                          unread_dst=read[(dst, f"{src}.{EVENTS}")][1]))
     return out
