@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from chaos import select
 from chaos.faults import PROCESS, signal_number
 from chaos.units import UnitError, bytes_per_second, seconds
+from msgctl import yamltext
 
 DRILLS_DIR = Path(__file__).resolve().parent / "drills"
 FAULT_KINDS = ("partition", "isolate", "link", "kill", "pause", "stop", "restart",
@@ -155,11 +154,9 @@ def find(name_or_path: str) -> Path:
 def load(name_or_path: str) -> Drill:
     path = find(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DrillError([f"{path.name}: not valid YAML{at}"]) from None
+        raw = yamltext.safe_load(path.read_text())
+    except yamltext.YamlSyntaxError as exc:
+        raise DrillError([f"{path.name}: {exc}"]) from None
     return parse(raw, str(path))
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from msgctl import yamltext
 
 MAX_BODY_BYTES = 16384  # the protocol's default body limit
 MAX_GROUP = 1001  # 1000 members plus the caller
@@ -253,12 +253,9 @@ def load(path: str | Path) -> Profile:
 def parse(text: str, source: str, default_name: str = "profile") -> Profile:
     v = _V(source)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise v.fail(f"not valid YAML{where}: {problem}") from None
+        raw = yamltext.safe_load(text)
+    except yamltext.YamlSyntaxError as exc:
+        raise v.fail(str(exc)) from None
     if raw is None:
         raise v.fail("the profile is empty")
     data = v.mapping(raw, "", _TOP)

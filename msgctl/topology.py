@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from msgctl import yamltext
 from msgctl.errors import UsageError
 from msgctl.infra import programs as engine_programs
 from msgctl.infra import toxiproxy
@@ -360,11 +359,9 @@ def _push_settings(raw: Any, base: Path, where: str) -> dict[str, Any]:
 def load(spec: str | Path, port_offset: int = 0) -> Topology:
     path = resolve_path(spec)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path.name}: not valid YAML{at}") from None
+        raw = yamltext.safe_load(path.read_text())
+    except yamltext.YamlSyntaxError as exc:
+        raise UsageError(f"{path.name}: {exc}") from None
     return parse(raw, str(path), port_offset)
 
 
