@@ -23,7 +23,8 @@ from tests.chaos.drills import records, run, shortened
 from tests.conftest import Regions, msgctl, start_regions
 from tests.wsclient import Client
 
-pytestmark = pytest.mark.e2e
+# the module's two-region stack starts inside the first test's time (about 2 min)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 EAST, WEST = "us-east", "eu-west"
 

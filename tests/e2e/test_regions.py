@@ -17,7 +17,8 @@ import pytest
 from tests.conftest import Regions
 from tests.wsclient import Client, assert_chain
 
-pytestmark = pytest.mark.e2e
+# the module's two-region stack starts inside the first test's time (about 2 min)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 EAST, WEST = "us-east", "eu-west"
 CROSS = 15.0  # seconds allowed for anything that crosses the link (a loaded 2-core machine)

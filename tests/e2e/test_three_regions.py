@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import msgctl, start_regions
 from tests.wsclient import Client
 
-pytestmark = pytest.mark.e2e
+# three Cassandra nodes join one after the other: up alone takes 3.5 min on 2 cores
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 async def test_three_regions_start_and_a_message_crosses_every_link(tmp_path: Path) -> None:
