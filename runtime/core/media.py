@@ -38,11 +38,11 @@ DEFAULT_CONTENT_TYPES: dict[str, list[str]] = {
              "application/vnd.openxmlformats-officedocument.wordprocessingml.document"],
 }
 ALGORITHM = "MSGCTL-HMAC-SHA256"
-TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 # u/<user segment>/<32 hex>: only characters that no URL normalizer rewrites, and no
 # '/' or '..' from the user id
-KEY_RE = re.compile(r"^u/(~[0-9a-f]{2,1024}|[A-Za-z0-9_-]{1,128})/[0-9a-f]{32}$")
-PLAIN_USER_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+KEY_RE = re.compile(r"^u/(~[0-9a-f]{2,1024}|[A-Za-z0-9_-]{1,128})/[0-9a-f]{32}\Z")
+PLAIN_USER_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from runtime.core import media as core
 from runtime.core.errors import BAD_FRAME, FORBIDDEN, TOO_LARGE, UNAVAILABLE
 from runtime.media.store import BlobStore, BlobStoreDown
 
-HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9A-Fa-f:.]{2,45}\]$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}\Z|^\[[0-9A-Fa-f:.]{2,45}\]\Z")
 
 
 def rules_of(cfg: MediaConfig) -> core.MediaRules:

@@ -174,3 +174,13 @@ def test_media_of() -> None:
                 {"key": "k", "content_type": 5}):
         got = m.media_of(bad)
         assert isinstance(got, m.Refusal) and got.code == BAD_FRAME
+
+
+def test_a_trailing_newline_is_not_a_plain_id() -> None:
+    # `$` matches before a final newline: 'alice\n' must not pass for the plain id 'alice'
+    assert m.user_segment("alice\n") != "alice\n" and m.user_segment("alice\n").startswith("~")
+    key = m.new_key("0\n", "0" * 32)
+    assert m.valid_key(key) and m.owns("0\n", key) and not m.owns("0", key)
+    assert not m.valid_key(m.new_key("alice", "0" * 32) + "\n")
+    with pytest.raises(ValueError):
+        m.new_key("alice", "0" * 32 + "\n")

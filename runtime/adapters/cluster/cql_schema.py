@@ -32,8 +32,8 @@ from cassandra.cluster import Session
 log = logging.getLogger("msgctl.store.cql")
 
 DEFAULT_BUCKET_SIZE = 1000
-_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
-_DC = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}\Z")
+_DC = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
