@@ -9,17 +9,16 @@ few sends in a conversation homed there under the bound.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from typing import Any
 
 import aiohttp
-from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from chaos.drill import SteadyState
 from chaos.target import Target
+from msgctl import wire
 from msgctl.infra import replication
 
 
@@ -72,22 +71,19 @@ async def _send_latency(target: Target, sends: int, bound_ms: int) -> dict[str, 
         user = f"probe-{tag}-{region.name}"
         url = region.ws_urls[0]
         try:
-            async with connect(url, additional_headers={
-                    "Authorization": f"Bearer {target.token(user, 'probe')}"},
-                    subprotocols=["msgctl.v1"], open_timeout=10) as ws:
+            async with await wire.connect(url, target.token(user, "probe"),
+                                          open_timeout=10) as ws:
                 await asyncio.wait_for(ws.recv(), 15)  # hello
-                await ws.send(json.dumps({"t": "create", "members": [f"{user}-peer"],
-                                          "id": "c"}))
-                conv = await _reply(ws, "c", 15)
+                conv = await wire.call(ws, {"t": "create", "members": [f"{user}-peer"],
+                                            "id": "c"}, 15)
                 if conv.get("t") != "created":
                     raise RuntimeError(f"create answered {conv}")
                 took = []
                 for i in range(sends):
                     t0 = time.monotonic()
-                    await ws.send(json.dumps({"t": "send", "conv": conv["conv"],
-                                              "cid": f"p{i}", "kind": "text", "body": "probe",
-                                              "id": f"s{i}"}))
-                    reply = await _reply(ws, f"s{i}", 15)
+                    reply = await wire.call(ws, {"t": "send", "conv": conv["conv"],
+                                                 "cid": f"p{i}", "kind": "text",
+                                                 "body": "probe", "id": f"s{i}"}, 15)
                     if reply.get("t") != "sent":
                         raise RuntimeError(f"send answered {reply}")
                     took.append((time.monotonic() - t0) * 1000)
@@ -100,15 +96,6 @@ async def _send_latency(target: Target, sends: int, bound_ms: int) -> dict[str, 
         details.append(f"{region.name} p99 {p99:.0f} ms")
     return {"name": f"send->sent p99 under {bound_ms} ms", "ok": ok,
             "detail": ", ".join(details)}
-
-
-async def _reply(ws: Any, fid: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline -
-                                                                  time.monotonic())))
-        if frame.get("id") == fid:
-            return frame
 
 
 async def probe(target: Target, steady: SteadyState) -> dict[str, Any]:

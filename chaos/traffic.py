@@ -14,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from chaos.history import History
+from msgctl import wire
 
 RETRYABLE = ("unavailable", "rate_limited", "internal")
 OUTBOX_LIMIT = 200  # queued sends per (device, conversation); more are skipped
@@ -69,7 +69,7 @@ class Device:
         self.closing = False
         self.accepting = True  # new sends (False once the traffic stops)
         self.outboxes: dict[str, Outbox] = {}
-        self.waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.replies = wire.Replies()  # requests in flight, by id
         self.seen: dict[str, int] = {}  # conv -> highest seq delivered
         self.acked: dict[str, int] = {}
         self.ids = itertools.count(1)
@@ -86,14 +86,14 @@ class Device:
         last: Exception | None = None
         for region, url in self.urls:
             try:
-                ws = await asyncio.wait_for(connect(
-                    url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                    subprotocols=["msgctl.v1"], open_timeout=5, ping_interval=None,
-                    max_size=2**23, close_timeout=2), 8)
-                hello = json.loads(await asyncio.wait_for(ws.recv(), 15))
-                if hello.get("t") != "hello":
+                ws = await asyncio.wait_for(wire.connect(
+                    url, self.token, open_timeout=5, ping_interval=None, max_size=2**23,
+                    close_timeout=2), 8)
+                try:
+                    await wire.read_hello(ws, 15)
+                except wire.NoHello:  # a ConnectionError
                     await ws.close()
-                    raise ConnectionError(f"no hello: {hello}")
+                    raise
                 self.region = region
                 self.url = url
                 return ws
@@ -122,7 +122,7 @@ class Device:
             pinger = asyncio.create_task(self._pings(ws))
             try:
                 async for raw in ws:
-                    self._on_frame(json.loads(raw))
+                    self._on_frame(wire.decode(raw))
             except ConnectionClosed as exc:
                 reason = f"closed {exc.rcvd.code if exc.rcvd else 'abruptly'}"
             except (OSError, ValueError) as exc:
@@ -131,10 +131,7 @@ class Device:
                 pinger.cancel()
                 self.connected.clear()
                 self.ws = None
-                for fut in self.waiters.values():
-                    if not fut.done():
-                        fut.set_exception(ConnectionError(reason))
-                self.waiters.clear()
+                self.replies.fail_all(ConnectionError(reason))
                 self.history.add("conn", type="close", process=self.process,
                                  region=self.region, conn=self.conn, reason=reason)
 
@@ -142,7 +139,7 @@ class Device:
         with contextlib.suppress(ConnectionClosed, OSError):
             while True:
                 await asyncio.sleep(PING_EVERY)
-                await ws.send(json.dumps({"t": "ping"}))
+                await ws.send(wire.encode({"t": "ping"}))
 
     async def drop(self) -> None:
         """Lose the connection abruptly, as when a phone drops off the network."""
@@ -160,11 +157,7 @@ class Device:
                              **{"from": f"{frame.get('from')}/{frame.get('from_device')}"})
             self.seen[conv] = max(self.seen.get(conv, 0), seq)
             return
-        fid = frame.get("id")
-        if fid is not None and fid in self.waiters:
-            fut = self.waiters.pop(fid)
-            if not fut.done():
-                fut.set_result(frame)
+        self.replies.resolve(frame)
 
     async def _ack_loop(self) -> None:
         while not self.closing:
@@ -175,7 +168,7 @@ class Device:
             for conv, seq in list(self.seen.items()):
                 if seq > self.acked.get(conv, 0):
                     try:
-                        await ws.send(json.dumps({"t": "ack", "conv": conv, "seq": seq}))
+                        await ws.send(wire.encode({"t": "ack", "conv": conv, "seq": seq}))
                     except (ConnectionClosed, OSError):
                         break
                     self.acked[conv] = seq
@@ -185,17 +178,16 @@ class Device:
         if ws is None:
             raise ConnectionError("not connected")
         fid = f"{self.conn}.{next(self.ids)}"
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.waiters[fid] = fut
+        fut = self.replies.expect(fid)
         try:
-            await ws.send(json.dumps({**frame, "id": fid}))
+            await ws.send(wire.encode({**frame, "id": fid}))
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:  # an OSError too since 3.11: not a lost connection
             raise
         except (ConnectionClosed, OSError) as exc:
             raise ConnectionError(str(exc)) from None
         finally:
-            self.waiters.pop(fid, None)
+            self.replies.discard(fid)
 
     # -- sending ----------------------------------------------------------------------
     def enqueue(self, conv: str, cid: str, body: str) -> None:

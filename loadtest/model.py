@@ -8,7 +8,7 @@
 - `IndexPool`: user slots per Locust worker; a stopped user's slot (its user and device)
   is reused by the next user started on that worker.
 - `OrderTracker`: one device's view of each conversation's prev chain; reports duplicates,
-  reordering, gaps and forks as violations, following the delivery rules of PROTOCOL.md.
+  reordering, gaps and forks as violations, following the delivery rules of docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ offline periods, presence churn). Requests fired (request_type "WS"):
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from locust.runners import MasterRunner
 from loadtest import config as config_mod
 from loadtest.model import ConvSpec, IndexPool, OrderTracker, Plan, decode_body, encode_body, now_ms
 from loadtest.shape import Timeline
+from msgctl import wire
 from msgctl.home import Home
 from runtime import auth
 
@@ -65,7 +65,6 @@ SECRET = Home(Path(CFG.home)).secret()
 TOKEN_TTL = int(PROFILE.duration) + 3600
 SYNC_PAGE = 200
 COUNTERS: Counter[str] = Counter()
-_ids = itertools.count(1)
 
 
 class ConnectFailed(Exception):
@@ -176,13 +175,13 @@ class Session:
         if not self.alive:
             raise ConnectionLost("not connected")
         try:
-            self.ws.send(json.dumps(frame, separators=(",", ":")))
+            self.ws.send(wire.encode_compact(frame))
         except (websocket.WebSocketException, OSError) as exc:
             raise ConnectionLost(f"send failed: {exc}") from None
         self.last_send = time.monotonic()
 
     def request(self, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
-        rid = f"r{next(_ids)}"
+        rid = wire.next_id()
         result = AsyncResult()
         self.pending[rid] = result
         try:
@@ -207,7 +206,7 @@ class Session:
                 if opcode != websocket.ABNF.OPCODE_TEXT:
                     continue
                 try:
-                    msg = json.loads(frame.data)
+                    msg = wire.decode(frame.data)
                 except ValueError:
                     fire("error", 0, exc=ErrorFrame("a frame that is not JSON"))
                     continue
@@ -343,18 +342,10 @@ class MsgctlUser(User):
         token = auth.issue(SECRET, dev.user_id, dev.device_id, TOKEN_TTL)
         opened = now_ms()
         t0 = time.perf_counter()
-        ws = None
         try:
-            ws = websocket.create_connection(
-                CFG.ws_url, timeout=10, header=[f"Authorization: Bearer {token}"],
-                subprotocols=["msgctl.v1"], skip_utf8_validation=True)
-            raw = ws.recv()
-            hello = json.loads(raw)
-            if not isinstance(hello, dict) or hello.get("t") != "hello":
-                raise ConnectFailed(f"expected hello, got {str(raw)[:80]}")
-        except Exception as exc:
-            if ws is not None:
-                ws.shutdown()
+            ws, raw, hello = wire.open_sync(CFG.ws_url, token, timeout=10,
+                                            skip_utf8_validation=True)
+        except Exception as exc:  # open_sync shut the socket it opened
             fire("connect", (time.perf_counter() - t0) * 1000, exc=_connect_error(exc))
             return False
         ws.settimeout(None)
@@ -660,6 +651,8 @@ def _connect_error(exc: Exception) -> ConnectFailed:
         return ConnectFailed(f"handshake refused: HTTP {exc.status_code}")
     if isinstance(exc, ConnectFailed):
         return exc
+    if isinstance(exc, wire.NoHello):
+        return ConnectFailed(str(exc))
     return ConnectFailed(f"{type(exc).__name__}: {exc}")
 
 

@@ -375,8 +375,7 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
     settings: dict[str, Any] = dict(
         region=region.name, host=region.host, port=region.gateway_port,
         data_dir=str(home_dirs["data"]), log_dir=str(home_dirs["logs"]), secret=secret,
-        limits=limits, presence=presence, push_hide_body=bool(topo.push.get("hide_body", False)),
-        push=PushConfig(**topo.push),
+        limits=limits, presence=presence, push=PushConfig(**topo.push),
         media=MediaConfig(**(topo.media | {"port": region.media_port})))
     return NodeConfig(**(settings | overrides))
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from runtime.adapters.cluster.cassandra_store import CassandraStore
-from runtime.adapters.cluster.feed import EventFeed
-from runtime.adapters.cluster.gateway_link import (
+from runtime.adapters.cluster.kafka import EVENTS, AsyncProducer, ensure_topics, mirrored
+from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
+from runtime.adapters.push import build_provider
+from runtime.cluster.feed import EventFeed
+from runtime.cluster.gateway_link import (
     ClusterIngest,
     ClusterReceipts,
     GatewayLink,
@@ -25,20 +29,18 @@ from runtime.adapters.cluster.gateway_link import (
     KafkaTypingLog,
     PresenceClient,
 )
-from runtime.adapters.cluster.kafka import EVENTS, AsyncProducer, ensure_topics, mirrored
-from runtime.adapters.cluster.presence_hub import PresenceHub
-from runtime.adapters.cluster.presence_link import PresenceLink
-from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
-from runtime.adapters.cluster.router import StoreRouter
-from runtime.adapters.cluster.sequencer import KafkaSequencer
+from runtime.cluster.presence_hub import PresenceHub
+from runtime.cluster.presence_link import PresenceLink
+from runtime.cluster.router import StoreRouter
+from runtime.cluster.sequencer import KafkaSequencer
 from runtime.config import NodeConfig
+from runtime.conversations import Conversations
 from runtime.core import media as media_rules
 from runtime.gateway.server import Gateway
 from runtime.health import HealthServer
 from runtime.media.s3 import S3BlobStore, S3MediaServer
 from runtime.media.service import MediaService
 from runtime.push import push_service
-from runtime.sequencer import Conversations
 
 log = logging.getLogger("msgctl.node")
 
@@ -143,7 +145,10 @@ class ClusterNode:
         async def marks(user: str, conv: str) -> Any:
             return await store.watermark(user, conv)
 
-        push = push_service(self.config, Conversations(store), store, directory, marks)
+        provider = build_provider(self.config.push, Path(self.config.data_dir),
+                                  self.config.region)
+        push = push_service(self.config, Conversations(store), store, directory, provider,
+                            marks)
         self.parts["push"] = push
         await push.start()
         self._stops.append(push.stop)
@@ -152,7 +157,7 @@ class ClusterNode:
         await feed.start()
         self._stops.append(feed.stop)
         logging.getLogger("msgctl.push").info("ready: %s",
-                                              push.provider.describe())  # type: ignore
+                                              push.provider.describe())
 
     async def _start_gateway(self) -> None:
         cfg = self.config
@@ -178,9 +183,8 @@ class ClusterNode:
         self._stops.append(presence.stop)
         media = await self._start_media()
         gateway = Gateway(cfg, store=store, state=store, conversations=conversations,
-                          ingest=ingest, receipts=receipts,  # type: ignore[arg-type]
-                          event_log=KafkaTypingLog(producer),  # type: ignore[arg-type]
-                          directory=directory, presence=presence,  # type: ignore[arg-type]
+                          ingest=ingest, receipts=receipts, events=KafkaTypingLog(producer),
+                          directory=directory, presence=presence,
                           readiness=self.readiness, media=media)
         self.gateway = gateway
         # subscriptions get a client that does not retry quietly: a lost link must be

@@ -125,7 +125,6 @@ class NodeConfig:
     gateway_id: str = "gateway"
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
-    push_hide_body: bool = False
     backend: str = "embedded"  # or "cluster": Cassandra, Kafka, Redis from `engines`
     schema_owner: bool = True  # cluster sequencer: applies the CQL migrations (first region)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
@@ -138,6 +137,7 @@ class NodeConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> NodeConfig:
         raw = dict(raw)
+        raw.pop("push_hide_body", None)  # written by older versions; push.hide_body says it
         limits = LimitsConfig(**raw.pop("limits", {}))
         presence = PresenceConfig(**raw.pop("presence", {}))
         engines = EnginesConfig(**raw.pop("engines", {}))

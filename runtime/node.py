@@ -24,15 +24,19 @@ from pathlib import Path
 
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.sqlite_store import SqliteStore
+from runtime.adapters.push import build_provider
 from runtime.config import NodeConfig
+from runtime.conversations import Conversations
 from runtime.core import media as media_rules
+from runtime.core.presence import PresenceState
 from runtime.gateway.server import Gateway
 from runtime.media.endpoint import BlobServer
 from runtime.media.service import MediaService
 from runtime.media.store import LocalBlobStore
+from runtime.ports import Event
 from runtime.presence import PresenceService
 from runtime.push import push_service
-from runtime.sequencer import Conversations, Ingest, Receipts, Router
+from runtime.sequencer import Ingest, Receipts, Router
 
 LOGGERS = {
     "gateway": ["msgctl.gateway", "websockets", "msgctl.directory", "msgctl.media"],
@@ -76,9 +80,9 @@ def setup_logging(config: NodeConfig) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("node", config.region))
-    root.addHandler(handler)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(JsonFormatter("node", config.region))
+    root.addHandler(stderr)
 
 
 class Node:
@@ -95,6 +99,7 @@ class Node:
             self._notify_presence, ttl=2 * config.presence.heartbeat_ms / 1000,
             grace=config.presence.grace_ms / 1000)
         self.push = push_service(config, self.conversations, self.store, self.directory,
+                                 build_provider(config.push, data, config.region),
                                  self.receipts.marks)
         self.blobs: BlobServer | None = None
         media: MediaService | None = None
@@ -105,7 +110,7 @@ class Node:
             media = MediaService(config.media, secret, blob_store, config.media.port)
         self.gateway = Gateway(config, store=self.store, state=self.store,
                                conversations=self.conversations, ingest=self.ingest,
-                               receipts=self.receipts, event_log=self.event_log,
+                               receipts=self.receipts, events=self.event_log,
                                directory=self.directory, presence=self.presence,
                                readiness=self.readiness, media=media)
         self.router = Router(self.conversations, self.directory, self._dispatch)
@@ -113,11 +118,11 @@ class Node:
         self.event_log.subscribe(self.push.on_event)
         self.started = time.time()
 
-    def _dispatch(self, gateway: str, event: object, users: list[str]) -> None:
+    def _dispatch(self, gateway: str, event: Event, users: list[str]) -> None:
         if gateway == self.config.gateway_id:
-            self.gateway.deliver(event, users)  # type: ignore[arg-type]
+            self.gateway.deliver(event, users)
 
-    def _notify_presence(self, watchers: frozenset[str], state: object) -> None:
+    def _notify_presence(self, watchers: frozenset[str], state: PresenceState) -> None:
         self.gateway.notify_presence(watchers, state)
 
     def readiness(self) -> dict[str, str]:
@@ -143,7 +148,7 @@ class Node:
             "ready: heartbeat %d ms, grace %d ms", self.config.presence.heartbeat_ms,
             self.config.presence.grace_ms)
         logging.getLogger("msgctl.push").info("ready: %s",
-                                              self.push.provider.describe())  # type: ignore
+                                              self.push.provider.describe())
         logging.getLogger("msgctl.gateway").info(
             "listening on ws://%s:%d/v1/ws", self.config.host, self.config.port)
 

@@ -1,17 +1,29 @@
-"""Backend interfaces (ports) that the runtimes are written against.
+"""The interfaces (ports) the runtimes are written against, and the records they pass.
 
-`adapters/embedded/` implements them on SQLite, memory and local files; the
-cluster adapters (Cassandra, Kafka, Redis, S3) implement the same ports, so
-runtimes never know which family is behind them.
+Backend ports (`MessageStore`, `StateStore`, `EventLog`, `SessionDirectory`,
+`PushProvider`): `adapters/embedded/` implements them on SQLite, memory and
+local files, `adapters/cluster/` on Cassandra, Kafka and Redis. Service ports
+(`IngestService`, `ReceiptService`, `PresencePort`, `ConversationService`,
+`EventPublisher`): what the gateway and push call; the embedded runtimes
+(`runtime.sequencer`, `runtime.presence`) and the cluster gateway's links
+(`runtime.cluster.gateway_link`) implement them, so the gateway never knows
+which family it runs on.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runtime.core.presence import PresenceState
 from runtime.core.watermarks import Watermark
+
+
+class Unavailable(Exception):
+    """A backend could not take or answer the request now; the client retries (a send
+    with the same cid), and nothing was half done."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,21 @@ class Message:
         if self.media is not None:
             out["media"] = self.media
         return out
+
+
+@dataclass(frozen=True)
+class Send:
+    """One send as the sequencer receives it, whichever way it came."""
+
+    conv: str
+    cid: str
+    sender: str
+    device: str
+    kind: str
+    body: str
+    media: dict[str, Any] | None
+    ts: int  # ms, when the gateway took it
+
 
 
 @dataclass(frozen=True)
@@ -117,7 +144,7 @@ class EventLog(Protocol):
     """
 
     async def append(self, messages: list[Message]) -> None: ...
-    def subscribe(self, callback: Callable[[Event], None]) -> None: ...
+    def subscribe(self, callback: Callable[[Event], object]) -> None: ...
     def publish(self, event: Event) -> None: ...
 
 
@@ -133,6 +160,66 @@ class SessionDirectory(Protocol):
     async def device_online(self, user: str, device: str) -> bool: ...
 
 
+class DeviceLocator(Protocol):
+    """Whether a device has a live session (in any region): push skips those."""
+
+    async def device_online(self, user: str, device: str) -> bool: ...
+
+
 class PushProvider(Protocol):
     async def send(self, token: PushToken, payload: dict[str, Any]) -> dict[str, Any]: ...
+    def describe(self) -> str:
+        """One line for the log: which service, which project or topic."""
+        ...
+
+
+# -- service ports: what the gateway (and push) call --------------------------------
+
+
+class IngestService(Protocol):
+    """Takes sends to the sequencer of the conversation's home."""
+
+    ready: bool
+
+    def submit(self, send: Send) -> asyncio.Future[Message]:
+        """The future resolves with the message once it is durable (`sent`), or fails
+        with `Unavailable` (the client retries with the same cid)."""
+        ...
+
+    async def head(self, conv: str) -> int:
+        """The newest seq of `conv` known here."""
+        ...
+
+
+class ReceiptService(Protocol):
+    """Acks and reads of devices: cursors per device, watermarks per user."""
+
+    async def device_cursors(self, user: str, device: str) -> DeviceState: ...
+    async def ack(self, user: str, device: str, conv: str, seq: int) -> None: ...
+    async def read(self, user: str, device: str, conv: str, seq: int) -> None: ...
+    async def flush(self) -> None:
+        """Write what waits for the next batch now (on shutdown)."""
+        ...
+
+
+class PresencePort(Protocol):
+    """Sessions going online and offline, and watches on other users' presence."""
+
+    def connect(self, user: str, session: str) -> None: ...
+    def heartbeat(self, user: str, session: str) -> None: ...
+    def disconnect(self, user: str, session: str) -> None: ...
+    async def watch(self, session: str, users: tuple[str, ...]) -> list[PresenceState]: ...
+
+
+class ConversationService(Protocol):
+    """Conversations by id (cached; members never change after creation)."""
+
+    async def get(self, conv: str) -> Conversation | None: ...
+    async def create(self, conv: Conversation) -> Conversation: ...
+
+
+class EventPublisher(Protocol):
+    """Where the gateway publishes what is not sequenced (typing)."""
+
+    def publish(self, event: Event) -> None: ...
 

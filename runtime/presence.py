@@ -17,11 +17,6 @@ from runtime.metrics import METRICS
 Notify = Callable[[frozenset[str], PresenceState], None]
 
 
-def presence_frame(state: PresenceState) -> dict[str, object]:
-    return {"t": "presence", "user": state.user, "state": state.state,
-            "last_active": int(state.last_active * 1000)}
-
-
 class PresenceService:
     def __init__(self, notify: Notify, *, ttl: float, grace: float,
                  clock: Callable[[], float] = time.time,

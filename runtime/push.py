@@ -27,8 +27,15 @@ from typing import Any
 from runtime.config import NodeConfig
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
-from runtime.ports import Event, Message, PushProvider, PushToken, SessionDirectory, StateStore
-from runtime.sequencer import Conversations
+from runtime.ports import (
+    ConversationService,
+    DeviceLocator,
+    Event,
+    Message,
+    PushProvider,
+    PushToken,
+    StateStore,
+)
 
 MAX_BACKOFF_MS = 60_000
 
@@ -49,8 +56,8 @@ def _error_fields(exc: BaseException) -> tuple[str, bool, bool, float | None]:
 
 
 class PushService:
-    def __init__(self, conversations: Conversations, state: StateStore,
-                 directory: SessionDirectory, provider: PushProvider,
+    def __init__(self, conversations: ConversationService, state: StateStore,
+                 directory: DeviceLocator, provider: PushProvider,
                  marks: Callable[[str, str], Awaitable[Watermark]], *,
                  hide_body: bool = False, queue_size: int = 10_000,
                  max_attempts: int = MAX_ATTEMPTS, backoff: float = 0.2,
@@ -224,17 +231,14 @@ class PushService:
             log.error("cannot write the dead-letter record to %s: %s", self.deadletter, exc)
 
 
-def push_service(config: NodeConfig, conversations: Conversations, state: StateStore,
-                 directory: SessionDirectory,
+def push_service(config: NodeConfig, conversations: ConversationService, state: StateStore,
+                 directory: DeviceLocator, provider: PushProvider,
                  marks: Callable[[str, str], Awaitable[Watermark]]) -> PushService:
-    """The push runtime of a node, with the providers its `push` config names."""
-    from runtime.adapters.push import build_provider
-
+    """The push runtime of a node, with its `push` config's settings."""
     p = config.push
     data = Path(config.data_dir)
-    return PushService(conversations, state, directory,
-                       build_provider(p, data, config.region), marks,
-                       hide_body=config.push_hide_body or p.hide_body,
+    return PushService(conversations, state, directory, provider, marks,
+                       hide_body=p.hide_body,
                        max_attempts=p.max_attempts, backoff=p.backoff_ms / 1000,
                        # a provider's Retry-After must not park a worker for long
                        backoff_max=min(p.backoff_max_ms, MAX_BACKOFF_MS) / 1000,

@@ -1,7 +1,8 @@
 """Sequencer runtime: ingest (order, dedupe, durable append), receipts and the router.
 
 Ingest batches the sends that arrive while the previous append is on its way
-to disk (group commit), asks the pure `SequencerState` for seqs, appends the
+to disk (group commit), plans them with the sequencing kernel the cluster
+sequencer runs too (`runtime.sequencing`), appends the
 new messages to the event log, and resolves each send only after the append
 returned: `sent` means durable. The router hands every sequenced event to the
 gateways holding a member's device.
@@ -12,86 +13,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from runtime.core.sequencing import SendRequest, SequencerState
-from runtime.core.watermarks import Watermark, apply_ack, apply_read, clamp
+from runtime.conversations import Conversations
+from runtime.core.cursors import CursorBuffer
+from runtime.core.watermarks import MarkOp, Watermark, plan_marks
 from runtime.metrics import METRICS
 from runtime.ports import (
-    Conversation,
     DeviceState,
     Event,
     EventLog,
     Message,
     MessageStore,
     Receipt,
+    Send,
     SessionDirectory,
     StateStore,
     TypingEvent,
+    Unavailable,
 )
+from runtime.sequencing import SequencingKernel
 
 log = logging.getLogger("msgctl.sequencer")
 
 
-class Unavailable(Exception):
-    """The log could not take the write; the client retries with the same cid."""
-
-
-class Conversations:
-    """A bounded cache over the store's conversations (members never change)."""
-
-    def __init__(self, store: MessageStore, capacity: int = 50_000) -> None:
-        self.store = store
-        self._cache: OrderedDict[str, Conversation] = OrderedDict()
-        self._capacity = capacity
-
-    async def get(self, conv: str) -> Conversation | None:
-        hit = self._cache.get(conv)
-        if hit is not None:
-            self._cache.move_to_end(conv)
-            return hit
-        found = await self.store.get_conversation(conv)
-        if found is not None:
-            self._put(found)
-        return found
-
-    async def create(self, conv: Conversation) -> Conversation:
-        stored = await self.store.create_conversation(conv)
-        self._put(stored)
-        return stored
-
-    def _put(self, conv: Conversation) -> None:
-        self._cache[conv.conv] = conv
-        while len(self._cache) > self._capacity:
-            self._cache.popitem(last=False)
-
-
 @dataclass
 class _Pending:
-    req: SendRequest
-    make: Callable[[int, int], Message]
+    send: Send
     future: asyncio.Future[Message]
-    sender: str
-    cid: str
 
 
 class Ingest:
-    def __init__(self, event_log: EventLog, store: MessageStore, *, max_batch: int = 512,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.log = event_log
+    """The embedded sequencer: group commit over the event log, on the shared kernel."""
+
+    def __init__(self, event_log: EventLog, store: MessageStore, *, max_batch: int = 512
+                 ) -> None:
+        self.event_log = event_log
         self.store = store
-        self.state = SequencerState()
+        self.kernel = SequencingKernel(store)
         self.max_batch = max_batch
-        self.clock = clock
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._mid_prefix = uuid.uuid4().hex[:16]
-        self._mids = 0
         self.ready = False
 
     async def start(self) -> None:
@@ -107,31 +72,15 @@ class Ingest:
             if not p.future.done():
                 p.future.set_exception(Unavailable("sequencer stopping"))
 
-    def _next_mid(self) -> str:
-        # unique across processes and restarts without a random draw per message
-        self._mids += 1
-        return f"{self._mid_prefix}{self._mids:x}"
-
-    def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
-               media: dict[str, Any] | None) -> asyncio.Future[Message]:
+    def submit(self, send: Send) -> asyncio.Future[Message]:
         """Queue one send; the future resolves once it is durable (or with Unavailable)."""
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-
-        def make(seq: int, prev: int) -> Message:
-            return Message(conv, seq, prev, self._next_mid(), cid, sender, device,
-                           int(self.clock() * 1000), kind, body, media)
-
-        # the idempotency key is the sender's: another member reusing a cid is not a retry;
-        # the length prefix keeps (sender, cid) pairs from colliding
-        key = f"{len(sender)}:{sender}{cid}"
-        self._pending.append(_Pending(SendRequest(conv, key), make, fut, sender, cid))
+        self._pending.append(_Pending(send, fut))
         self._wake.set()
         return fut
 
     async def head(self, conv: str) -> int:
-        if conv not in self.state.heads:
-            self.state.load_head(conv, await self.store.head(conv))
-        return self.state.head(conv)
+        return await self.kernel.head(conv)
 
     async def _run(self) -> None:
         while True:
@@ -142,39 +91,26 @@ class Ingest:
                                         self._pending[self.max_batch:])
                 await self._process(batch)
 
-    async def _process(self, batch: list[_Pending]) -> None:
+    async def _process(self, pending: list[_Pending]) -> None:
         try:
-            for conv in {p.req.conv for p in batch}:
-                await self.head(conv)
-            found: dict[tuple[str, str], tuple[int, int]] = {}
-            for p in batch:
-                key = (p.req.conv, p.req.cid)
-                if (key not in found and not self.state.complete(p.req.conv)
-                        and self.state.known(*key) is None):
-                    hit = await self.store.lookup_cid(p.req.conv, p.sender, p.cid)
-                    if hit is not None:
-                        found[key] = hit
-            plan = self.state.plan([p.req for p in batch], lambda c, i: found.get((c, i)))
-            new: dict[tuple[str, str], Message] = {}
-            for p, a in zip(batch, plan.assignments, strict=True):
-                if not a.duplicate:
-                    new[(a.conv, a.cid)] = p.make(a.seq, a.prev)
+            batch = await self.kernel.plan([p.send for p in pending])
             t0 = time.perf_counter()
-            if new:
-                await self.log.append(list(new.values()))
+            if batch.made:
+                await self.event_log.append(batch.new)
             METRICS.append_seconds.observe(time.perf_counter() - t0)
-            self.state.commit(plan)
+            self.kernel.commit(batch)
         except Exception as exc:
-            log.error("append failed, %d sends answered unavailable: %s", len(batch), exc)
-            for p in batch:
+            log.error("append failed, %d sends answered unavailable: %s", len(pending), exc)
+            for p in pending:
                 if not p.future.done():
                     p.future.set_exception(Unavailable(str(exc)))
             return
-        METRICS.messages.inc(len(new))
-        for p, a in zip(batch, plan.assignments, strict=True):
-            # in-batch duplicates find their original in `new`, older ones in the store
+        METRICS.messages.inc(len(batch.made))
+        for i, p in enumerate(pending):
+            # in-batch duplicates find their original in the batch, older ones in the store
+            a = batch.plan.assignments[i]
             try:
-                msg = new.get((a.conv, a.cid)) or await self.store.message(a.conv, a.seq)
+                msg = batch.made_for(i) or await self.store.message(a.conv, a.seq)
             except Exception as exc:  # the loop must outlive a failed read
                 log.error("reading original %s/%s failed: %s", a.conv, a.seq, exc)
                 msg = None
@@ -184,8 +120,8 @@ class Ingest:
                 p.future.set_exception(Unavailable("original message not readable"))
             else:
                 p.future.set_result(msg)
-        for msg in sorted(new.values(), key=lambda m: (m.conv, m.seq)):
-            self.log.publish(msg)
+        for msg in sorted(batch.new, key=lambda m: (m.conv, m.seq)):
+            self.event_log.publish(msg)
 
 
 RECEIPT_WINDOW = 0.025  # seconds over which receipts of one conversation are coalesced
@@ -203,16 +139,14 @@ class Receipts:
     def __init__(self, ingest: Ingest, state: StateStore, event_log: EventLog) -> None:
         self.ingest = ingest
         self.state = state
-        self.log = event_log
+        self.event_log = event_log
         self._pending: dict[tuple[str, str, str], Receipt] = {}
         # cursor and watermark writes wait for the same flush: only the newest value is written
-        self._dirty_cursors: dict[tuple[str, str, str], int] = {}
+        self._cursors = CursorBuffer()
         self._dirty_marks: dict[tuple[str, str], Watermark] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._flush_at: asyncio.TimerHandle | None = None
         self._marks: OrderedDict[tuple[str, str], Watermark] = OrderedDict()
-        # acks not yet committed must still count when the device syncs or reconnects
-        self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
 
     async def _mark(self, user: str, conv: str) -> Watermark:
         key = (user, conv)
@@ -228,37 +162,25 @@ class Receipts:
     async def device_cursors(self, user: str, device: str) -> DeviceState:
         """The device's cursors: the store's, with acks still on their way to it."""
         state = await self.state.device_state(user, device)
-        for conv, acked in self._cursors.get((user, device), {}).items():
-            state.cursors[conv] = max(state.cursors.get(conv, 0), acked)
+        self._cursors.overlay(user, device, state.cursors)
         return state
 
     async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
         head = await self.ingest.head(conv)
-        acked = clamp(seq, head)
-        key = (user, device)
-        cursors = self._cursors.setdefault(key, {})
-        self._cursors.move_to_end(key)
-        if acked > cursors.get(conv, 0):
-            cursors[conv] = acked
-        while len(self._cursors) > 100_000:
-            self._cursors.popitem(last=False)
-        ckey = (user, device, conv)
-        self._dirty_cursors[ckey] = max(self._dirty_cursors.get(ckey, 0), acked)
-        self._schedule()
-        update = apply_ack(await self._mark(user, conv), seq, head)
-        if update.delivered_moved:
-            self._store(user, conv, update.mark)
-            self._publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
+        if self._cursors.advance(user, device, conv, seq, head):
+            self._schedule()
+        await self._apply(MarkOp("ack", conv, user, device, seq), head)
 
     async def read(self, user: str, device: str, conv: str, seq: int) -> None:
-        head = await self.ingest.head(conv)
-        update = apply_read(await self._mark(user, conv), seq, head)
-        if update.delivered_moved or update.read_moved:
-            self._store(user, conv, update.mark)
-        if update.delivered_moved:
-            self._publish(Receipt(conv, user, "delivered", update.mark.delivered, device))
-        if update.read_moved:
-            self._publish(Receipt(conv, user, "read", update.mark.read, device))
+        await self._apply(MarkOp("read", conv, user, device, seq), await self.ingest.head(conv))
+
+    async def _apply(self, op: MarkOp, head: int) -> None:
+        mark = await self._mark(op.user, op.conv)
+        plan = plan_marks([op], lambda conv, user: mark, lambda conv: head)
+        for (conv, user), moved in plan.marks.items():
+            self._store(user, conv, moved)
+        for conv, user, kind, seq, device in plan.receipts():
+            self._publish(Receipt(conv, user, kind, seq, device))
 
     def _publish(self, receipt: Receipt) -> None:
         self._pending[(receipt.conv, receipt.user, receipt.kind)] = receipt
@@ -272,9 +194,9 @@ class Receipts:
         self._flush_at = None
         pending, self._pending = self._pending, {}
         for receipt in pending.values():
-            self.log.publish(receipt)
-        if self._dirty_cursors or self._dirty_marks:
-            cursors, self._dirty_cursors = self._dirty_cursors, {}
+            self.event_log.publish(receipt)
+        if self._cursors.pending or self._dirty_marks:
+            cursors = self._cursors.take()
             marks, self._dirty_marks = self._dirty_marks, {}
             task = asyncio.get_running_loop().create_task(self._persist(cursors, marks))
             self._writes.add(task)

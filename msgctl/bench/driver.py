@@ -9,13 +9,15 @@ that falls behind shows it as latency, not as a politely lower rate.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+
+from msgctl import wire
+from msgctl.wire import decode, encode
 
 ACK_EVERY = 32  # receivers ack cumulatively, as real clients do
 MAX_SAMPLES = 50_000
@@ -30,9 +32,9 @@ def _run(coro: Any) -> Any:
 
 
 async def _open(url: str, token: str, **kwargs: Any) -> ClientConnection:
-    ws = await connect(f"{url}?token={token}", compression=None, open_timeout=120,
-                       ping_interval=None, **kwargs)
-    return ws
+    # no subprotocol offered: the bare relay (the ceiling) speaks none
+    return await wire.connect(url, token, query_token=True, subprotocol=None, compression=None,
+                              open_timeout=120, ping_interval=None, **kwargs)
 
 
 # -- idle connections -------------------------------------------------------
@@ -87,7 +89,7 @@ async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: 
     try:
         async for raw in ws:
             now = time.time()
-            frame = json.loads(raw)
+            frame = decode(raw)
             if frame.get("t") != "msg":
                 continue
             counts["delivered"] += 1
@@ -100,7 +102,7 @@ async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: 
             since_ack += 1
             if since_ack >= ACK_EVERY:
                 since_ack = 0
-                await ws.send(json.dumps({"t": "ack", "conv": pair.conv, "seq": last_seq}))
+                await ws.send(encode({"t": "ack", "conv": pair.conv, "seq": last_seq}))
     except ConnectionClosed:
         counts["closed"] += 1
 
@@ -111,7 +113,7 @@ async def _sender_reader(ws: ClientConnection, counts: dict[str, int],
     try:
         async for raw in ws:
             now = time.time()
-            frame = json.loads(raw)
+            frame = decode(raw)
             t = frame.get("t")
             if t == "sent":
                 counts["sent"] += 1
@@ -138,10 +140,9 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
         await r.recv()  # hello
         await s.recv()
         if not relay:  # the bare relay has no conversations to create
-            await s.send(json.dumps({"t": "create", "conv": p.conv, "members": [p.receiver_user],
-                                     "id": "c"}))
-            while json.loads(await s.recv()).get("t") != "created":
-                pass
+            await s.send(encode({"t": "create", "conv": p.conv, "members": [p.receiver_user],
+                                 "id": "c"}))
+            await wire.recv_until(s, "created")
         receivers.append(r)
         senders.append(s)
     start = time.time() + 0.2
@@ -164,8 +165,8 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
             at = time.time()
             cid = f"b{n}"
             sent_at[cid] = at
-            frame = json.dumps({"t": "send", "conv": pairs[i].conv, "cid": cid,
-                                "kind": "text", "body": f"{at:.6f}"})
+            frame = encode({"t": "send", "conv": pairs[i].conv, "cid": cid,
+                            "kind": "text", "body": f"{at:.6f}"})
             try:
                 await senders[i].send(frame)
             except ConnectionClosed:
@@ -202,7 +203,7 @@ async def _write_backlog(ws: ClientConnection, conv: str, cids: range, rate: flo
     async def count_sent() -> None:
         got = 0
         async for raw in ws:
-            frame = json.loads(raw)
+            frame = decode(raw)
             if frame.get("t") == "error":
                 raise RuntimeError(f"backlog send refused: {frame}")
             if frame.get("t") == "sent":
@@ -214,8 +215,8 @@ async def _write_backlog(ws: ClientConnection, conv: str, cids: range, rate: flo
     t0 = time.monotonic()
     for n, i in enumerate(cids):
         await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
-        await ws.send(json.dumps({"t": "send", "conv": conv, "cid": f"cu{i}", "kind": "text",
-                                  "body": "x" * 100}))
+        await ws.send(encode({"t": "send", "conv": conv, "cid": f"cu{i}", "kind": "text",
+                              "body": "x" * 100}))
     await asyncio.wait_for(reader, 120)
 
 
@@ -227,10 +228,9 @@ async def _catch_up(url: str, conv: str, sender_tokens: list[str], receiver_toke
     senders = [await _open(url, t) for t in sender_tokens]
     for s in senders:
         await s.recv()
-    await senders[0].send(json.dumps({"t": "create", "conv": conv,
-                                      "members": [receiver_user], "id": "c"}))
-    while json.loads(await senders[0].recv()).get("t") != "created":
-        pass
+    await senders[0].send(encode({"t": "create", "conv": conv,
+                                  "members": [receiver_user], "id": "c"}))
+    await wire.recv_until(senders[0], "created")
     k = len(senders)
     await asyncio.gather(*(_write_backlog(s, conv, range(i, count, k), 150.0)
                            for i, s in enumerate(senders)))
@@ -240,7 +240,7 @@ async def _catch_up(url: str, conv: str, sender_tokens: list[str], receiver_toke
     r = await _open(url, receiver_token, max_queue=None)
     got = 0
     async for raw in r:
-        frame = json.loads(raw)
+        frame = decode(raw)
         if frame.get("t") == "msg":
             got += 1
             if got == count:

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from msgctl import topology as topo_mod
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
-from msgctl.cli.lifecycle import OffsetOpt, TopologyOpt, _check_port_free
+from msgctl.cli.lifecycle import OffsetOpt, TopologyOpt
+from msgctl.deploy.lifecycle import check_port_free
 from msgctl.errors import EXIT_FAILED, MsgctlError
 from msgctl.infra import capacity, fetch
 from msgctl.infra.catalog import CASSANDRA, KAFKA, REDIS
@@ -119,7 +120,7 @@ def doctor(
             name = f"port {region.host}:{port}" + (f" ({what})" if topo.backend == "cluster"
                                                    else "")
             try:
-                _check_port_free(region.host, port)
+                check_port_free(region.host, port)
                 add(name, "ok", "free")
             except MsgctlError as exc:
                 add(name, "ok" if running else "fail",

@@ -23,12 +23,12 @@ from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.cli.lifecycle import (
     OffsetOpt,
     TopologyOpt,
-    _prepare,
-    _print_status,
-    default_timeout,
     down,
+    prepare,
+    print_status,
     start_supervisor,
 )
+from msgctl.deploy.lifecycle import default_timeout
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.infra import fetch as fetch_mod
 from msgctl.infra import toxiproxy
@@ -104,9 +104,9 @@ def start(
     h = get_home(home)
     if h.supervisor_pid() is not None:
         console.print(f"already running under {h.root}")
-        _print_status(h)
+        print_status(h)
         return
-    programs = _prepare(h, topology, port_offset, engines_only=True)
+    programs = prepare(h, topology, port_offset, engines_only=True)
     if not programs:
         raise UsageError("every engine of this topology is external: nothing to start")
     start_supervisor(h, timeout if timeout is not None else default_timeout(programs))

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from msgctl import wire
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
 from runtime import auth
@@ -30,21 +31,15 @@ def _kind(content_type: str) -> str:
 
 
 async def _request(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
-    await ws.send(json.dumps(frame))
-    while True:
-        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        if reply.get("id") == frame["id"]:
-            return reply
+    return await wire.call(ws, frame, 10, per_frame=True)
 
 
 async def _upload(ws_url: str, token: str, path: Path, kind: str, content_type: str,
                   conv: str | None, text: str) -> dict[str, Any]:
     import httpx
-    from websockets.asyncio.client import connect
 
     size = path.stat().st_size
-    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"},
-                       subprotocols=["msgctl.v1"]) as ws:  # type: ignore[list-item]
+    async with await wire.connect(ws_url, token) as ws:
         await ws.recv()  # hello
         slot = await _request(ws, {"t": "upload", "id": "u", "kind": kind,
                                    "content_type": content_type, "size": size})

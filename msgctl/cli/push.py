@@ -1,17 +1,16 @@
 """`msgctl push test USER`: a test notification to a user's devices, and the providers' answers.
 
-It reads the user's push tokens from the deployment's store (embedded: the
-region's SQLite file; cluster: Cassandra) and sends through the provider the
-deployment is configured with (its node config: FCM, APNs or the log sink), so
-it proves the credentials and endpoints the push runtime itself uses.
+The work is in `msgctl.deploy.push`: it reads the user's push tokens from the
+deployment's store (embedded: the region's SQLite file; cluster: Cassandra) and
+sends through the provider the deployment is configured with (FCM, APNs or the
+log sink), so it proves the credentials and endpoints the push runtime itself
+uses. This module parses the arguments and prints the answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,103 +18,16 @@ from rich import box
 from rich.table import Table
 
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
+from msgctl.deploy.push import TEST_PAYLOAD, push_configs, send_test
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
-from msgctl.home import Home
-from runtime.config import NodeConfig
-from runtime.ports import PushToken
+
+__all__ = ["TEST_PAYLOAD", "push_app", "push_configs", "test"]
 
 push_app = typer.Typer(help="Push notifications: try a user's devices.", no_args_is_help=True)
-
-TEST_PAYLOAD = {"collapse_key": "msgctl-test", "conv": "msgctl-test", "seq": 0,
-                "from": "msgctl", "kind": "test", "title": "msgctl test notification",
-                "body": "If you can read this, push works."}
-
-
-def push_configs(h: Home) -> list[NodeConfig]:
-    """One node config per region: the one hosting its push runtime."""
-    out: dict[str, NodeConfig] = {}
-    for path in sorted(h.config.glob("*.json")):
-        try:
-            cfg = NodeConfig.load(path)
-        except (ValueError, TypeError, KeyError):
-            continue
-        if "push" in cfg.runtimes:
-            out.setdefault(cfg.region, cfg)
-    return list(out.values())
-
-
-def _sqlite_tokens(cfg: NodeConfig, user: str) -> list[PushToken]:
-    path = Path(cfg.data_dir) / f"{cfg.region}.db"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        rows = conn.execute("SELECT user, device, platform, token FROM push_tokens "
-                            "WHERE user = ?", (user,)).fetchall()
-    except sqlite3.Error as exc:
-        raise MsgctlError(f"cannot read push tokens from {path}: {exc}") from None
-    finally:
-        conn.close()
-    return [PushToken(*r) for r in rows]
-
-
-async def _cassandra_tokens(cfg: NodeConfig, user: str) -> list[PushToken]:
-    from runtime.adapters.cluster.cassandra_store import CassandraStore
-
-    store = CassandraStore.from_config(cfg.engines, create_schema=False)
-    try:
-        await store.connect()
-        return await store.push_tokens([user])
-    finally:
-        await store.close()
 
 
 def _answer_text(answer: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in answer.items() if k not in ("status",) and v)
-
-
-async def _send_all(configs: list[NodeConfig], user: str,
-                    device: str | None) -> list[dict[str, Any]]:
-    from runtime.adapters.push import PushError, build_provider
-
-    rows: list[dict[str, Any]] = []
-    for cfg in configs:
-        if cfg.backend == "cluster":
-            try:
-                tokens = await _cassandra_tokens(cfg, user)
-            except Exception as exc:
-                raise MsgctlError(f"cannot read push tokens from Cassandra "
-                                  f"({', '.join(cfg.engines.cassandra_hosts)}): {exc}") from None
-        else:
-            tokens = _sqlite_tokens(cfg, user)
-        tokens = [t for t in tokens if device is None or t.device == device]
-        if not tokens:
-            continue
-        try:
-            provider = build_provider(cfg.push, Path(cfg.data_dir), cfg.region)
-        except (OSError, ValueError) as exc:
-            raise MsgctlError(f"{cfg.region}: push provider not usable: {exc}") from None
-        try:
-            for t in sorted(tokens, key=lambda t: t.device):
-                p = provider.provider_for(t.platform)
-                row: dict[str, Any] = {"region": cfg.region, "device": t.device,
-                                       "platform": t.platform,
-                                       "provider": getattr(p, "platform", "log"),
-                                       "token": t.token}
-                try:
-                    answer = await p.send(t, dict(TEST_PAYLOAD))
-                    row.update(ok=True, status=answer.get("status"), answer=answer)
-                except PushError as exc:
-                    row.update(ok=False, status=exc.status or None, error=exc.reason,
-                               invalid_token=exc.invalid_token, retryable=exc.retryable,
-                               answer=exc.answer)
-                except Exception as exc:  # the provider is unreachable: say so, go on
-                    row.update(ok=False, status=None, error=f"{type(exc).__name__}: {exc}",
-                               answer=None)
-                rows.append(row)
-        finally:
-            await provider.aclose()
-    return rows
 
 
 @push_app.command("test")
@@ -133,7 +45,7 @@ def test(
     configs = push_configs(h)
     if not configs:
         raise UsageError(f"no push runtime in the deployment under {h.root}")
-    rows = asyncio.run(_send_all(configs, user, device))
+    rows = asyncio.run(send_test(configs, user, device))
     if not rows:
         which = f"device '{device}' of " if device else ""
         raise MsgctlError(f"{which}user '{user}' has no registered push token "

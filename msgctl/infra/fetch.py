@@ -41,10 +41,6 @@ def engine_dir(engine: str, version: str) -> Path:
     return cache_root() / f"{engine}-{version}"
 
 
-def lib_dir(engine: str, version: str) -> Path:
-    return engine_dir(engine, version) / "lib"
-
-
 @dataclass
 class Fetched:
     engine: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.core.errors import BAD_FRAME, TOO_LARGE
@@ -23,6 +23,8 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9_:\-]+")
 MAX_ID_LEN = 128
 MAX_CID_LEN = 64
 MAX_USER_LEN = 128
+MAX_DEVICE_LEN = 128  # what runtime.auth accepts in a token's `did`
+MAX_KIND_LEN = 16
 MAX_CONV_LEN = 128
 MAX_MEMBERS = 1000
 MAX_WATCH = 1000
@@ -139,7 +141,6 @@ class _Invalid(Exception):
 @dataclass
 class _Fields:
     raw: dict[str, Any]
-    used: set[str] = field(default_factory=set)
 
     def string(self, name: str, *, max_len: int, required: bool = True, min_len: int = 1) -> Any:
         value = self.raw.get(name)
@@ -197,7 +198,7 @@ def _parse_create(f: _Fields, fid: str | None) -> Create:
 def _parse_send(f: _Fields, fid: str | None, limits: Limits) -> Send:
     conv = f.string("conv", max_len=MAX_CONV_LEN)
     cid = f.string("cid", max_len=MAX_CID_LEN)
-    kind = f.string("kind", max_len=16)
+    kind = f.string("kind", max_len=MAX_KIND_LEN)
     if kind not in KINDS:
         raise _Invalid(f"field 'kind' must be one of {', '.join(sorted(KINDS))}")
     body = f.raw.get("body")
@@ -232,7 +233,7 @@ def _parse_push_register(f: _Fields, fid: str | None) -> PushRegister:
 
 
 def _parse_upload(f: _Fields, fid: str | None) -> Upload:
-    kind = f.string("kind", max_len=16)
+    kind = f.string("kind", max_len=MAX_KIND_LEN)
     if kind not in KINDS:
         raise _Invalid(f"field 'kind' must be one of {', '.join(sorted(KINDS))}")
     content_type = f.string("content_type", max_len=255)

@@ -169,3 +169,9 @@ class PresenceTracker:
         if not watchers:
             return []  # lazy: nobody watches this user
         return [Change(self.state(user), frozenset(watchers))]
+
+
+def presence_frame(state: PresenceState) -> dict[str, object]:
+    """The `presence` frame a watcher gets for `state`."""
+    return {"t": "presence", "user": state.user, "state": state.state,
+            "last_active": int(state.last_active * 1000)}

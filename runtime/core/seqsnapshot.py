@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from typing import Any
 
 from runtime.core.sequencing import Plan, SequencerState, split_seq
+from runtime.core.watermarks import Watermark
 
 WINDOW = 32
 
@@ -32,7 +33,7 @@ class SnapshotBook:
             ring = self._recent.get(a.conv)
             if ring is None:
                 ring = self._recent[a.conv] = deque(maxlen=self.window)
-            ring.append((a.cid, a.seq, a.prev))
+            ring.append((a.key, a.seq, a.prev))
             changed.add(a.conv)
         return changed
 
@@ -41,14 +42,11 @@ class SnapshotBook:
         out: dict[str, dict[str, Any]] = {}
         added: dict[str, list[tuple[str, int, int]]] = {}
         for a in plan.new:
-            added.setdefault(a.conv, []).append((a.cid, a.seq, a.prev))
+            added.setdefault(a.conv, []).append((a.key, a.seq, a.prev))
         for conv, head in plan.heads.items():
             ring = [*self._recent.get(conv, ()), *added.get(conv, ())][-self.window:]
             out[conv] = {"head": head, "recent": [list(r) for r in ring]}
         return out
-
-    def snapshot(self, conv: str, head: int) -> dict[str, Any]:
-        return {"head": head, "recent": [list(r) for r in self._recent.get(conv, ())]}
 
     def restore(self, state: SequencerState, conv: str, snap: dict[str, Any]) -> None:
         """Load one snapshot into the sequencer state (replayed oldest first)."""
@@ -56,8 +54,8 @@ class SnapshotBook:
         recent = [(str(c), int(s), int(p)) for c, s, p in snap.get("recent", [])]
         state.load_head(conv, head)
         self._recent[conv] = deque(recent, maxlen=self.window)
-        for cid, seq, prev in recent:
-            state.remember(conv, cid, seq, prev)
+        for key, seq, prev in recent:
+            state.remember(conv, key, seq, prev)
         # every cid of the conversation is in the window only while its counter is small
         _, counter = split_seq(head)
         if counter <= self.window:
@@ -81,14 +79,14 @@ def parse_key(key: bytes) -> tuple[str, str, str | None]:
     return "h", parts[1], None
 
 
-class LruMarks(OrderedDict[tuple[str, str], tuple[int, int]]):
-    """(conv, user) -> (delivered, read), bounded."""
+class LruMarks(OrderedDict[tuple[str, str], Watermark]):
+    """(conv, user) -> watermark, bounded."""
 
     def __init__(self, capacity: int = 500_000) -> None:
         super().__init__()
         self.capacity = capacity
 
-    def put(self, key: tuple[str, str], value: tuple[int, int]) -> None:
+    def put(self, key: tuple[str, str], value: Watermark) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.capacity:

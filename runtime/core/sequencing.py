@@ -27,10 +27,20 @@ def split_seq(seq: int) -> tuple[int, int]:
     return seq >> EPOCH_SHIFT, seq & COUNTER_MASK
 
 
+def sender_key(sender: str, cid: str) -> str:
+    """The idempotency key of a send: another member reusing a cid is not a retry, and the
+    length prefix keeps (sender, cid) pairs from colliding."""
+    return f"{len(sender)}:{sender}{cid}"
+
+
 @dataclass(frozen=True)
 class SendRequest:
     conv: str
-    cid: str
+    key: str  # sender_key(sender, cid)
+
+    @classmethod
+    def of(cls, conv: str, sender: str, cid: str) -> SendRequest:
+        return cls(conv, sender_key(sender, cid))
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class Assignment:
     """The decision for one request: a new message at `seq`, or a duplicate of one."""
 
     conv: str
-    cid: str
+    key: str
     seq: int
     prev: int
     duplicate: bool
@@ -87,34 +97,44 @@ class SequencerState:
     def head(self, conv: str) -> int:
         return self.heads.get(conv, 0)
 
-    def remember(self, conv: str, cid: str, seq: int, prev: int) -> None:
-        key = (conv, cid)
-        self._recent[key] = (seq, prev)
-        self._recent.move_to_end(key)
+    def remember(self, conv: str, key: str, seq: int, prev: int) -> None:
+        k = (conv, key)
+        self._recent[k] = (seq, prev)
+        self._recent.move_to_end(k)
         while len(self._recent) > self._capacity:
             (evicted_conv, _), _ = self._recent.popitem(last=False)
             self._complete.discard(evicted_conv)
 
-    def known(self, conv: str, cid: str) -> tuple[int, int] | None:
-        return self._recent.get((conv, cid))
+    def known(self, conv: str, key: str) -> tuple[int, int] | None:
+        return self._recent.get((conv, key))
+
+    def unknown(self, requests: Iterable[SendRequest]) -> list[SendRequest]:
+        """The distinct requests whose key only the durable store can answer: not in the
+        cache, in a conversation the cache does not cover whole."""
+        out: dict[tuple[str, str], SendRequest] = {}
+        for req in requests:
+            k = (req.conv, req.key)
+            if k not in out and not self.complete(req.conv) and k not in self._recent:
+                out[k] = req
+        return list(out.values())
 
     def plan(
         self,
         requests: Iterable[SendRequest],
-        lookup: Callable[[str, str], tuple[int, int] | None] = lambda conv, cid: None,
+        lookup: Callable[[str, str], tuple[int, int] | None] = lambda conv, key: None,
     ) -> Plan:
         heads: dict[str, int] = {}
         seen: dict[tuple[str, str], Assignment] = {}
         out: list[Assignment] = []
         for req in requests:
-            key = (req.conv, req.cid)
+            key = (req.conv, req.key)
             if key in seen:
                 first = seen[key]
-                out.append(Assignment(req.conv, req.cid, first.seq, first.prev, True))
+                out.append(Assignment(req.conv, req.key, first.seq, first.prev, True))
                 continue
-            found = self._recent.get(key) or lookup(req.conv, req.cid)
+            found = self._recent.get(key) or lookup(req.conv, req.key)
             if found is not None:
-                a = Assignment(req.conv, req.cid, found[0], found[1], True)
+                a = Assignment(req.conv, req.key, found[0], found[1], True)
             else:
                 prev = heads.get(req.conv, self.head(req.conv))
                 epoch, counter = split_seq(prev)
@@ -124,7 +144,7 @@ class SequencerState:
                     raise ValueError(f"epoch {self.epoch} is behind conversation {req.conv} "
                                      f"head {prev}")
                 heads[req.conv] = seq
-                a = Assignment(req.conv, req.cid, seq, prev, False)
+                a = Assignment(req.conv, req.key, seq, prev, False)
             seen[key] = a
             out.append(a)
         return Plan(out, heads)
@@ -134,4 +154,4 @@ class SequencerState:
         for conv, head in plan.heads.items():
             self.load_head(conv, head)
         for a in plan.assignments:
-            self.remember(a.conv, a.cid, a.seq, a.prev)
+            self.remember(a.conv, a.key, a.seq, a.prev)

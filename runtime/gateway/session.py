@@ -1,4 +1,9 @@
-"""One device connection: its bounded outgoing queue and its per-conversation streams.
+"""One device connection: the I/O half of a session, its bounded outgoing queue.
+
+The protocol rules live in the sans-I/O `runtime.core.session.SessionMachine`;
+this object carries out the actions that touch only this connection (`Reply`,
+`Deliver`, `Close`, `Fill`) and owns what is I/O: the queue, its writer task,
+fills reading the store, the closing handshake.
 
 Everything the server sends to a device goes through `enqueue`, so replies,
 messages, receipts and presence keep one order and one bound. The bound is in
@@ -14,14 +19,14 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from runtime.core.delivery import ConvStream, Entry, Offer
 from runtime.core.errors import CLOSE_TRY_AGAIN
+from runtime.core.session import Action, Close, Deliver, Fill, Reply, SessionMachine, msg_frame
 from runtime.metrics import METRICS, labelled
 from runtime.ports import Message
 
@@ -41,24 +46,15 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"))
 
 
-def msg_frame(msg: Message) -> dict[str, Any]:
-    return {"t": "msg", **msg.to_wire()}
-
-
 class Session:
     # slots: tens of thousands of these live at once on one gateway
-    __slots__ = ("ws", "user", "device", "id", "cursors", "streams", "_out", "_writer",
-                 "_queue_limit", "queued_bytes", "_room", "ping", "_read_page", "_tasks",
-                 "_pending_close", "closing", "inflight")
+    __slots__ = ("ws", "machine", "_out", "_writer", "_queue_limit", "queued_bytes", "_room",
+                 "ping", "_read_page", "_tasks", "_pending_close", "closing", "inflight")
 
-    def __init__(self, ws: ServerConnection, user: str, device: str, session_id: str,
-                 queue_bytes: int, read_page: ReadPage) -> None:
+    def __init__(self, ws: ServerConnection, machine: SessionMachine, queue_bytes: int,
+                 read_page: ReadPage) -> None:
         self.ws = ws
-        self.user = user
-        self.device = device
-        self.id = session_id
-        self.cursors: dict[str, int] = {}  # conv -> acked seq when this connection opened
-        self.streams: dict[str, ConvStream] = {}
+        self.machine = machine
         # frames waiting to be written; a (code, reason) item closes after what came first
         self._out: deque[str | tuple[int, str]] | None = None  # made on first use
         self._writer: asyncio.Task[None] | None = None  # only while there is something to write
@@ -71,7 +67,66 @@ class Session:
         self._tasks: set[asyncio.Task[None]] | None = None
         self.inflight: asyncio.Semaphore | None = None  # made on the first send
         self._pending_close: tuple[int, str] | None = None
+        # set once a Close is carried out (or the connection is gone): nothing more is queued
         self.closing = False
+
+    @property
+    def user(self) -> str:
+        return self.machine.user
+
+    @property
+    def device(self) -> str:
+        return self.machine.device
+
+    @property
+    def id(self) -> str:
+        return self.machine.id
+
+    # -- actions of the machine that touch only this connection ------------
+    def apply(self, action: Action, text: str | None = None) -> bool:
+        """Carry out a local action (`Reply`, `Deliver`, `Close`, `Fill`); False when a
+        frame was not queued. `text`: a `Deliver`'s frame, encoded once by the caller."""
+        if isinstance(action, Reply):
+            frame = action.frame
+            if frame.get("t") == "error":
+                labelled(METRICS.errors, frame["code"]).inc()
+            return self.enqueue(frame)
+        if isinstance(action, Deliver):
+            sent = self.enqueue_text(text or encode(msg_frame(action.msg)), "msg",
+                                     paced=action.paced)
+            if sent:
+                METRICS.deliveries.inc()
+            return sent
+        if isinstance(action, Close):
+            self._close(action)
+        elif isinstance(action, Fill):
+            self.spawn(self._fill(action))
+        else:
+            raise TypeError(f"not a local action: {action!r}")
+        return True
+
+    def apply_all(self, actions: Iterable[Action]) -> None:
+        """Carry out a machine method's answer that holds only local actions."""
+        for action in actions:
+            self.apply(action)
+
+    def expire(self) -> None:
+        """The token the connection was opened with expired (a timer of the gateway)."""
+        self.apply_all(self.machine.expire())
+
+    def close(self, code: int, reason: str, *, flush: bool = False,
+              cause: str | None = None) -> None:
+        """Close the connection; with `flush`, after the frames already queued are sent."""
+        # a close the gateway decides (slow consumer, keepalive, shutdown) wins even over a
+        # Close the machine returned but that is not carried out yet (an expiry's error
+        # frame that overflowed the queue): the machine only has to stop taking frames
+        self.machine.close(code, reason, flush=flush, cause=cause)
+        self._close(Close(code, reason, flush, cause))
+
+    def lost(self) -> None:
+        """The connection is gone: nothing more is queued or read."""
+        self.closing = True
+        self.machine.connection_lost()
 
     # -- outgoing ---------------------------------------------------------
     def enqueue(self, frame: dict[str, Any], *, paced: bool = False) -> bool:
@@ -89,8 +144,8 @@ class Session:
         if self.closing:
             return False
         if not paced and self.queued_bytes + len(text) > self._queue_limit:
-            METRICS.closes.labels("slow_consumer").inc()
-            self.close(CLOSE_TRY_AGAIN, "slow consumer: send queue full, reconnect to resume")
+            self.close(CLOSE_TRY_AGAIN, "slow consumer: send queue full, reconnect to resume",
+                       cause="slow_consumer")
             return False
         self.queued_bytes += len(text)
         self._push(text)
@@ -144,17 +199,19 @@ class Session:
         if self._writer is not None:
             self._writer.cancel()
 
-    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
-        """Close the connection; with `flush`, after the frames already queued are sent."""
+    def _close(self, action: Close) -> None:
         if self.closing:
             return
         self.closing = True
-        log.info("closing session %s of %s/%s: %s", self.id, self.user, self.device, reason)
-        if flush:
-            self._pending_close = (code, reason)
-            self._push((code, reason))
+        if action.cause is not None:
+            METRICS.closes.labels(action.cause).inc()
+        log.info("closing session %s of %s/%s: %s", self.id, self.user, self.device,
+                 action.reason)
+        if action.flush:
+            self._pending_close = (action.code, action.reason)
+            self._push((action.code, action.reason))
         else:
-            self._close_now(code, reason)
+            self._close_now(action.code, action.reason)
 
     def finish_close(self) -> None:
         """A flushing close whose frames could not all be sent in time closes now."""
@@ -185,38 +242,14 @@ class Session:
         for task in list(self._tasks or ()):
             task.cancel()
 
-    # -- ordered delivery -------------------------------------------------
-    def stream(self, conv: str) -> ConvStream:
-        stream = self.streams.get(conv)
-        if stream is None:
-            stream = self.streams[conv] = ConvStream(self.cursors.get(conv, 0))
-        return stream
-
-    def _entry(self, msg: Message) -> Entry:
-        return Entry(msg.seq, msg.prev, own=msg.sender == self.user and
-                     msg.from_device == self.device)
-
-    def offer(self, msg: Message, text: str | None = None) -> None:
-        """Offer a sequenced message; `text` is its `msg` frame, encoded once by the caller."""
-        action = self.stream(msg.conv).offer(self._entry(msg))
-        if action is Offer.DELIVER:
-            if self.enqueue_text(text or encode(msg_frame(msg)), "msg"):
-                METRICS.deliveries.inc()
-        elif action is Offer.FILL:
-            self.spawn(self._fill(msg.conv))
-
-    def resume(self, conv: str) -> None:
-        """Send what this device has not acked in `conv` (on connect)."""
-        if self.stream(conv).start_fill():
-            self.spawn(self._fill(conv))
-
-    async def _fill(self, conv: str) -> None:
-        stream = self.stream(conv)
+    # -- fills ------------------------------------------------------------
+    async def _fill(self, fill: Fill) -> None:
+        conv, after = fill.conv, fill.after
         try:
             while not self.closing:
                 await self.wait_room()
                 try:
-                    page = await self._read_page(conv, stream.last, FILL_PAGE)
+                    page = await self._read_page(conv, after, FILL_PAGE)
                 except Exception as exc:
                     # a store read that timed out (a loaded Cassandra) must not leave the
                     # device behind for good: the same page is read again
@@ -224,19 +257,20 @@ class Session:
                                 self.id, exc)
                     await asyncio.sleep(FILL_RETRY_S)
                     continue
-                entries = {m.seq: m for m in page}
-                out, more = stream.filled([self._entry(m) for m in page], len(page) == FILL_PAGE)
+                more: Fill | None = None
                 # no await from here to the last enqueue: a live message offered now
                 # would otherwise overtake the rest of the page
-                for entry in out:
-                    if not self.enqueue(msg_frame(entries[entry.seq]), paced=True):
+                for action in self.machine.filled(conv, page, len(page) == FILL_PAGE):
+                    if isinstance(action, Fill):
+                        more = action
+                    elif not self.apply(action):
                         return
-                    METRICS.deliveries.inc()
-                if not more:
+                if more is None:
                     return
+                after = more.after
         except Exception:
             log.exception("fill of %s for session %s failed", conv, self.id)
-            stream.abort_fill()
+            self.machine.fill_failed(conv)
         finally:
             if self.closing:
-                stream.abort_fill()
+                self.machine.fill_failed(conv)

@@ -91,7 +91,7 @@ def test_regions_need_their_own_jmx_port(tmp_path: Path) -> None:
 
 
 def test_up_waits_for_the_chain_of_joining_cassandra_nodes(tmp_path: Path) -> None:
-    from msgctl.cli.lifecycle import default_timeout
+    from msgctl.deploy.lifecycle import default_timeout
     from msgctl.infra.programs import ENGINE_START_TIMEOUT
 
     one = plan(tmp_path / "1", yaml.safe_load((ROOT / "regions/one-region.yaml").read_text()))

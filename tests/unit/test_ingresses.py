@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.gateway_link import Ingresses
-from runtime.adapters.cluster.sequencer import check_send
-from runtime.ports import Conversation
-from runtime.sequencer import Unavailable
+from runtime.cluster.gateway_link import Ingresses
+from runtime.ports import Conversation, Message, Send, Unavailable
 
 
 class FakeProducer:
@@ -57,16 +56,16 @@ async def test_a_home_the_topology_does_not_name_is_unavailable() -> None:
 
 
 def test_the_send_names_the_region_waiting_for_its_sent() -> None:
-    record: dict[str, Any] = env.loads(env.send_request(
-        "c", "m1", "alice", "phone", "text", "hi", None, "gateway-1", 1, "eu-west"))
+    send = Send("c", "m1", "alice", "phone", "text", "hi", None, 1)
+    raw = env.send_request(send, "gateway-1", "eu-west")
+    record: dict[str, Any] = env.loads(raw)
     assert record["rg"] == "eu-west" and record["gw"] == "gateway-1"
-    check_send(record)
-    event = env.loads(env.message_event(env.message_from_dict({
-        "conv": "c", "seq": 1, "prev": 0, "mid": "m", "cid": "m1", "from": "alice",
-        "from_device": "phone", "ts": 1, "kind": "text", "body": "hi"}), "gateway-1", "eu-west"))
+    assert env.SendRequest.decode(raw) == env.SendRequest(send, "gateway-1", "eu-west")
+    event = env.loads(env.message_event(Message("c", 1, 0, "m", "m1", "alice", "phone", 1,
+                                                "text", "hi"), "gateway-1", "eu-west"))
     assert event["rg"] == "eu-west"
-    with pytest.raises(ValueError):
-        check_send({**record, "rg": ""})
+    with pytest.raises(ValueError, match="'rg'"):
+        env.SendRequest.from_obj({**record, "rg": ""})
 
 
 class FakePipe:
@@ -93,17 +92,21 @@ class FakeDirectory:
 
 
 async def test_the_router_answers_the_sender_only_in_the_senders_region() -> None:
-    from runtime.adapters.cluster.router import StoreRouter
+    from runtime.cluster.router import StoreRouter
 
     directory = FakeDirectory()
     router = StoreRouter("h:9092", "eu-west", None, Convs({"c": "us-east"}),  # type: ignore
                          directory)  # type: ignore[arg-type]
-    m = {"conv": "c", "seq": 1, "prev": 0, "mid": "m", "cid": "m1", "from": "a",
-         "from_device": "phone", "ts": 1, "kind": "text", "body": "hi"}
+    m = Message("c", 1, 0, "m", "m1", "a", "phone", 1, "text", "hi")
     # sent from eu-west's gateway-2, sequenced in us-east, read here mirrored
-    await router.route([{"t": "msg", "m": m, "gw": "gateway-2", "rg": "eu-west"}])
+    await router.route([env.MessageRecord(m, "gateway-2", "eu-west")])
     # sent from us-east's gateway-2: here only member b's gateway gets it
-    await router.route([{"t": "msg", "m": {**m, "seq": 2, "prev": 1, "cid": "m2"},
-                         "gw": "gateway-2", "rg": "us-east"}])
+    await router.route([env.MessageRecord(replace(m, seq=2, prev=1, cid="m2"), "gateway-2",
+                                          "us-east")])
     channels = [c for c, _ in directory.published]
     assert channels == ["gw:eu-west:gateway-1", "gw:eu-west:gateway-2", "gw:eu-west:gateway-1"]
+    # what the gateways get decodes as a batch of that message, for the users on each
+    batch = env.decode_gateway(env.dumps(directory.published[0][1]))
+    assert isinstance(batch, env.EventsBatch)
+    assert batch.items == (env.RoutedEvent(env.MessageRecord(m, "gateway-2", "eu-west"),
+                                           ("b",)),)

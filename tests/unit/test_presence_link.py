@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.adapters.cluster.presence_link import flip_record, read_flip
+from runtime.cluster.presence_link import flip_record, read_flip
 from runtime.core.presence import PresenceState
 
 

@@ -27,7 +27,7 @@ def test_relative_credentials_resolve_next_to_the_topology(tmp_path: Path) -> No
                             "apns": {"key_file": "k.p8", "key_id": "K", "team_id": "T",
                                      "topic": "com.x"}})
     cfg = topology.node_config(topo, topo.regions[0], {"data": tmp_path, "logs": tmp_path}, "s")
-    assert cfg.push_hide_body and cfg.push.hide_body and cfg.push.max_attempts == 2
+    assert cfg.push.hide_body and cfg.push.max_attempts == 2
     assert cfg.push.fcm.service_account == str(tmp_path / "sa.json")
     again = NodeConfig.from_dict(json.loads(cfg.to_json()))
     assert again.push == cfg.push and again.push.apns.topic == "com.x"

@@ -63,7 +63,7 @@ def message(seq: int, sender: str = "alice", device: str = "phone") -> Message:
 
 def service(tokens: list[PushToken], provider: FakeProvider, tmp_path: Path, *,
             online: set[tuple[str, str]] | None = None, **kwargs: Any) -> PushService:
-    from runtime.sequencer import Conversations
+    from runtime.conversations import Conversations
 
     store = FakeStore(tokens)
 

@@ -23,12 +23,15 @@ def test_preview_changes_nothing_and_matches_what_note_leaves() -> None:
     plan_and_commit(state, book, "c", ["a", "b"])
     plan = state.plan([SendRequest("c", "x"), SendRequest("c", "y")])
     preview = book.preview(plan)
-    assert book.snapshot("c", state.head("c")) == {"head": 2, "recent": [["a", 1, 0],
-                                                                         ["b", 2, 1]]}
+    assert preview == book.preview(plan)  # previewing twice: nothing moved in between
+    assert preview["c"] == {"head": 4, "recent": [["a", 1, 0], ["b", 2, 1], ["x", 3, 2],
+                                                  ["y", 4, 3]]}
     state.commit(plan)
     book.note(plan)
-    assert preview["c"] == book.snapshot("c", state.head("c"))
-    assert preview["c"]["head"] == 4
+    # what note left is what the preview showed: the next plan's window continues from it
+    nxt = state.plan([SendRequest("c", "z")])
+    assert book.preview(nxt)["c"] == {"head": 5, "recent": preview["c"]["recent"][1:]
+                                      + [["z", 5, 4]]}
 
 
 def test_window_is_bounded_and_restore_continues_the_chain() -> None:

@@ -66,7 +66,7 @@ def test_duplicate_within_batch_gets_the_first_assignment():
     assert [a.seq for a in plan.assignments] == [1, 2, 1, 1]
     assert [a.prev for a in plan.assignments] == [0, 1, 0, 0]
     assert [a.duplicate for a in plan.assignments] == [False, False, True, True]
-    assert [a.cid for a in plan.new] == ["x", "y"]
+    assert [a.key for a in plan.new] == ["x", "y"]
     assert plan.heads == {"a": 2}
 
 
@@ -214,7 +214,7 @@ def test_sequencer_model(steps, capacity, use_store):
     for batch, fails, bump in steps:
         if bump:
             s.epoch += 1
-        cached = {(r.conv, r.cid): s.known(r.conv, r.cid) for r in batch}
+        cached = {(r.conv, r.key): s.known(r.conv, r.key) for r in batch}
         plan = s.plan(batch, lookup)
         assert len(plan.assignments) == len(batch)
         if fails:
@@ -225,8 +225,8 @@ def test_sequencer_model(steps, capacity, use_store):
         heads_before = {conv: s.head(conv) for conv in {r.conv for r in batch}}
         last_new: dict[str, int] = {}
         for r, a in zip(batch, plan.assignments, strict=True):
-            assert (a.conv, a.cid) == (r.conv, r.cid)
-            key = (r.conv, r.cid)
+            assert (a.conv, a.key) == (r.conv, r.key)
+            key = (r.conv, r.key)
             if key in first_in_batch:
                 first = first_in_batch[key]
                 assert a.duplicate and (a.seq, a.prev) == (first.seq, first.prev)
@@ -251,8 +251,8 @@ def test_sequencer_model(steps, capacity, use_store):
         for a in plan.new:
             log.setdefault(a.conv, []).append(a.seq)
             if use_store:
-                assert (a.conv, a.cid) not in store, "one cid made two messages"
-            store[(a.conv, a.cid)] = (a.seq, a.prev)
+                assert (a.conv, a.key) not in store, "one cid made two messages"
+            store[(a.conv, a.key)] = (a.seq, a.prev)
         for conv, head in last_new.items():
             assert s.head(conv) == head
 
@@ -273,7 +273,7 @@ def test_with_store_every_cid_makes_exactly_one_message(requests, capacity):
     for r in requests:
         plan = s.plan([r], lambda conv, cid: store.get((conv, cid)))
         a = plan.assignments[0]
-        key = (r.conv, r.cid)
+        key = (r.conv, r.key)
         if key in store:
             assert a.duplicate and (a.seq, a.prev) == store[key]
         else:

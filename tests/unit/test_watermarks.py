@@ -5,13 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.core.cursors import CursorBuffer
 from runtime.core.watermarks import (
+    MarkOp,
     Update,
     Watermark,
-    advance_cursor,
     apply_ack,
     apply_read,
     clamp,
+    plan_marks,
 )
 
 PROPS = settings(max_examples=200, deadline=None)
@@ -54,11 +56,53 @@ def test_read_above_head_is_clamped_and_old_read_is_a_no_op():
     assert apply_read(mark, 4, head=10) == Update(mark, False, False)
 
 
+def cursor_of(buf: CursorBuffer) -> int:
+    return buf.overlay("u", "d", {}).get("c", 0)
+
+
 def test_cursor_never_moves_back_and_is_clamped():
-    assert advance_cursor(0, 5, head=10) == 5
-    assert advance_cursor(5, 3, head=10) == 5
-    assert advance_cursor(5, 50, head=10) == 10
-    assert advance_cursor(5, -1, head=10) == 5
+    buf = CursorBuffer()
+    assert buf.advance("u", "d", "c", 5, head=10) and cursor_of(buf) == 5
+    assert not buf.advance("u", "d", "c", 3, head=10) and cursor_of(buf) == 5
+    assert buf.advance("u", "d", "c", 50, head=10) and cursor_of(buf) == 10
+    assert not buf.advance("u", "d", "c", -1, head=10) and cursor_of(buf) == 10
+    assert buf.take() == {("u", "d", "c"): 10}  # only the newest value is written
+    assert buf.take() == {} and not buf.pending
+
+
+def test_cursor_buffer_overlays_the_store_and_requeues_failed_writes():
+    buf = CursorBuffer()
+    buf.advance("u", "d", "a", 7, head=9)
+    # the store is behind on "a" and ahead on "b": each cursor is the higher of the two
+    assert buf.overlay("u", "d", {"a": 3, "b": 4}) == {"a": 7, "b": 4}
+    assert buf.overlay("u", "other", {"a": 1}) == {"a": 1}
+    failed = buf.take()
+    buf.advance("u", "d", "a", 8, head=9)
+    buf.requeue(failed)  # an older failed write never lowers a newer pending one
+    assert buf.take() == {("u", "d", "a"): 8}
+
+
+def test_cursor_buffer_is_bounded():
+    buf = CursorBuffer(bound=2)
+    for device in ("d1", "d2", "d3"):
+        buf.advance("u", device, "c", 1, head=1)
+    assert buf.overlay("u", "d1", {}) == {} and buf.overlay("u", "d3", {}) == {"c": 1}
+    assert len(buf.take()) == 3  # forgetting a device never drops its pending write
+
+
+def test_plan_marks_keeps_the_newest_receipt_and_the_device_that_moved_it():
+    ops = [MarkOp("ack", "c", "u", "phone", 3), MarkOp("ack", "c", "u", "laptop", 5),
+           MarkOp("read", "c", "u", "phone", 4), MarkOp("ack", "c", "v", "x", 1),
+           MarkOp("ack", "c", "u", "phone", 2)]  # behind: changes nothing
+    plan = plan_marks(ops, lambda conv, user: Watermark(0, 0), lambda conv: 10)
+    assert plan.marks == {("c", "u"): Watermark(5, 4), ("c", "v"): Watermark(1, 0)}
+    assert sorted(plan.receipts()) == [("c", "u", "delivered", 5, "laptop"),
+                                       ("c", "u", "read", 4, "phone"),
+                                       ("c", "v", "delivered", 1, "x")]
+    # clamped to the head, and nothing moves below the current watermark
+    plan = plan_marks([MarkOp("read", "c", "u", "d", 99), MarkOp("ack", "c", "w", "d", 2)],
+                      lambda conv, user: Watermark(3, 0), lambda conv: 8)
+    assert plan.receipts() == [("c", "u", "delivered", 8, "d"), ("c", "u", "read", 8, "d")]
 
 
 ops = st.lists(
@@ -72,6 +116,7 @@ ops = st.lists(
 def test_watermark_invariants(ops, head):
     mark = Watermark()
     cursor = 0
+    buf = CursorBuffer()
     # the reference model: the max of every clamped value seen
     model_delivered = model_read = 0
     for op, value in ops:
@@ -83,7 +128,8 @@ def test_watermark_invariants(ops, head):
             update = apply_ack(mark, value, head)
             assert not update.read_moved
             cursor_before = cursor
-            cursor = advance_cursor(cursor, value, head)
+            buf.advance("u", "d", "c", value, head)
+            cursor = cursor_of(buf)
             assert cursor_before <= cursor <= head
             assert cursor == max(cursor_before, min(max(value, 0), head))
             model_delivered = max(model_delivered, min(max(value, 0), head))

@@ -63,7 +63,7 @@ from runtime.adapters.cluster.cql_schema import (
 from runtime.config import EnginesConfig
 from runtime.core.watermarks import Watermark
 from runtime.ports import Conversation, DeviceState, Message, PushToken
-from runtime.sequencer import Unavailable as TryAgain
+from runtime.ports import Unavailable as TryAgain
 
 log = logging.getLogger("msgctl.store.cassandra")
 
@@ -365,10 +365,6 @@ class CassandraStore:
         await self._all(requests)
         await self._all(self._run(self._bind("set_head", (conv, head, head)))
                         for conv, head in heads.items())
-
-    async def append(self, messages: list[Message]) -> None:
-        """The port's name for the writer (in the embedded family it is the durable log)."""
-        await self.upsert_messages(messages)
 
     # -- message store ----------------------------------------------------
     async def create_conversation(self, conv: Conversation) -> Conversation:

@@ -228,11 +228,15 @@ class RegionsOnline:
         return await self.local.gateways_of(users)
 
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
+Handler = Callable[[str, bytes], Awaitable[None] | None]
 
 
 class Subscriber:
-    """Listens on channels, reconnecting with backoff; `on_reconnect` runs after each return."""
+    """Listens on channels, reconnecting with backoff; `on_reconnect` runs after each return.
+
+    The handler gets each message's raw bytes and decodes them with the envelope of its
+    channel (`runtime.adapters.cluster.envelopes`): one decode per hop.
+    """
 
     def __init__(self, client: aioredis.Redis, channels: list[str], handler: Handler,
                  on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -269,7 +273,9 @@ class Subscriber:
                     channel = msg["channel"]
                     channel = channel.decode() if isinstance(channel, bytes) else channel
                     try:
-                        res = self.handler(channel, env.loads(msg["data"]))
+                        data = msg["data"]
+                        res = self.handler(channel, data.encode() if isinstance(data, str)
+                                           else data)
                         if res is not None:
                             await res
                     except Exception:
@@ -283,5 +289,7 @@ class Subscriber:
                     await pubsub.aclose()
 
 
-async def publish(client: aioredis.Redis, channel: str, payload: dict[str, Any]) -> None:
-    await client.publish(channel, env.dumps(payload))
+async def publish(client: aioredis.Redis, channel: str,
+                  payload: dict[str, Any] | bytes) -> None:
+    """Publish an encoded record, or a JSON object encoded here."""
+    await client.publish(channel, payload if isinstance(payload, bytes) else env.dumps(payload))

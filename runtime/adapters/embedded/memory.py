@@ -22,7 +22,7 @@ class EmbeddedEventLog:
     async def append(self, messages: list[Message]) -> None:
         await self.store.append(messages)
 
-    def subscribe(self, callback: Callable[[Event], None]) -> None:
+    def subscribe(self, callback: Callable[[Event], object]) -> None:
         self._subscribers.append(callback)
 
     def publish(self, event: Event) -> None:
@@ -67,6 +67,3 @@ class MemoryDirectory:
 
     async def device_online(self, user: str, device: str) -> bool:
         return bool(self._users.get(user, {}).get(device))
-
-    def session_count(self) -> int:
-        return sum(len(s) for d in self._users.values() for s in d.values())

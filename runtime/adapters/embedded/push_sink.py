@@ -21,3 +21,6 @@ class LogSinkProvider:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         return {"status": "logged", "path": str(self.path)}
+
+    def describe(self) -> str:
+        return f"log sink {self.path}"

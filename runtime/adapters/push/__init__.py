@@ -36,10 +36,9 @@ class PlatformRouter:
         return await self.provider_for(token.platform).send(token, payload)
 
     def describe(self) -> str:
-        parts = [p.describe() if hasattr(p, "describe") else name
-                 for name, p in self.providers.items()]
+        parts = [p.describe() for p in self.providers.values()]
         if set(self.providers) != {"fcm", "apns"}:
-            parts.append(f"log sink {getattr(self.fallback, 'path', '')}")
+            parts.append(self.fallback.describe())
         return "; ".join(parts)
 
     async def warm_up(self) -> None:

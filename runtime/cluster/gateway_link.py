@@ -32,9 +32,20 @@ from runtime.adapters.cluster.redis_bus import (
     gateway_channel,
     publish,
 )
+from runtime.conversations import Conversations
+from runtime.core.cursors import CursorBuffer
 from runtime.core.presence import PresenceState
-from runtime.ports import DeviceState, Event, Message, MessageStore, StateStore, TypingEvent
-from runtime.sequencer import Conversations, Unavailable
+from runtime.metrics import METRICS
+from runtime.ports import (
+    DeviceState,
+    Event,
+    Message,
+    MessageStore,
+    Send,
+    StateStore,
+    TypingEvent,
+    Unavailable,
+)
 
 log = logging.getLogger("msgctl.gateway")
 
@@ -93,15 +104,13 @@ class ClusterIngest:
         self._heads: OrderedDict[str, int] = OrderedDict()  # newest routed seq per conv, bounded
         self.ready = True
 
-    def submit(self, conv: str, cid: str, sender: str, device: str, kind: str, body: str,
-               media: dict[str, Any] | None) -> asyncio.Future[Message]:
+    def submit(self, send: Send) -> asyncio.Future[Message]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Message] = loop.create_future()
-        key = (conv, sender, cid)
+        key = (send.conv, send.sender, send.cid)
         self._pending.setdefault(key, []).append(fut)
-        record = env.send_request(conv, cid, sender, device, kind, body, media, self.gateway,
-                                  int(time.time() * 1000), self.ingresses.region)
-        sent = asyncio.ensure_future(self.ingresses.send(conv, record))
+        record = env.send_request(send, self.gateway, self.ingresses.region)
+        sent = asyncio.ensure_future(self.ingresses.send(send.conv, record))
 
         def produced(done: asyncio.Future[None]) -> None:
             exc = done.exception() if not done.cancelled() else None
@@ -154,16 +163,14 @@ class ClusterReceipts:
         self.state = state
         self.ingest = ingest
         # acks not yet in the store still count when the device syncs or reconnects
-        self._cursors: OrderedDict[tuple[str, str], dict[str, int]] = OrderedDict()
-        self._dirty: dict[tuple[str, str, str], int] = {}
+        self._cursors = CursorBuffer(BOUND)
         self._marks_out: dict[tuple[str, str, str, str], int] = {}  # acks/reads to forward
         self._flush_at: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
     async def device_cursors(self, user: str, device: str) -> DeviceState:
         state = await self.state.device_state(user, device)
-        for conv, acked in self._cursors.get((user, device), {}).items():
-            state.cursors[conv] = max(state.cursors.get(conv, 0), acked)
+        self._cursors.overlay(user, device, state.cursors)
         return state
 
     async def ack(self, user: str, device: str, conv: str, seq: int) -> None:
@@ -173,15 +180,7 @@ class ClusterReceipts:
         head = self.ingest.routed_head(conv)
         if seq > head:
             head = await self.ingest.head(conv)
-        acked = max(0, min(seq, head))
-        cursors = self._cursors.setdefault((user, device), {})
-        self._cursors.move_to_end((user, device))
-        while len(self._cursors) > BOUND:
-            self._cursors.popitem(last=False)
-        if acked > cursors.get(conv, 0):
-            cursors[conv] = acked
-            key = (user, device, conv)
-            self._dirty[key] = max(self._dirty.get(key, 0), acked)
+        if self._cursors.advance(user, device, conv, seq, head):
             self._schedule(0.025)
         await self._forward("ack", user, device, conv, seq)
 
@@ -215,9 +214,9 @@ class ClusterReceipts:
             task = asyncio.get_running_loop().create_task(self._send_marks(marks))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
-        if not self._dirty:
+        if not self._cursors.pending:
             return
-        dirty, self._dirty = self._dirty, {}
+        dirty = self._cursors.take()
         task = asyncio.get_running_loop().create_task(self._persist(dirty))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -228,8 +227,7 @@ class ClusterReceipts:
                                    for (u, d, c), s in dirty.items()))
         except Exception as exc:
             log.warning("%d cursors not stored yet, retrying: %s", len(dirty), exc)
-            for key, seq in dirty.items():
-                self._dirty[key] = max(self._dirty.get(key, 0), seq)
+            self._cursors.requeue(dirty)
             self._schedule(1.0)
 
     async def flush(self) -> None:
@@ -239,9 +237,6 @@ class ClusterReceipts:
         self._flush()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
-
-    async def marks(self, user: str, conv: str) -> Any:
-        return await self.state.watermark(user, conv)
 
 
 class KafkaTypingLog:
@@ -328,11 +323,11 @@ class PresenceClient:
         finally:
             self._replies.pop(rid, None)
 
-    def on_reply(self, rid: str, states: list[dict[str, Any]]) -> None:
+    def on_reply(self, rid: str, states: tuple[PresenceState, ...]) -> None:
+        """The decoded answer (`env.WatchReply`) to the watch named `rid`."""
         fut = self._replies.get(rid)
         if fut is not None and not fut.done():
-            fut.set_result([PresenceState(s["user"], s["state"] == "online",
-                                          s["last_active"] / 1000) for s in states])
+            fut.set_result(list(states))
 
     def resync(self) -> None:
         for session, user in list(self._sessions.items()):
@@ -371,35 +366,38 @@ class GatewayLink:
         self.presence.resync()
         await self.catch_up()
 
-    def handle(self, channel: str, payload: dict[str, Any]) -> None:
+    def handle(self, channel: str, raw: bytes) -> None:
+        """One message on this gateway's channel (or a resync request), decoded once."""
         if channel == PRESENCE_RESYNC:
             self.presence.resync()
             return
-        kind = payload.get("t")
-        if kind == "events":
-            for item in payload["events"]:
+        try:
+            record = env.decode_gateway(raw)
+        except ValueError as exc:
+            METRICS.errors.labels("bad_gateway_record").inc()
+            log.warning("dropping a malformed record on %s: %s", channel, exc)
+            return
+        if isinstance(record, env.EventsBatch):
+            for error in record.errors:  # one bad item must not drop the others' messages
+                METRICS.errors.labels("bad_gateway_record").inc()
+                log.warning("dropping a malformed event on %s: %s", channel, error)
+            for item in record.items:
                 try:
-                    self._event(item["e"], item.get("users", []))
-                except Exception:  # one bad item must not drop the others' messages
+                    self._event(item)
+                except Exception:
                     log.exception("event from the router failed: %r", item)
-        elif kind == "presence":
-            s = payload["state"]
-            state = PresenceState(s["user"], s["state"] == "online", s["last_active"] / 1000)
-            self.notify_presence(frozenset(payload["sessions"]), state)
-        elif kind == "watch_reply":
-            self.presence.on_reply(payload["rid"], payload["states"])
+        elif isinstance(record, env.PresenceChange):
+            self.notify_presence(frozenset(record.sessions), record.state)
+        else:
+            self.presence.on_reply(record.rid, record.states)
 
-    def _event(self, e: dict[str, Any], users: list[str]) -> None:
-        kind = e.get("t")
-        if kind == "dup":
-            m = e.get("m")
-            if m is not None:
-                self.ingest.resolve(env.message_from_dict(m))
+    def _event(self, item: env.RoutedEvent) -> None:
+        e = item.event
+        if isinstance(e, env.DuplicateAnswer):
+            self.ingest.resolve(e.original)
             return
-        event = env.event_from_dict(e)
-        if event is None:
-            return
+        event = e.port_event()
         if isinstance(event, Message):
             self.ingest.resolve(event)
-        if users:
-            self.deliver(event, users)
+        if item.users:
+            self.deliver(event, list(item.users))

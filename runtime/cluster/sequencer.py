@@ -1,7 +1,8 @@
-"""The cluster sequencer: Kafka exactly-once read-process-write (DESIGN.md section 4).
+"""The cluster sequencer: Kafka exactly-once read-process-write.
 
-The owner of `msg.ingress` consumes a batch of requests (read_committed), asks
-the pure `SequencerState` for seqs and the watermark rules for receipts, and
+The owner of `msg.ingress` consumes a batch of requests (read_committed), plans
+it with the sequencing kernel the embedded ingest runs too (`runtime.sequencing`:
+seqs, dedupe, watermark rules for receipts), and
 in ONE transaction produces the results to `msg.events`, the changed
 per-conversation snapshots to the compacted `msg.seq-state`, and commits its
 input offsets. The in-memory state changes only after the commit. A new owner
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any, NoReturn
 
 from confluent_kafka import (
@@ -39,10 +39,10 @@ from runtime.adapters.cluster.kafka import (
     take,
 )
 from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
-from runtime.core.sequencing import SendRequest, SequencerState
-from runtime.core.watermarks import Watermark, apply_ack, apply_read
+from runtime.core.watermarks import MarkOp, Watermark
 from runtime.metrics import METRICS
-from runtime.ports import Message, MessageStore, Receipt, StateStore
+from runtime.ports import MessageStore, Receipt, Send, StateStore
+from runtime.sequencing import SequencingKernel, load_marks
 
 log = logging.getLogger("msgctl.sequencer")
 
@@ -52,52 +52,11 @@ TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
 
 _COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
                      KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT}
-MAX_ID = 256  # characters of a conversation, cid, user, device or gateway id
-MAX_BODY = 1 << 20
-MAX_SEQ = 1 << 62
-
-
-def _id(req: dict[str, Any], key: str) -> None:
-    value = req[key]
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID:
-        raise ValueError(f"{key} must be a string of 1-{MAX_ID} characters")
-
-
-def check_send(req: dict[str, Any]) -> None:
-    """Raise ValueError unless `req` is a send the sequencer can plan and the store can hold."""
-    for key in ("conv", "cid", "from", "from_device", "gw"):
-        _id(req, key)
-    if "rg" in req:
-        _id(req, "rg")
-    if not isinstance(req["kind"], str) or len(req["kind"]) > MAX_ID:
-        raise ValueError("kind must be a short string")
-    if not isinstance(req["body"], str) or len(req["body"]) > MAX_BODY:
-        raise ValueError("body must be a string under 1 MiB")
-    if req.get("media") is not None and not isinstance(req["media"], dict):
-        raise ValueError("media must be an object or null")
-    ts = req.get("ts", 0)
-    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < MAX_SEQ:
-        raise ValueError("ts must be a non-negative integer")
-
-
-def check_mark(req: dict[str, Any]) -> None:
-    for key in ("conv", "user"):
-        _id(req, key)
-    if not isinstance(req.get("device", ""), str):
-        raise ValueError("device must be a string")
-    seq = req["seq"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < MAX_SEQ:
-        raise ValueError("seq must be a non-negative integer")
 
 
 def _exit(reason: str) -> NoReturn:
     """Leave at once: the supervisor restarts the sequencer, which restores its state."""
     exit_for_restart(log, f"{reason} (a fresh process restores from {SEQ_STATE})")
-
-
-def sender_key(sender: str, cid: str) -> str:
-    # the same key the embedded ingest uses: (sender, cid) pairs never collide
-    return f"{len(sender)}:{sender}{cid}"
 
 
 class KafkaSequencer:
@@ -108,15 +67,13 @@ class KafkaSequencer:
         self.store = store
         self.marks_store = state
         self.group = group or f"msgctl-sequencer-{region}"
-        self.state = SequencerState()
+        self.kernel = SequencingKernel(store)
         self.book = SnapshotBook()
         self.marks: LruMarks = LruMarks()
         self.worker = Worker("sequencer-kafka")
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._mid_prefix = uuid.uuid4().hex[:16]
-        self._mids = 0
         self.ready = False
         self.failed: BaseException | None = None
 
@@ -136,7 +93,7 @@ class KafkaSequencer:
         t0 = time.monotonic()
         count = await self.worker.run(self._restore)
         log.info("restored %d seq-state records (%d conversations) in %.2fs", count,
-                 len(self.state.heads), time.monotonic() - t0)
+                 len(self.kernel.state.heads), time.monotonic() - t0)
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": self.group, "isolation.level": "read_committed",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -223,7 +180,7 @@ class KafkaSequencer:
             kind, conv, user = parse_key(key)
             snap = env.loads(value)
             if kind == "h":
-                self.book.restore(self.state, conv, snap)
+                self.book.restore(self.kernel.state, conv, snap)
             elif user is not None:
                 self.marks.put((conv, user), Watermark(int(snap["d"]), int(snap["r"])))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -276,92 +233,48 @@ class KafkaSequencer:
         except TimeoutError:
             _exit("cannot rewind to the committed offsets")
 
-    def _next_mid(self) -> str:
-        self._mids += 1
-        return f"{self._mid_prefix}{self._mids:x}"
-
-    async def _head(self, conv: str) -> int:
-        if conv not in self.state.heads:
-            self.state.load_head(conv, await self.store.head(conv))
-        return self.state.head(conv)
-
-    async def _mark(self, conv: str, user: str) -> Watermark:
-        mark = self.marks.get((conv, user))
-        if mark is None:
-            mark = await self.marks_store.watermark(user, conv)
-        return mark
-
     async def _process(self, records: list[Any]) -> None:
         assert self.producer is not None and self.consumer is not None
         t0 = time.perf_counter()
-        sends: list[dict[str, Any]] = []
-        marks_ops: list[dict[str, Any]] = []
+        sends: list[Send] = []
+        answer_to: list[tuple[str, str]] = []  # (gateway, region) waiting for each send
+        ops: list[MarkOp] = []
         for rec in records:
             try:
-                req = env.loads(rec.value())
-                kind = req.get("t")
-                if kind == "send":
-                    check_send(req)
-                    sends.append(req)
-                elif kind in ("ack", "read"):
-                    check_mark(req)
-                    marks_ops.append(req)
-                else:
-                    raise ValueError(f"unknown request type {kind!r}")
-            except (ValueError, KeyError, TypeError, RecursionError) as exc:
+                req = env.decode_ingress(rec.value())
+            except Exception as exc:  # ValueError by contract; nothing else may wedge us
                 # a poison record must cost one record, never the partition
                 METRICS.errors.labels("bad_ingress_record").inc()
                 log.warning("dropping malformed ingress record at %s/%s: %s", rec.partition(),
                             rec.offset(), exc)
-        for conv in {r["conv"] for r in sends} | {r["conv"] for r in marks_ops}:
-            await self._head(conv)
-        reqs = [SendRequest(r["conv"], sender_key(r["from"], r["cid"])) for r in sends]
-        found: dict[tuple[str, str], tuple[int, int]] = {}
-        lookups = [(q, r) for q, r in zip(reqs, sends, strict=True)
-                   if not self.state.complete(q.conv) and self.state.known(q.conv, q.cid) is None]
-        if lookups:
-            hits = await asyncio.gather(*(self.store.lookup_cid(r["conv"], r["from"], r["cid"])
-                                          for _, r in lookups))
-            for (q, _), hit in zip(lookups, hits, strict=True):
-                if hit is not None:
-                    found[(q.conv, q.cid)] = hit
-        plan = self.state.plan(reqs, lambda c, i: found.get((c, i)))
+                continue
+            if isinstance(req, env.SendRequest):
+                sends.append(req.send)
+                answer_to.append((req.gw, req.rg))
+            else:
+                ops.append(req.op)
+        batch = await self.kernel.plan(sends, also={op.conv for op in ops})
         out: list[tuple[str, bytes, bytes]] = []  # (topic, key, value)
-        for req, a in zip(sends, plan.assignments, strict=True):
-            key = a.conv.encode()
+        for i, (send, (gw, rg)) in enumerate(zip(sends, answer_to, strict=True)):
+            a = batch.plan.assignments[i]
             if a.duplicate:
-                out.append((EVENTS, key, env.duplicate_event(a.conv, req["from"], req["cid"],
-                                                             a.seq, a.prev, req["gw"],
-                                                             req.get("rg", ""))))
-                continue
-            msg = Message(a.conv, a.seq, a.prev, self._next_mid(), req["cid"], req["from"],
-                          req["from_device"], int(req.get("ts") or time.time() * 1000),
-                          req["kind"], req["body"], req.get("media"))
-            out.append((EVENTS, key, env.message_event(msg, req["gw"], req.get("rg", ""))))
-        # receipts: the head used for clamping includes this batch's new messages. They
-        # are cumulative, so a batch publishes only the newest per (conv, user, kind)
-        tentative: dict[tuple[str, str], Watermark] = {}
-        moved: dict[tuple[str, str, str], str] = {}  # -> the device that moved it last
-        for op in marks_ops:
-            k = (op["conv"], op["user"])
-            mark = tentative.get(k) or await self._mark(*k)
-            head = plan.heads.get(op["conv"], self.state.head(op["conv"]))
-            upd = (apply_ack if op["t"] == "ack" else apply_read)(mark, int(op["seq"]), head)
-            if not (upd.delivered_moved or upd.read_moved):
-                continue
-            tentative[k] = upd.mark
-            if upd.delivered_moved:
-                moved[(*k, "delivered")] = op.get("device", "")
-            if upd.read_moved:
-                moved[(*k, "read")] = op.get("device", "")
-        for (conv, user, kind), device in moved.items():
-            mark = tentative[(conv, user)]
-            r = Receipt(conv, user, kind, mark.delivered if kind == "delivered" else mark.read,
-                        device)
-            out.append((EVENTS, conv.encode(), env.receipt_event(r, mark.delivered, mark.read)))
-        for conv, snap in self.book.preview(plan).items():
+                out.append((EVENTS, a.conv.encode(), env.duplicate_event(
+                    a.conv, send.sender, send.cid, a.seq, a.prev, gw, rg)))
+            else:
+                msg = batch.made_for(i)
+                assert msg is not None
+                out.append((EVENTS, a.conv.encode(), env.message_event(msg, gw, rg)))
+        # receipts: the head used for clamping includes this batch's new messages
+        current = await load_marks(ops, lambda conv, user: self.marks.get((conv, user)),
+                                   self.marks_store.watermark)
+        marks = self.kernel.marks(batch, ops, current)
+        for conv, user, kind, seq, device in marks.receipts():
+            mark = marks.marks[(conv, user)]
+            out.append((EVENTS, conv.encode(), env.receipt_event(
+                Receipt(conv, user, kind, seq, device), mark.delivered, mark.read)))
+        for conv, snap in self.book.preview(batch.plan).items():
             out.append((SEQ_STATE, head_key(conv), env.dumps(snap)))
-        for (conv, user), mark in tentative.items():
+        for (conv, user), mark in marks.marks.items():
             out.append((SEQ_STATE, marks_key(conv, user),
                         env.dumps({"d": mark.delivered, "r": mark.read})))
         t1 = time.perf_counter()
@@ -373,11 +286,11 @@ class KafkaSequencer:
             _exit(f"transaction stuck for {TXN_DEADLINE}s")
         METRICS.txn_seconds.observe(time.perf_counter() - t1)
         # committed: only now does the state move
-        self.state.commit(plan)
-        self.book.note(plan)
-        for k, mark in tentative.items():
+        self.kernel.commit(batch)
+        self.book.note(batch.plan)
+        for k, mark in marks.marks.items():
             self.marks.put(k, mark)
-        METRICS.messages.inc(len(plan.new))
+        METRICS.messages.inc(len(batch.made))
         METRICS.append_seconds.observe(time.perf_counter() - t0)
 
     def _transact(self, out: list[tuple[str, bytes, bytes]]) -> None:

@@ -11,13 +11,13 @@ beginning on start rebuilds what the other regions say.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer
 
+from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.kafka import (
     PRESENCE_EVENTS,
     AsyncProducer,
@@ -34,20 +34,13 @@ log = logging.getLogger("msgctl.presence")
 
 
 def flip_record(region: str, state: PresenceState) -> bytes:
-    return json.dumps({"user": state.user, "online": state.online, "region": region,
-                       "last_active": int(state.last_active * 1000)}).encode()
+    """The `presence.events` record of a flip of this region's."""
+    return env.PresenceFlip(state, region).encode()
 
 
-def read_flip(value: bytes) -> PresenceState:
+def read_flip(value: bytes | None) -> PresenceState:
     """The flip in a record; ValueError for anything else (a bad record costs only itself)."""
-    d = json.loads(value)
-    if (not isinstance(d, dict) or not isinstance(d.get("user"), str)
-            or not isinstance(d.get("online"), bool)):
-        raise ValueError("a flip needs user and online")
-    last = d.get("last_active", 0)
-    if not isinstance(last, int) or isinstance(last, bool):
-        raise ValueError("last_active must be integer milliseconds")
-    return PresenceState(d["user"], d["online"], last / 1000)
+    return env.PresenceFlip.decode(value).state
 
 
 class PresenceLink:

@@ -31,37 +31,13 @@ from runtime.adapters.cluster.kafka import (
     take_or_wait,
 )
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
+from runtime.conversations import Conversations
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
-from runtime.sequencer import Conversations
 
 log = logging.getLogger("msgctl.router")
 
 RETRY_MAX = 5.0
-
-
-def check_event(d: dict[str, Any]) -> dict[str, Any]:
-    """The event if the router can store and route it; ValueError/KeyError otherwise."""
-    kind = d.get("t")
-    if kind == "msg":
-        m = env.message_from_dict(d["m"])  # types checked by building it
-        if not all(isinstance(x, str) for x in (m.conv, m.cid, m.sender, m.body, m.mid)):
-            raise ValueError("message fields must be strings")
-    elif kind == "receipt":
-        for key in ("conv", "user", "kind"):
-            if not isinstance(d[key], str):
-                raise ValueError(f"{key} must be a string")
-        int(d["seq"]), int(d["delivered"]), int(d["read"])
-    elif kind == "typing":
-        if not isinstance(d["conv"], str) or not isinstance(d["user"], str):
-            raise ValueError("typing needs conv and user")
-    elif kind == "dup":
-        if not all(isinstance(d[k], str) for k in ("conv", "from", "cid")):
-            raise ValueError("dup fields must be strings")
-        int(d["seq"]), int(d["prev"])
-    else:
-        raise ValueError(f"unknown event type {kind!r}")
-    return d
 
 
 class StoreRouter:
@@ -105,14 +81,15 @@ class StoreRouter:
         while True:
             records = await take_or_wait(self.worker, self.consumer, 1000, 0.1,
                                          ",".join(self.topics), log)
-            items: list[dict[str, Any]] = []
+            items: list[env.EventRecord] = []
             for rec in records:
                 if rec.error() is not None:
                     continue
                 try:
-                    items.append(check_event(env.loads(rec.value())))
-                except (ValueError, KeyError, TypeError, RecursionError) as exc:
-                    log.warning("skipping unreadable event at %s/%s: %s", rec.partition(),
+                    items.append(env.decode_event(rec.value()))
+                except Exception as exc:  # ValueError by contract; one record, not the batch
+                    METRICS.errors.labels("bad_event_record").inc()
+                    log.warning("skipping malformed event at %s/%s: %s", rec.partition(),
                                 rec.offset(), exc)
             if items:
                 await self._handle_until_done(items)
@@ -122,7 +99,7 @@ class StoreRouter:
                 except KafkaException as exc:  # replayed after a restart; gateways drop repeats
                     log.warning("offset commit failed: %s", exc)
 
-    async def _handle_until_done(self, items: list[dict[str, Any]]) -> None:
+    async def _handle_until_done(self, items: list[env.EventRecord]) -> None:
         delay = 0.2
         while True:
             try:
@@ -147,8 +124,8 @@ class StoreRouter:
                         log.exception("skipping an event that cannot be stored: %r", item)
                 return
 
-    async def _handle(self, items: list[dict[str, Any]]) -> None:
-        messages = [env.message_from_dict(i["m"]) for i in items if i.get("t") == "msg"]
+    async def _handle(self, items: list[env.EventRecord]) -> None:
+        messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
         if messages:
             METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
             t0 = time.perf_counter()
@@ -156,53 +133,56 @@ class StoreRouter:
             METRICS.store_seconds.observe(time.perf_counter() - t0)
         marks: dict[tuple[str, str], Watermark] = {}
         for i in items:
-            if i.get("t") == "receipt":
-                k = (i["user"], i["conv"])
+            if isinstance(i, env.ReceiptRecord):
+                k = (i.receipt.user, i.receipt.conv)
                 old = marks.get(k, Watermark())
-                marks[k] = Watermark(max(old.delivered, int(i["delivered"])),
-                                     max(old.read, int(i["read"])))
+                marks[k] = Watermark(max(old.delivered, i.delivered), max(old.read, i.read))
         if marks:
             await asyncio.gather(*(self.store.set_watermark(u, c, m)
                                    for (u, c), m in marks.items()))
         await self.route(items)
 
-    async def route(self, items: list[dict[str, Any]]) -> None:
-        """Group the batch per gateway and publish one payload to each."""
-        per_event: list[tuple[dict[str, Any], list[str], str | None]] = []
+    async def route(self, items: list[env.EventRecord]) -> None:
+        """Group the batch per gateway and publish one payload to each (each event encoded
+        once, however many gateways it goes to)."""
+        per_event: list[tuple[env.RoutedPayload, list[str], str | None]] = []
         users: set[str] = set()
         for i in items:
-            kind = i.get("t")
-            conv_id = i.get("m", {}).get("conv") if kind == "msg" else i.get("conv")
-            conv = await self.conversations.get(conv_id) if conv_id else None
+            conv_id = i.message.conv if isinstance(i, env.MessageRecord) else \
+                i.receipt.conv if isinstance(i, env.ReceiptRecord) else \
+                i.event.conv if isinstance(i, env.TypingRecord) else i.conv
+            conv = await self.conversations.get(conv_id)
             if conv is None:
                 continue
             # the gateway waiting for this send's `sent` is in the region that sent it
             # (a conversation homed elsewhere comes back here mirrored)
-            origin = i.get("gw") if i.get("rg", self.region) == self.region else None
-            if kind == "dup":
+            origin = None
+            if isinstance(i, env.MessageRecord | env.DuplicateRecord) and i.gw:
+                origin = i.gw if (i.rg or self.region) == self.region else None
+            if isinstance(i, env.DuplicateRecord):
                 if origin is None:
                     continue  # only its sender's gateway needs a duplicate's answer
-                original = await self.store.message(i["conv"], int(i["seq"]))
-                # the seq and prev are what `sent` needs; the stored copy adds the ts
-                m = env.message_to_dict(original) if original else {
-                    "conv": i["conv"], "seq": i["seq"], "prev": i["prev"], "mid": "",
-                    "cid": i["cid"], "from": i["from"], "from_device": "", "ts": 0,
-                    "kind": "text", "body": ""}
-                payload = {"t": "dup", "conv": i["conv"], "from": i["from"], "cid": i["cid"],
-                           "seq": i["seq"], "prev": i["prev"], "m": m}
-                per_event.append((payload, [], origin))
+                # the `sent` repeats the original's seq, prev and ts: the stored copy
+                original = await self.store.message(i.conv, i.seq)
+                if original is None or (original.sender, original.cid) != (i.sender, i.cid):
+                    # nothing made up: the sender times out and retries with the same cid
+                    METRICS.errors.labels("dup_without_original").inc()
+                    log.warning("duplicate %s/%s (seq %d) has no stored original; its "
+                                "sender will retry", i.conv, i.cid, i.seq)
+                    continue
+                per_event.append((env.DuplicateAnswer(original), [], origin))
                 continue
             members = list(conv.members)
-            if kind == "typing":
-                members = [m for m in members if m != i["user"]]
-            per_event.append((i, members, origin if kind == "msg" else None))
+            if isinstance(i, env.TypingRecord):
+                members = [m for m in members if m != i.event.user]
+            per_event.append((i, members, origin))
             users.update(members)
         where = await self.directory.gateways_of(sorted(users)) if users else {}
         user_gateways: dict[str, list[str]] = defaultdict(list)
         for gateway, us in where.items():
             for u in us:
                 user_gateways[u].append(gateway)
-        out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        out: dict[str, list[env.RoutedEvent]] = defaultdict(list)
         for payload, members, origin in per_event:
             targets: dict[str, list[str]] = defaultdict(list)
             for m in members:
@@ -211,11 +191,11 @@ class StoreRouter:
             if origin is not None:
                 targets.setdefault(origin, [])
             for gateway, us in targets.items():
-                out[gateway].append({"e": payload, "users": us})
+                out[gateway].append(env.RoutedEvent(payload, tuple(us)))
         if out:
             pipe = self.directory.redis.pipeline(transaction=False)
             for gateway, events in out.items():
                 pipe.publish(gateway_channel(self.region, gateway),
-                             env.dumps({"t": "events", "events": events}))
+                             env.EventsBatch(tuple(events)).encode())
             await pipe.execute()
         METRICS.routed.inc(len(per_event))

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.redis_bus import (
     PRESENCE_IN,
     PRESENCE_RESYNC,
@@ -21,8 +22,9 @@ from runtime.adapters.cluster.redis_bus import (
     gateway_channel,
     publish,
 )
-from runtime.core.presence import PresenceState
-from runtime.presence import PresenceService, presence_frame
+from runtime.core.presence import PresenceState, presence_frame
+from runtime.metrics import METRICS
+from runtime.presence import PresenceService
 
 log = logging.getLogger("msgctl.presence")
 
@@ -69,28 +71,30 @@ class PresenceHub:
     async def _resync(self) -> None:
         await publish(self.redis, PRESENCE_RESYNC, {"t": "resync"})
 
-    def handle(self, _channel: str, p: dict[str, Any]) -> None:
-        op = p.get("op")
-        gw = str(p.get("gw", ""))
-        session = str(p.get("session", ""))
-        user = str(p.get("user", ""))
-        if op == "connect":
+    def handle(self, _channel: str, raw: bytes) -> None:
+        """One gateway report from `presence.in`; a malformed one is logged and dropped."""
+        try:
+            p = env.PresenceReport.decode(raw)
+        except ValueError as exc:
+            METRICS.errors.labels("bad_presence_report").inc()
+            log.warning("dropping a malformed presence report: %s", exc)
+            return
+        gw, session, user = p.gw, p.session, p.user
+        if p.op == "connect":
             self.session_gateway[session] = (gw, user)
             self.service.connect(user, session)
-        elif op == "heartbeat":
+        elif p.op == "heartbeat":
             self.session_gateway.setdefault(session, (gw, user))
             self.service.heartbeat(user, session)
-        elif op == "disconnect":
+        elif p.op == "disconnect":
             self.service.disconnect(user, session)
             self.session_gateway.pop(session, None)
-        elif op == "watch":
+        else:  # watch
             self.session_gateway.setdefault(session, (gw, user))
-            states = self.service.tracker.watch(session, [str(u) for u in p.get("users", [])])
-            if p.get("rid"):
-                self._publish(gw, {"t": "watch_reply", "rid": p["rid"],
+            states = self.service.tracker.watch(session, list(p.users))
+            if p.rid:
+                self._publish(gw, {"t": "watch_reply", "rid": p.rid,
                                    "states": [_state(s) for s in states]})
-        else:
-            log.warning("unknown presence report %r", op)
 
     def _notify(self, watchers: frozenset[str], state: PresenceState) -> None:
         by_gateway: dict[str, list[str]] = defaultdict(list)

@@ -1,0 +1,95 @@
+"""What runs in a deployment and how it is doing, as data.
+
+`runtime_rows` flattens the supervisor's state into one row per runtime (state,
+pid, uptime, restarts, endpoint); `replication_links` measures MirrorMaker 2 lag
+between regions; `push_queue_depths` scrapes each push runtime's ``/metrics``;
+`faults_in_force` reads the chaos ledger; `report` is all of it, as
+``msgctl status --json`` prints it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from msgctl import topology as topo_mod
+from msgctl.deploy import metrics
+from msgctl.home import Home
+from msgctl.infra import replication
+from msgctl.supervisor import client
+from msgctl.supervisor.daemon import FATAL, RUNNING
+from msgctl.supervisor.program import ENGINE
+
+
+def runtime_rows(state: dict[str, Any] | None, running: bool) -> list[dict[str, Any]]:
+    """One row per runtime of every program in the supervisor's `state`."""
+    rows = []
+    now = time.time()
+    for p in (state or {}).get("programs", []):
+        single = len(p["runtimes"]) == 1
+        for runtime, rstate in p["runtimes"].items():
+            # FATAL outlives the supervisor: `up` gave up on it, and that is the news
+            pstate = p["state"] if running or p["state"] == FATAL else "STOPPED"
+            shown = pstate
+            if pstate == RUNNING and rstate not in ("ready", "-"):
+                shown = rstate.upper()
+            up_for = now - p["started_at"] if running and p["started_at"] and pstate in (
+                RUNNING,) else None
+            engine = p.get("kind") == ENGINE
+            rows.append({
+                # a process of its own (gateway-2.local, kafka.local) is named as its program
+                "region": p["region"], "runtime": p["name"] if single else
+                f"{runtime}.{p['region']}", "program": p["name"],
+                "kind": p.get("kind", "runtime"), "state": shown,
+                "pid": p["pid"] if running else None,
+                "uptime_s": round(up_for, 1) if up_for is not None else None,
+                "restarts": p["restarts"],
+                "endpoint": p["endpoint"] if runtime == "gateway" or engine else None,
+                "message": p.get("message", ""),
+            })
+    return rows
+
+
+def faults_in_force(h: Home) -> list[dict[str, Any]]:
+    """The chaos faults the ledger of `h` holds (injected and not healed)."""
+    from chaos.ledger import Ledger
+
+    return [e.public() for e in Ledger.load(h.run).faults]
+
+
+def replication_links(deployment: dict[str, Any]) -> list[replication.LinkLag]:
+    """Lag of every MirrorMaker 2 link of a multi-region cluster (none otherwise)."""
+    regions = deployment.get("regions", [])
+    if deployment.get("backend") != "cluster" or len(regions) < 2:
+        return []
+    return replication.links(regions)
+
+
+def push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
+    """Each region's push queue depth, from its push runtime's /metrics (None: no answer)."""
+    out: dict[str, int | None] = {}
+    cluster = deployment.get("backend") == "cluster"
+    for r in deployment.get("regions", []):
+        port = r["gateway_port"] + (topo_mod.RUNTIME_PORT_OFFSETS["push"] if cluster else 0)
+        out[r["name"]] = None
+        text = metrics.scrape(r["host"], port, timeout=1)
+        if text is None:
+            continue
+        depth = metrics.sample(text, "msgctl_push_queue")
+        if depth is not None:
+            out[r["name"]] = int(depth)
+    return out
+
+
+def report(h: Home) -> dict[str, Any]:
+    """The whole status of the deployment under `h` (``msgctl status --json``)."""
+    running = h.supervisor_pid() is not None
+    deployment = h.deployment() or {}
+    return {"home": str(h.root), "running": running, "topology": deployment.get("name"),
+            "regions": deployment.get("regions", []),
+            "runtimes": runtime_rows(client.read_state(h), running),
+            "push_queue": push_queue_depths(deployment) if running and
+            deployment.get("scope") != "engines" else {},
+            "replication": [link.to_dict() for link in replication_links(deployment)]
+            if running else [],
+            "faults": faults_in_force(h)}

@@ -1,0 +1,115 @@
+"""The sequencing kernel both families run: one algorithm for the embedded `Ingest` and the
+cluster `KafkaSequencer`.
+
+For a batch of sends it loads the heads and asks the store about the (sender, cid)
+keys the cache cannot answer, asks the pure `SequencerState` for a plan, and makes
+the new messages. The caller makes them durable (an SQLite commit, a Kafka
+transaction) and only then calls `commit`: a batch whose write failed leaves the
+state as it was and can be planned again. Acks and reads go through the pure
+`plan_marks` with the watermarks the caller holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from runtime.core.sequencing import Plan, SendRequest, SequencerState
+from runtime.core.watermarks import MarkOp, MarksPlan, Watermark, plan_marks
+from runtime.ports import Message, MessageStore, Send
+
+
+@dataclass
+class Batch:
+    """A planned batch: `plan.assignments[i]` decides `sends[i]`; `made` holds the new
+    messages by (conv, sender key), in plan order."""
+
+    sends: list[Send]
+    plan: Plan
+    made: dict[tuple[str, str], Message]
+
+    @property
+    def new(self) -> list[Message]:
+        return list(self.made.values())
+
+    def made_for(self, i: int) -> Message | None:
+        """The message this batch made for `sends[i]` (also for an in-batch repeat of it);
+        None when it repeats one sequenced before."""
+        a = self.plan.assignments[i]
+        return self.made.get((a.conv, a.key))
+
+
+class MessageIds:
+    """Message ids unique across processes and restarts without a random draw each."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = 0
+
+    def __call__(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{self._count:x}"
+
+
+class SequencingKernel:
+    def __init__(self, store: MessageStore, state: SequencerState | None = None) -> None:
+        self.store = store
+        self.state = state or SequencerState()
+        self.mids = MessageIds()
+
+    async def head(self, conv: str) -> int:
+        if conv not in self.state.heads:
+            self.state.load_head(conv, await self.store.head(conv))
+        return self.state.head(conv)
+
+    async def plan(self, sends: list[Send], also: Iterable[str] = ()) -> Batch:
+        """Plan `sends`; the heads of `also` (conversations of acks and reads) are loaded
+        too. Raises what the store raises; nothing changes until `commit`."""
+        for conv in {s.conv for s in sends} | set(also):
+            await self.head(conv)
+        reqs = [SendRequest.of(s.conv, s.sender, s.cid) for s in sends]
+        ask = self.state.unknown(reqs)
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        if ask:
+            by_key = {(s.conv, r.key): s for s, r in zip(sends, reqs, strict=True)}
+            hits = await asyncio.gather(*(
+                self.store.lookup_cid(r.conv, by_key[(r.conv, r.key)].sender,
+                                      by_key[(r.conv, r.key)].cid) for r in ask))
+            for r, hit in zip(ask, hits, strict=True):
+                if hit is not None:
+                    found[(r.conv, r.key)] = hit
+        plan = self.state.plan(reqs, lambda conv, key: found.get((conv, key)))
+        made: dict[tuple[str, str], Message] = {}
+        for s, a in zip(sends, plan.assignments, strict=True):
+            if not a.duplicate:
+                made[(a.conv, a.key)] = Message(a.conv, a.seq, a.prev, self.mids(), s.cid,
+                                                s.sender, s.device, s.ts, s.kind, s.body,
+                                                s.media)
+        return Batch(sends, plan, made)
+
+    def marks(self, batch: Batch | None, ops: list[MarkOp],
+              current: dict[tuple[str, str], Watermark]) -> MarksPlan:
+        """The watermarks `ops` move; `current` holds the watermark of every (conv, user)
+        of `ops`; heads include the batch's new messages."""
+        heads = batch.plan.heads if batch is not None else {}
+        return plan_marks(ops, lambda conv, user: current[(conv, user)],
+                          lambda conv: heads.get(conv, self.state.head(conv)))
+
+    def commit(self, batch: Batch) -> None:
+        """The batch's new messages are durable: the state moves."""
+        self.state.commit(batch.plan)
+
+
+async def load_marks(ops: Iterable[MarkOp], cached: Callable[[str, str], Watermark | None],
+                     read: Callable[[str, str], Awaitable[Watermark]]
+                     ) -> dict[tuple[str, str], Watermark]:
+    """The watermark of every (conv, user) in `ops`: from `cached`, else from the store."""
+    out: dict[tuple[str, str], Watermark] = {}
+    for op in ops:
+        k = (op.conv, op.user)
+        if k not in out:
+            mark = cached(*k)
+            out[k] = mark if mark is not None else await read(op.user, op.conv)
+    return out
