@@ -37,8 +37,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from msgctl import wire  # noqa: E402
 from msgctl.home import Home  # noqa: E402
 from msgctl.infra import replication  # noqa: E402
+from msgctl.tls import trust  # noqa: E402
 from runtime import auth  # noqa: E402
 from tests.conftest import msgctl  # noqa: E402
 from tests.wsclient import Client  # noqa: E402
@@ -72,19 +74,23 @@ class Stack:
         self.count = count
         self.port = 7400 + OFFSET
         self.secret = ""
+        self.urls: list[str] = []
 
     def up(self) -> float:
         t0 = time.monotonic()
         msgctl("up", "--home", str(self.home), "-t", str(ROOT / "regions" / TOPOLOGIES[self.count]),
                "--port-offset", str(OFFSET), timeout=1200)
         self.secret = Home(self.home).secret()
+        deployment = json.loads((self.home / "deployment.json").read_text())
+        wire.set_trust(trust(deployment))  # the shipped topologies serve TLS from the home's CA
+        self.urls = [r["ws_url"] for r in deployment["regions"]]
         return time.monotonic() - t0
 
     def down(self) -> None:
         msgctl("down", "--home", str(self.home), check=False, timeout=600)
 
     def url(self, i: int) -> str:
-        return f"ws://{HOSTS[i]}:{self.port}/v1/ws"
+        return self.urls[i]
 
     def client(self, i: int, user: str, device: str = "phone") -> Any:
         return Client.open(self.url(i), auth.issue(self.secret, user, device, 3600))

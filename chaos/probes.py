@@ -37,7 +37,7 @@ async def _programs(target: Target) -> dict[str, Any]:
 
 async def _gateways(target: Target) -> dict[str, Any]:
     bad = []
-    async with aiohttp.ClientSession() as session:
+    async with target.http() as session:
         for region in target.regions:
             for base in region.http_urls:
                 try:

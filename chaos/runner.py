@@ -463,7 +463,7 @@ class Runner:
 
     async def _converge(self) -> float | None:
         t0 = time.monotonic()
-        async with aiohttp.ClientSession() as session:
+        async with self.target.http() as session:
             while True:
                 reads = await self._read_all(session)
                 why = self._settled(reads)
@@ -478,7 +478,7 @@ class Runner:
                 await asyncio.sleep(CONVERGE_POLL)
 
     async def _final_read(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        async with self.target.http() as session:
             reads = await self._read_all(session)
         for (conv, region), msgs in reads.items():
             if isinstance(msgs, BaseException):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from msgctl import wire
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError
 from msgctl.home import Home
 from msgctl.supervisor import client
+from msgctl.tls import trust
 from runtime import auth
 
 READ_PAGE = 1000
@@ -30,7 +33,8 @@ class Region:
 
     @property
     def http_urls(self) -> list[str]:
-        return [u.replace("ws://", "http://", 1).removesuffix("/v1/ws") for u in self.ws_urls]
+        return [("https://" + u[6:] if u.startswith("wss://") else
+                 u.replace("ws://", "http://", 1)).removesuffix("/v1/ws") for u in self.ws_urls]
 
 
 @dataclass
@@ -40,6 +44,11 @@ class Target:
     backend: str
     regions: list[Region]
     secret: str
+    tls: ssl.SSLContext | None = None  # what reaching the gateways trusts (TLS deployments)
+
+    def http(self) -> aiohttp.ClientSession:
+        """A session for the gateways' REST and probes (trusting the deployment's CA)."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.tls or True))
 
     @classmethod
     def of(cls, home: Home) -> Target:
@@ -52,8 +61,10 @@ class Target:
                               "the runtimes: 'msgctl up'")
         regions = [Region(r["name"], r["host"], list(r.get("gateway_urls") or [r["ws_url"]]))
                    for r in dep.get("regions", [])]
+        tls = trust(dep)
+        wire.set_trust(tls)  # the drill's devices connect through msgctl.wire
         return cls(home, str(dep.get("name", "?")), str(dep.get("backend", "embedded")),
-                   regions, home.secret())
+                   regions, home.secret(), tls)
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +107,7 @@ async def read_conversation(session: aiohttp.ClientSession, region: Region, conv
     for base in region.http_urls:
         msgs: list[dict[str, Any]] = []
         after = 0
+        throttled = 0
         try:
             while True:
                 async with session.get(
@@ -103,6 +115,11 @@ async def read_conversation(session: aiohttp.ClientSession, region: Region, conv
                         params={"after": str(after), "limit": str(READ_PAGE)},
                         headers={"Authorization": f"Bearer {token}"},
                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                    if resp.status == 429 and throttled < 10:  # the REST rate per user
+                        throttled += 1
+                        await asyncio.sleep(min(5.0, float(resp.headers.get("Retry-After",
+                                                                            "1"))))
+                        continue
                     if resp.status != 200:
                         raise ConnectionError(f"{base}: HTTP {resp.status}")
                     body = json.loads(await resp.text())

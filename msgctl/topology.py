@@ -14,17 +14,20 @@ Toxiproxy (``toxiproxy.<region>``) that carries its connections to the others.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msgctl import yamltext
+from msgctl import tls, yamltext
 from msgctl.errors import UsageError
+from msgctl.home import write_private
 from msgctl.infra import programs as engine_programs
 from msgctl.infra import toxiproxy
 from msgctl.infra.catalog import CASSANDRA, KAFKA
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
+from runtime import keyring as keyring_mod
 from runtime.config import (
     ApnsConfig,
     FcmConfig,
@@ -49,6 +52,10 @@ MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at b
 MEDIA_PORT_OFFSET = 20
 LINK_PROXY_MODES = ("auto", "on", "off")
 DEFAULT_PROXY_PORT = 8474  # Toxiproxy's own default API port
+REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+HOST = re.compile(r"[A-Za-z0-9._:-]{1,253}")  # a name, an IPv4 or an IPv6 address
+TOPOLOGY_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,60}")
+MAX_SETTING = 2**62  # far above any sensible limit or time
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,32 @@ class ChaosSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """The topology's `tls:` section: TLS on the gateways' WebSocket ports and the media
+    endpoints (on unless `enabled: false`, e.g. behind a proxy that terminates TLS).
+
+    ``ca``: a directory holding ``ca.pem`` and ``ca.key`` to sign the endpoints'
+    certificates with (made there if missing); default the home's ``tls/``.
+    ``cert`` and ``key``: a certificate chain and key the operator supplies, served
+    instead (clients then trust whatever signed it).
+    """
+
+    enabled: bool = True
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """The topology's `encryption:` section: message bodies, media metadata and blobs
+    sealed with AES-256-GCM at the gateway (on unless `enabled: false`), under the keys of
+    the home's `keys/keyring.json` (`msgctl keys`)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     host: str
@@ -74,18 +107,33 @@ class Region:
     gateway_processes: int = 1
     engines: dict[str, EngineSpec] = field(default_factory=dict, hash=False, compare=False)
     media_port: int = 0  # the blob endpoint (cluster: of gateway-1, then +1 each); 0 = none
+    tls: bool = field(default=False, compare=False)  # wss:// and https:// (topology `tls:`)
 
     @property
     def media_url(self) -> str:
-        return f"http://{self.host}:{self.media_port}" if self.media_port else ""
+        return f"{self.http_scheme}://{self.host}:{self.media_port}" if self.media_port else ""
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def gateway_ws_url(self, i: int = 0) -> str:
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.gateway_port + i}/v1/ws"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.gateway_port}/v1/ws"
+        return self.gateway_ws_url(0)
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.gateway_port}"
+        return f"{self.http_scheme}://{self.host}:{self.gateway_port}"
+
+    def tls_names(self) -> list[str]:
+        """The names clients reach this region's gateways by (a certificate's SANs)."""
+        names = [self.host]
+        if self.host.startswith("127.") or self.host in ("0.0.0.0", "::", "::1", "localhost"):
+            names += ["localhost", "127.0.0.1", "::1"]
+        return sorted(set(names) - {"0.0.0.0", "::"})
 
     def ports(self) -> list[tuple[int, str]]:
         """Every port this region's programs listen on, with what listens there."""
@@ -116,6 +164,8 @@ class Topology:
     push: dict[str, Any] = field(default_factory=dict)
     media: dict[str, Any] = field(default_factory=dict)
     chaos: ChaosSettings = field(default_factory=ChaosSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 
     @property
     def multi_region_cluster(self) -> bool:
@@ -123,9 +173,31 @@ class Topology:
 
 
 
+def _shown(value: Any) -> str:
+    """A value as a message shows it: quoted, and cut short (a topology may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _check_number(value: Any, what: str, *, integer: bool, zero: bool = False) -> None:
+    """`UsageError` unless `value` is a finite number above 0 (or 0 with `zero`), and an
+    integer when `integer`; `what` starts the message."""
+    ok = (not isinstance(value, bool) and isinstance(value, int | float)
+          and (isinstance(value, int) or not integer)
+          # NaN fails both comparisons; the bound keeps it an int64 and a float
+          and (value >= 0 if zero else value > 0) and value <= MAX_SETTING)
+    if not ok:
+        kind = "non-negative" if zero else "positive"
+        also = "an integer; " if integer else ""
+        raise UsageError(f"{what} must be a {kind} number ({also}got {_shown(value)})")
+
+
 def resolve_path(spec: str | Path) -> Path:
     """A topology path as given, else relative to the project (so `up` works from anywhere)."""
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # `~user/...` of no such user
+        raise UsageError(f"topology file not found: {spec}") from None
     if path.is_file():
         return path.resolve()
     alt = PROJECT_ROOT / path
@@ -137,15 +209,18 @@ def resolve_path(spec: str | Path) -> Path:
 def _require(raw: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = raw.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-        raise UsageError(f"{where}: '{key}' must be a {kind.__name__}")
+        what = {str: "a string", int: "an integer"}.get(kind, f"a {kind.__name__}")
+        raise UsageError(f"{where}: '{key}' must be {what}")
     return value
 
 
-def _known_keys(raw: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+def _known_keys(raw: Any, cls: type, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a mapping")
     known = set(cls.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown:
-        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
+        raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
     return raw
 
@@ -161,6 +236,8 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, list) or not regions_raw:
         raise UsageError(f"{where}: 'regions' must be a non-empty list")
+    tls = _tls_section(raw.get("tls"), Path(source).parent, where)
+    encryption = _encryption_section(raw.get("encryption"), where)
     media_raw = raw.get("media")
     media = _media_section({} if media_raw is None else media_raw, where)
     if media.get("port") and len(regions_raw) > 1:
@@ -172,7 +249,13 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         if not isinstance(r, dict):
             raise UsageError(f"{rw} must be a mapping")
         name = _require(r, "name", str, rw)
+        if not REGION_NAME.fullmatch(name):
+            # it names files, programs, Kafka topics, a Cassandra data center, certificates
+            raise UsageError(f"{rw}: name {_shown(name)} must be 1-40 letters, digits, '-' "
+                             "or '_', starting with a letter or digit")
         host = _require(r, "host", str, rw)
+        if not HOST.fullmatch(host):
+            raise UsageError(f"{rw}: host {_shown(host)} is not a host name or IP address")
         gateway = r.get("gateway") or {}
         if not isinstance(gateway, dict):
             raise UsageError(f"{rw}: 'gateway' must be a mapping")
@@ -196,7 +279,7 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         if media.get("enabled", True) and (backend == "embedded" or "s3" in engines):
             media_port = (media["port"] + port_offset if media.get("port")
                           else port + MEDIA_PORT_OFFSET)
-        region = Region(name, host, port, processes, engines, media_port)
+        region = Region(name, host, port, processes, engines, media_port, tls.enabled)
         seen: dict[int, str] = {}
         for p, what in region.ports():
             if not 1 <= p <= 65535:
@@ -230,14 +313,88 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
                 raise UsageError(f"{where}: chaos.proxy_port: the link proxy of {region} needs "
                                  f"port {port} ({clash}); choose another proxy_port")
     limits = _known_keys(raw.get("limits") or {}, LimitsConfig, f"{where}: limits")
+    defaults = LimitsConfig()
+    for key, value in limits.items():
+        # every limit is a positive number: 0, a string or a fraction of a count (a burst
+        # of 0.5 frames) would fail each connection later
+        _check_number(value, f"{where}: limits.{key}:",
+                      integer=isinstance(getattr(defaults, key), int))
     presence = _known_keys(raw.get("presence") or {}, PresenceConfig, f"{where}: presence")
+    for key, value in presence.items():  # the heartbeat paces a loop: never 0
+        _check_number(value, f"{where}: presence.{key}:", integer=True,
+                      zero=key == "grace_ms")
     push = _push_settings(raw.get("push") or {}, Path(source).parent, where)
-    return Topology(str(raw.get("name", Path(source).stem)), backend, regions, source,
-                    limits, presence, push, media, chaos)
+    name = raw.get("name", Path(source).stem)
+    if isinstance(name, bool) or not isinstance(name, str | int) or not (
+            TOPOLOGY_NAME.fullmatch(str(name))):
+        # it goes into the CA's certificate, whose name holds at most 64 characters
+        raise UsageError(f"{where}: name {_shown(name)} must be 1-60 printable characters "
+                         "on one line")
+    return Topology(str(name), backend, regions, source,
+                    limits, presence, push, media, chaos, tls, encryption)
 
 
 def region_by_name(regions: list[Region], name: str) -> Region:
     return next(r for r in regions if r.name == name)
+
+
+def _encryption_section(raw: Any, where: str) -> EncryptionSettings:
+    if raw is None:
+        return EncryptionSettings()
+    if isinstance(raw, bool):
+        return EncryptionSettings(enabled=raw)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: encryption must be a mapping (enabled)")
+    raw = _known_keys(raw, EncryptionSettings, f"{where}: encryption")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError(f"{where}: encryption.enabled must be true or false")
+    return EncryptionSettings(enabled)
+
+
+def keyring_path(home_root: Path) -> Path:
+    return home_root / "keys" / "keyring.json"
+
+
+def _tls_section(raw: Any, base: Path, where: str) -> TlsSettings:
+    if raw is None:
+        return TlsSettings()
+    if isinstance(raw, bool):  # `tls: off`
+        return TlsSettings(enabled=raw)
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: tls must be a mapping (enabled, ca, cert, key)")
+    raw = _known_keys(raw, TlsSettings, f"{where}: tls")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError(f"{where}: tls.enabled must be true or false")
+    paths: dict[str, str] = {}
+    for key in ("ca", "cert", "key"):
+        value = raw.get(key) or ""
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: tls.{key} must be a path")
+        if value:
+            paths[key] = str(_setting_path(value, base, f"{where}: tls.{key}"))
+    if bool(paths.get("cert")) != bool(paths.get("key")):
+        raise UsageError(f"{where}: tls.cert and tls.key go together")
+    for key in ("cert", "key"):
+        if paths.get(key) and not Path(paths[key]).is_file():
+            raise UsageError(f"{where}: tls.{key}: no such file {paths[key]}")
+    return TlsSettings(enabled, paths.get("ca", ""), paths.get("cert", ""),
+                       paths.get("key", ""))
+
+
+def _setting_path(value: str, base: Path, what: str) -> Path:
+    """A file or directory a setting names, made absolute (a relative one is relative to
+    the topology file)."""
+    try:
+        if "\0" in value:  # the OS takes no path with a NUL; pathlib says so only later
+            raise ValueError("a NUL character")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    except RuntimeError:  # `~user/...` of no such user
+        raise UsageError(f"{what}: {value!r}: no such user's home directory") from None
+    except ValueError as exc:
+        raise UsageError(f"{what}: {value!r} is not a usable path ({exc})") from None
 
 
 def _chaos_section(raw: Any, where: str, port_offset: int) -> ChaosSettings:
@@ -247,7 +404,7 @@ def _chaos_section(raw: Any, where: str, port_offset: int) -> ChaosSettings:
         raise UsageError(f"{where}: chaos must be a mapping")
     unknown = set(raw) - {"link_proxy", "proxy_port"}
     if unknown:
-        raise UsageError(f"{where}: chaos: unknown setting(s) {', '.join(sorted(unknown))}; "
+        raise UsageError(f"{where}: chaos: unknown setting(s) {yamltext.listing(unknown)}; "
                          "known: link_proxy, proxy_port")
     mode = raw.get("link_proxy", "auto")
     if mode is True or mode is False:  # YAML reads a bare on/off as a boolean
@@ -293,6 +450,13 @@ def _media_section(raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UsageError(f"{w} must be a mapping")
     media = _known_keys(dict(raw), MediaConfig, w)
+    if not isinstance(media.get("enabled", True), bool):
+        raise UsageError(f"{w}.enabled must be true or false")
+    public_url = media.get("public_url", "")
+    if not isinstance(public_url, str) or public_url and not public_url.startswith(
+            ("http://", "https://")):
+        raise UsageError(f"{w}.public_url must be an http(s):// URL, e.g. "
+                         "https://cdn.example.com")
     for key in ("port", "upload_ttl_s", "url_ttl_s"):
         value = media.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -324,22 +488,29 @@ def _push_settings(raw: Any, base: Path, where: str) -> dict[str, Any]:
     for name, cls, path_key in (("fcm", FcmConfig, "service_account"),
                                 ("apns", ApnsConfig, "key_file")):
         section = out.get(name)
-        if section is None:
+        if section is None:  # `fcm:` with every line under it commented out
+            out.pop(name, None)
             continue
         if not isinstance(section, dict):
             raise UsageError(f"{where}: push.{name} must be a mapping")
         section = dict(_known_keys(section, cls, f"{where}: push.{name}"))
+        for key, value in section.items():  # paths, ids and URLs
+            if not isinstance(value, str):
+                raise UsageError(f"{where}: push.{name}.{key} must be a string")
         if section.get(path_key):
-            path = Path(str(section[path_key])).expanduser()
-            path = path if path.is_absolute() else (base / path).resolve()
+            value = section[path_key]
+            path = _setting_path(value, base, f"{where}: push.{name}.{path_key}")
             if not path.is_file():
                 raise UsageError(f"{where}: push.{name}.{path_key}: no such file {path}")
             section[path_key] = str(path)
         out[name] = section
-    try:
-        PushConfig(**out)
-    except TypeError as exc:
-        raise UsageError(f"{where}: push: {exc}") from None
+    if not isinstance(out.get("hide_body", False), bool):
+        raise UsageError(f"{where}: push.hide_body must be true or false")
+    for key in ("max_attempts", "backoff_ms", "backoff_max_ms", "concurrency"):
+        if key in out:
+            _check_number(out[key], f"{where}: push.{key}:", integer=True, zero=True)
+    if "timeout_s" in out:
+        _check_number(out["timeout_s"], f"{where}: push.timeout_s:", integer=False)
     if out.get("fcm", {}).get("service_account"):
         try:
             sa = json.loads(Path(out["fcm"]["service_account"]).read_text())
@@ -359,10 +530,40 @@ def _push_settings(raw: Any, base: Path, where: str) -> dict[str, Any]:
 def load(spec: str | Path, port_offset: int = 0) -> Topology:
     path = resolve_path(spec)
     try:
-        raw = yamltext.safe_load(path.read_text())
+        raw = yamltext.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
     except yamltext.YamlSyntaxError as exc:
         raise UsageError(f"{path.name}: {exc}") from None
     return parse(raw, str(path), port_offset)
+
+
+def tls_ca(topo: Topology, home_root: Path) -> str:
+    """The CA file clients of this deployment trust ("" without TLS, or when the operator
+    supplies the certificate: then whatever signed it)."""
+    if not topo.tls.enabled or topo.tls.cert:
+        return ""
+    return str((Path(topo.tls.ca) if topo.tls.ca else home_root / "tls") / "ca.pem")
+
+
+def tls_material(topo: Topology, home_root: Path) -> dict[str, tuple[str, str]]:
+    """Per region, the certificate chain and key its gateways and media endpoints serve,
+    made (with the CA, when missing) under the home's `tls/`."""
+    if not topo.tls.enabled:
+        return {}
+    if topo.tls.cert:
+        return {r.name: (topo.tls.cert, topo.tls.key) for r in topo.regions}
+    files = tls.CaFiles(Path(topo.tls.ca)) if topo.tls.ca else tls.ca_files(home_root)
+    try:
+        tls.init_ca(files, topo.name)
+        out = {}
+        for r in topo.regions:
+            cert, key = tls.server_cert(files, f"gateway-{r.name}", r.tls_names(),
+                                        out_dir=home_root / "tls")
+            out[r.name] = (str(cert), str(key))
+    except (tls.TlsError, OSError, ValueError) as exc:  # ValueError: a name x509 refuses
+        raise UsageError(f"{Path(topo.source).name}: tls: {exc}") from None
+    return out
 
 
 def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
@@ -382,8 +583,9 @@ def node_config(topo: Topology, region: Region, home_dirs: dict[str, Path],
 
 def _write_config(config_dir: Path, name: str, cfg: NodeConfig) -> Path:
     path = config_dir / f"{name}.json"
-    path.write_text(cfg.to_json())
-    path.chmod(0o600)  # it holds the JWT secret
+    # it holds the JWT secret: 0600 from the start (a write then a chmod would leave it
+    # readable by others in between), and atomic for a node restarting meanwhile
+    write_private(path, cfg.to_json())
     return path
 
 
@@ -437,7 +639,8 @@ def peers_of(topo: Topology, region: Region) -> dict[str, tuple[str, dict[str, A
 
 def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
                   home_dirs: dict[str, Path], secret: str,
-                  engines: list[Program], home_root: Path) -> list[Program]:
+                  engines: list[Program], home_root: Path,
+                  certs: dict[str, tuple[str, str]], keyring: str) -> list[Program]:
     """One process per runtime, then the gateways; each waits for the one before it."""
     engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host,
                                                  home_root=home_root,
@@ -458,17 +661,26 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
               for i in range(region.gateway_processes)]
     for unit, runtimes, port, gateway_id, media_port in units:
         name = f"{unit}.{region.name}"
+        is_gateway = runtimes == ["gateway"]
+        # the gateways' ports serve clients: TLS; the other runtimes' ports only answer
+        # the supervisor's probes and metrics scrapes on the region's host
+        cert, key = certs.get(region.name, ("", "")) if is_gateway else ("", "")
+        # the gateways seal and open bodies, push opens them for notifications
+        keys = keyring if runtimes in (["gateway"], ["push"]) else ""
         cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
                           gateway_id=gateway_id, backend="cluster", engines=engines_cfg,
                           media=MediaConfig(**(topo.media | {"port": media_port})),
-                          schema_owner=region is first)
+                          schema_owner=region is first, tls_cert=cert, tls_key=key,
+                          keyring=keys)
         path = _write_config(config_dir, name, cfg)
-        is_gateway = runtimes == ["gateway"]
+        base = (f"{region.http_scheme}://{region.host}" if is_gateway else http)
         out.append(Program(
             name=name, region=region.name, runtimes=runtimes,
             argv=[python, "-m", "runtime.node", "--config", str(path)],
-            health_url=f"{http}:{port}/readyz",
-            endpoint=f"ws://{region.host}:{port}/v1/ws" if is_gateway else f"{http}:{port}",
+            health_url=f"{base}:{port}/readyz",
+            endpoint=region.gateway_ws_url(port - region.gateway_port) if is_gateway
+            else f"{http}:{port}",
+            probe=_probe(f"{base}:{port}/readyz", tls_ca(topo, home_root)),
             depends_on=list(previous)))
         if not is_gateway:
             previous = [name]  # the gateways, last, start side by side
@@ -486,34 +698,55 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
     """
     programs: list[Program] = []
     config_dir.mkdir(parents=True, exist_ok=True)
+    root = home_root or config_dir.parent
+    certs = tls_material(topo, root)
+    keyring = ""
+    if topo.encryption.enabled:
+        try:
+            keyring_mod.ensure(keyring_path(root))
+        except keyring_mod.KeyringError as exc:
+            raise UsageError(str(exc)) from None
+        keyring = str(keyring_path(root))
     if topo.backend == "cluster":
-        root = home_root or config_dir.parent
         engines = plan_engines(topo, root, proxy_binary)
         programs += engines
         for region in topo.regions:
             programs += _plan_cluster(topo, region, python, config_dir, home_dirs, secret,
-                                      engines, root)
+                                      engines, root, certs, keyring)
         return programs
     for region in topo.regions:
-        cfg = node_config(topo, region, home_dirs, secret)
+        cert, key = certs.get(region.name, ("", ""))
+        cfg = node_config(topo, region, home_dirs, secret, tls_cert=cert, tls_key=key,
+                          keyring=keyring)
         cfg_path = _write_config(config_dir, f"node.{region.name}", cfg)
         programs.append(Program(
             name=f"node.{region.name}", region=region.name, runtimes=list(RUNTIMES),
             argv=[python, "-m", "runtime.node", "--config", str(cfg_path)],
-            health_url=f"{region.http_url}/readyz", endpoint=region.ws_url))
+            health_url=f"{region.http_url}/readyz", endpoint=region.ws_url,
+            probe=_probe(f"{region.http_url}/readyz", tls_ca(topo, root))))
     return programs
 
 
-def to_json(topo: Topology) -> str:
+def _probe(url: str, ca: str) -> dict[str, Any]:
+    """An HTTP readiness probe; over https it trusts the deployment's CA."""
+    return {"kind": "http", "url": url, "ca": ca} if url.startswith("https:") else {}
+
+
+def to_json(topo: Topology, home_root: Path | None = None) -> str:
     regions = []
     for r in topo.regions:
         entry: dict[str, Any] = {"name": r.name, "host": r.host, "gateway_port": r.gateway_port,
-                                 "ws_url": r.ws_url}
+                                 "ws_url": r.ws_url, "http_url": r.http_url}
         if topo.backend == "cluster":
-            entry["gateway_urls"] = [f"ws://{r.host}:{r.gateway_port + i}/v1/ws"
-                                     for i in range(r.gateway_processes)]
+            entry["gateway_urls"] = [r.gateway_ws_url(i) for i in range(r.gateway_processes)]
             entry["engines"] = {e: engine_programs.engine_endpoint(s, r.host)
                                 for e, s in r.engines.items()}
         regions.append(entry)
+    encryption = {"enabled": topo.encryption.enabled,
+                  "keyring": str(keyring_path(home_root))
+                  if home_root is not None and topo.encryption.enabled else ""}
+    tls_info = {"enabled": topo.tls.enabled,
+                "ca": tls_ca(topo, home_root) if home_root is not None else ""}
     return json.dumps({"name": topo.name, "backend": topo.backend, "source": topo.source,
-                       "regions": regions}, indent=2)
+                       "regions": regions, "tls": tls_info, "encryption": encryption},
+                      indent=2)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import ssl
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
@@ -91,10 +92,23 @@ class UnexpectedReply(Exception):
 
 
 # -- asyncio: handshake --------------------------------------------------------------
+_trust: ssl.SSLContext | None = None
+
+
+def set_trust(ctx: ssl.SSLContext | None) -> None:
+    """What `wss://` connections of this process trust unless a call passes `ssl=` (a
+    deployment's CA, see `msgctl.tls.trust`); None: websockets' default (the system's
+    roots, or `SSL_CERT_FILE`)."""
+    global _trust
+    _trust = ctx
+
+
 async def connect(url: str, token: str, *, query_token: bool = False,
                   subprotocol: str | None = SUBPROTOCOL, **kwargs: Any) -> ClientConnection:
     """Open the WebSocket with `token` (a header, or the query with `query_token`), offering
     `subprotocol` (None: offer none, as the benchmark does). `kwargs` go to websockets."""
+    if url.startswith("wss:") and _trust is not None:
+        kwargs.setdefault("ssl", _trust)
     if subprotocol is not None:
         kwargs["subprotocols"] = [subprotocol]
     if query_token:

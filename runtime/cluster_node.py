@@ -4,8 +4,9 @@ Same entry point as the embedded node (``python -m runtime.node --config``);
 the config's `backend: cluster` and `runtimes` pick this composition. Each
 process talks to the engines (Kafka, Cassandra, Redis) and, through them, to
 the other runtimes; it serves /readyz on its port for the supervisor. A gateway
-of a region with an S3 engine also serves media: upload slots are presigned
-POSTs straight to S3, downloads go through its media port (runtime.media.s3).
+of a region with an S3 engine also serves media on its media port
+(runtime.media.s3): clients POST uploads there and the gateway writes them to
+S3 (no client ever writes to S3), and downloads stream from S3 through it.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ from runtime.conversations import Conversations
 from runtime.core import media as media_rules
 from runtime.gateway.server import Gateway
 from runtime.health import HealthServer
+from runtime.keyring import Keyring
 from runtime.media.s3 import S3BlobStore, S3MediaServer
 from runtime.media.service import MediaService
 from runtime.push import push_service
+from runtime.tls import scheme, server_tls
 
 log = logging.getLogger("msgctl.node")
 
@@ -198,7 +201,8 @@ class ClusterNode:
         await gateway.start()
         self._stops.append(gateway.stop)
         logging.getLogger("msgctl.gateway").info(
-            "listening on ws://%s:%d/v1/ws as %s", cfg.host, cfg.port, cfg.gateway_id)
+            "listening on %s://%s:%d/v1/ws as %s", scheme(cfg, "ws"), cfg.host, cfg.port,
+            cfg.gateway_id)
 
     async def _start_media(self) -> MediaService | None:
         """Media on S3 when the region has an s3 engine (else `upload` answers unavailable)."""
@@ -206,9 +210,14 @@ class ClusterNode:
         if not (cfg.media.enabled and cfg.media.port and self.engines.s3_endpoint):
             return None
         secret = media_rules.derive_secret(cfg.secret)
-        blobs = S3BlobStore.from_config(self.engines, secret)
+        # files being received wait on disk, per gateway process, before their PUT to S3
+        blobs = S3BlobStore.from_config(self.engines, secret,
+                                        Path(cfg.data_dir) / f"media-tmp-{cfg.gateway_id}")
         await blobs.ensure_bucket()
         server = S3MediaServer(blobs, cfg.host, cfg.media.port)
+        server.tls = server_tls(cfg)
+        if cfg.keyring:  # blobs sealed at rest like bodies
+            server.keyring = Keyring(Path(cfg.keyring))
         try:
             await server.start()
         except OSError as exc:
@@ -218,4 +227,6 @@ class ClusterNode:
         logging.getLogger("msgctl.media").info("ready: s3 %s bucket %s, downloads on :%d",
                                                self.engines.s3_endpoint, blobs.bucket,
                                                cfg.media.port)
-        return MediaService(cfg.media, secret, blobs, cfg.media.port)
+        return MediaService(cfg.media, secret, blobs, cfg.media.port,
+                            max_slots=cfg.limits.max_upload_slots_per_user,
+                            secure=server.tls is not None)

@@ -16,8 +16,17 @@ class LimitsConfig:
     rate_per_second: float = 200.0
     rate_burst: int = 400
     max_strikes: int = 50
+    rate_bytes_per_second: int = 1024 * 1024  # received bytes, next to the frame rate
+    rate_burst_bytes: int = 4 * 1024 * 1024
     send_queue_bytes: int = 4 * 1024 * 1024  # queued for one connection before it counts as slow
     inflight_sends: int = 256
+    handshake_timeout_s: float = 10.0  # a client that never finishes the upgrade is dropped
+    max_connections_per_user: int = 20  # per gateway process
+    max_connections_per_address: int = 20_000  # per gateway process (NATs, load generators)
+    max_conversations_per_user: int = 10_000  # a create is refused for a member at the cap
+    max_upload_slots_per_user: int = 20  # upload slots granted and not yet expired
+    rest_rate_per_second: float = 50.0  # REST requests per user (per gateway process)
+    rest_rate_burst: int = 100
 
 
 @dataclass
@@ -76,7 +85,7 @@ class PushConfig:
     backoff_ms: int = 200  # first retry; doubles each attempt, with jitter
     backoff_max_ms: int = 30_000  # also caps a provider's Retry-After
     timeout_s: float = 10.0
-    concurrency: int = 8  # messages notified at once
+    concurrency: int = 8  # notifications sent at once (one per device at a time)
     fcm: FcmConfig = field(default_factory=FcmConfig)
     apns: ApnsConfig = field(default_factory=ApnsConfig)
 
@@ -129,6 +138,13 @@ class NodeConfig:
     schema_owner: bool = True  # cluster sequencer: applies the CQL migrations (first region)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    # TLS (the topology's `tls:`): the certificate chain and key the gateway's WebSocket
+    # port and the media endpoint serve; empty: plain ws:// and http://
+    tls_cert: str = ""
+    tls_key: str = ""
+    # the keyring message bodies and media metadata are sealed with (AES-256-GCM) by the
+    # gateway and opened by the gateway and push; empty: stored in the clear
+    keyring: str = ""
     push: PushConfig = field(default_factory=PushConfig)
 
     def to_json(self) -> str:

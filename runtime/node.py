@@ -30,13 +30,16 @@ from runtime.conversations import Conversations
 from runtime.core import media as media_rules
 from runtime.core.presence import PresenceState
 from runtime.gateway.server import Gateway
+from runtime.keyring import Keyring
 from runtime.media.endpoint import BlobServer
 from runtime.media.service import MediaService
 from runtime.media.store import LocalBlobStore
 from runtime.ports import Event
 from runtime.presence import PresenceService
 from runtime.push import push_service
+from runtime.redact import RedactFilter
 from runtime.sequencer import Ingest, Receipts, Router
+from runtime.tls import scheme, server_tls
 
 LOGGERS = {
     "gateway": ["msgctl.gateway", "websockets", "msgctl.directory", "msgctl.media"],
@@ -57,8 +60,12 @@ class JsonFormatter(logging.Formatter):
         out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                "runtime": self.runtime, "region": self.region, "logger": record.name,
                "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        # the traceback as the handler's RedactFilter left it (redacted), as
+        # logging.Formatter does: exc_text caches it
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
         return json.dumps(out)
 
 
@@ -72,6 +79,7 @@ def setup_logging(config: NodeConfig) -> None:
         name = config.gateway_id if runtime == "gateway" else runtime
         handler = logging.FileHandler(log_dir / f"{name}.{config.region}.log")
         handler.setFormatter(JsonFormatter(runtime, config.region))
+        handler.addFilter(RedactFilter())  # no JWT, push token or body in a log file
         for name in names:
             lg = logging.getLogger(name)
             lg.addHandler(handler)
@@ -82,6 +90,7 @@ def setup_logging(config: NodeConfig) -> None:
     root.setLevel(logging.INFO)
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(JsonFormatter("node", config.region))
+    stderr.addFilter(RedactFilter())  # stderr goes to logs/<program>.log
     root.addHandler(stderr)
 
 
@@ -107,7 +116,12 @@ class Node:
             secret = media_rules.derive_secret(config.secret)
             blob_store = LocalBlobStore(data / "blobs", secret, config.region)
             self.blobs = BlobServer(blob_store, config.host, config.media.port)
-            media = MediaService(config.media, secret, blob_store, config.media.port)
+            self.blobs.tls = server_tls(config)
+            if config.keyring:  # blobs sealed at rest like bodies
+                self.blobs.keyring = Keyring(Path(config.keyring))
+            media = MediaService(config.media, secret, blob_store, config.media.port,
+                                 max_slots=config.limits.max_upload_slots_per_user,
+                                 secure=self.blobs.tls is not None)
         self.gateway = Gateway(config, store=self.store, state=self.store,
                                conversations=self.conversations, ingest=self.ingest,
                                receipts=self.receipts, events=self.event_log,
@@ -150,7 +164,8 @@ class Node:
         logging.getLogger("msgctl.push").info("ready: %s",
                                               self.push.provider.describe())
         logging.getLogger("msgctl.gateway").info(
-            "listening on ws://%s:%d/v1/ws", self.config.host, self.config.port)
+            "listening on %s://%s:%d/v1/ws", scheme(self.config, "ws"), self.config.host,
+            self.config.port)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -230,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtime.node", description=__doc__)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
+    # the store, blobs, push files and logs hold messages: the user's alone, even for a
+    # node started by hand (the supervisor starts it under this umask already)
+    os.umask(0o077)
     config = NodeConfig.load(args.config)
     setup_logging(config)
     # tens of thousands of long-lived connection objects make the default collector

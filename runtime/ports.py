@@ -46,7 +46,7 @@ class Message:
     from_device: str
     ts: int
     kind: str
-    body: str
+    body: str = field(repr=False)  # never in a log line (a %r of the record)
     media: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class Send:
     sender: str
     device: str
     kind: str
-    body: str
+    body: str = field(repr=False)  # never in a log line
     media: dict[str, Any] | None
     ts: int  # ms, when the gateway took it
 
@@ -98,7 +98,7 @@ class PushToken:
     user: str
     device: str
     platform: str
-    token: str
+    token: str = field(repr=False)  # a device credential: never in a log line
 
 
 @dataclass
@@ -116,6 +116,10 @@ class MessageStore(Protocol):
     async def get_conversation(self, conv: str) -> Conversation | None: ...
     async def conversations_of(self, user: str) -> list[str]: ...
     async def head(self, conv: str) -> int: ...
+    async def heads(self, convs: list[str]) -> dict[str, int]:
+        """`head` of each of `convs` (0 for one with no message), in a bounded number of
+        requests: a user in thousands of conversations must not cost a request each."""
+        ...
     async def messages(self, conv: str, after: int, limit: int) -> list[Message]: ...
     async def message(self, conv: str, seq: int) -> Message | None: ...
     async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None: ...
@@ -129,7 +133,9 @@ class StateStore(Protocol):
     async def set_cursor(self, user: str, device: str, conv: str, acked: int) -> None: ...
     async def watermark(self, user: str, conv: str) -> Watermark: ...
     async def set_watermark(self, user: str, conv: str, mark: Watermark) -> None: ...
-    async def set_push_token(self, token: PushToken) -> None: ...
+    async def set_push_token(self, token: PushToken) -> None:
+        """This device's token, taken from any other device or account that held it."""
+        ...
     async def push_tokens(self, users: list[str]) -> list[PushToken]: ...
     async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
         """Forget a device's token; with `token`, only while it is still that one."""
@@ -188,6 +194,11 @@ class IngestService(Protocol):
 
     async def head(self, conv: str) -> int:
         """The newest seq of `conv` known here."""
+        ...
+
+    async def heads(self, convs: list[str]) -> dict[str, int]:
+        """`head` of each of `convs`, read from the store in batches (a session's baseline
+        and resume)."""
         ...
 
 

@@ -1,9 +1,30 @@
 """Push runtime: notifies offline devices that registered a token.
 
 For each new message, every member device other than the sender's that has a
-push token and no live session gets exactly one notification through the
-provider, collapsed per conversation, with the unread count as the badge (and
-no message body when the topology says `hide_body`).
+push token and no live session gets one notification through the provider
+(never two for a message; none when a queue below drops it), collapsed per
+conversation, with the unread count as the badge (and no message body when the
+topology says `hide_body`).
+
+Queueing is fair (`runtime.core.fairqueue`), in two stages, so that one busy
+conversation cannot starve anyone else's notification:
+
+1. Messages wait for their fan-out (who gets a notification) in a queue per
+   conversation (`conv_queue` messages; a conversation's oldest is dropped
+   beyond that) served round-robin, at most `max_convs` conversations waiting
+   or being fanned out (a message of any other is dropped).
+   A conversation is fanned out by one worker at a time, `FANOUT_WORKERS` at once.
+2. Each notification waits in its device's queue (per device token:
+   `device_queue` notifications; beyond that the device's older notification
+   for the same conversation, else its oldest, is dropped) served round-robin,
+   one notification of a device at a time, by `concurrency` senders. At most
+   `max_devices` devices are queued; a fan-out that meets a new device when
+   all are taken waits for a slot, the waiting fan-outs getting the freed
+   slots in turn (nothing is dropped for the global bound).
+
+Just before each attempt the token is checked to be still the device's (a
+token unregistered with `push_unregister`, or moved to the account that
+registered it last, gets nothing more).
 
 Failures: 429/5xx and network errors are retried with exponential backoff and
 jitter, waiting at least what a provider's Retry-After asks; a dead token (FCM
@@ -19,13 +40,17 @@ import json
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from runtime.config import NodeConfig
+from runtime.core.fairqueue import COLLAPSED, FULL, OVERFLOW, FairQueue, Offered
+from runtime.core.sealing import SealError
 from runtime.core.watermarks import Watermark
+from runtime.keyring import Keyring
 from runtime.metrics import METRICS
 from runtime.ports import (
     ConversationService,
@@ -43,6 +68,13 @@ log = logging.getLogger("msgctl.push")
 
 MAX_ATTEMPTS = 5
 SEEN_MESSAGES = 100_000  # (conv, seq) remembered so a redelivered event notifies no one twice
+DEVICE_QUEUE = 8  # notifications waiting per device token
+MAX_DEVICES = 10_000  # device tokens with notifications waiting or being sent
+CONV_QUEUE = 8  # messages of one conversation waiting for their fan-out
+MAX_CONVS = 2_000  # conversations with messages waiting for, or in, their fan-out
+# conversations fanned out at once: a fan-out waiting for a device slot holds one of these
+# (a coroutine, nothing more), so there are enough that a few huge groups leave room
+FANOUT_WORKERS = 16
 
 
 def _error_fields(exc: BaseException) -> tuple[str, bool, bool, float | None]:
@@ -55,15 +87,62 @@ def _error_fields(exc: BaseException) -> tuple[str, bool, bool, float | None]:
             bool(getattr(exc, "invalid_token", False)), getattr(exc, "retry_after", None))
 
 
+class _Job:
+    """One message's notifications; resolves the event feed's future once all were handled."""
+
+    __slots__ = ("future", "left", "sealed")
+
+    def __init__(self, future: asyncio.Future[None] | None) -> None:
+        self.future = future
+        self.left = 0  # notifications queued or being sent
+        self.sealed = False  # its fan-out has queued all it will
+
+    def add(self) -> None:
+        self.left += 1
+
+    def finish(self) -> None:
+        """One notification was sent, failed or dropped."""
+        self.left -= 1
+        self._settle()
+
+    def seal(self) -> None:
+        self.sealed = True
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.sealed and self.left <= 0 and self.future is not None \
+                and not self.future.done():
+            self.future.set_result(None)
+
+
+@dataclass(frozen=True)
+class _Note:
+    """One notification waiting in its device's queue."""
+
+    token: PushToken
+    payload: dict[str, Any]
+    job: _Job
+
+
+# what a device queue's drop is counted as
+_DROPPED = {COLLAPSED: "dropped_collapsed", OVERFLOW: "dropped_device_full",
+            FULL: "dropped_queue_full"}
+
+
 class PushService:
     def __init__(self, conversations: ConversationService, state: StateStore,
                  directory: DeviceLocator, provider: PushProvider,
                  marks: Callable[[str, str], Awaitable[Watermark]], *,
-                 hide_body: bool = False, queue_size: int = 10_000,
+                 hide_body: bool = False, device_queue: int = DEVICE_QUEUE,
+                 max_devices: int = MAX_DEVICES, conv_queue: int = CONV_QUEUE,
+                 max_convs: int = MAX_CONVS, fanout_workers: int = FANOUT_WORKERS,
                  max_attempts: int = MAX_ATTEMPTS, backoff: float = 0.2,
                  backoff_max: float = 30.0, concurrency: int = 8,
-                 deadletter: Path | None = None, region: str = "") -> None:
+                 deadletter: Path | None = None, region: str = "",
+                 opener: Callable[[Message], Message] | None = None) -> None:
         self.conversations = conversations
+        # bodies arrive sealed (`runtime.keyring`): a notification shows the opened one
+        self.opener = opener
         self.state = state
         self.directory = directory
         self.provider = provider
@@ -73,12 +152,19 @@ class PushService:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.concurrency = max(1, concurrency)
+        self.fanout_workers = max(1, fanout_workers)
         self.deadletter = deadletter
         self.region = region
-        # each message with the future the event feed waits on before committing past it
-        self._queue: asyncio.Queue[tuple[Message, asyncio.Future[None] | None]] = \
-            asyncio.Queue(queue_size)
-        self._inflight = 0
+        # stage 1: messages per conversation, waiting to be fanned out to their devices
+        self._intake: FairQueue[str, tuple[Message, _Job]] = FairQueue(conv_queue, max_convs)
+        # stage 2: notifications per device token, waiting to be sent
+        self._queue: FairQueue[str, _Note] = FairQueue(device_queue, max_devices)
+        self._intake_ready = asyncio.Event()
+        self._queue_ready = asyncio.Event()
+        # fan-outs waiting for a device slot, in arrival order (the head gets the next one)
+        self._slot_waiters: deque[asyncio.Event] = deque()
+        self._fanning = 0
+        self._sending = 0
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -98,25 +184,32 @@ class PushService:
         if len(self._seen) > SEEN_MESSAGES:
             self._seen.popitem(last=False)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((event, done))
-        except asyncio.QueueFull:
-            METRICS.push.labels("dropped_queue_full").inc()
-            done.set_result(None)
+        offered = self._intake.offer(event.conv, (event, _Job(done)))
+        if offered.dropped is not None:
+            # too many conversations waiting (this message), or this conversation's oldest
+            _, dropped = offered.dropped
+            METRICS.push.labels("dropped_queue_full" if offered.reason == FULL
+                                else "dropped_conversation_full").inc()
+            dropped.seal()
+        if offered.accepted:
+            self._intake_ready.set()
         self._gauge()
         return done
 
     @property
     def depth(self) -> int:
-        """Messages waiting, plus those being notified (retries included)."""
-        return self._queue.qsize() + self._inflight
+        """Messages waiting for or in their fan-out, plus notifications waiting or being sent
+        (retries included)."""
+        return self._intake.items + self._fanning + self._queue.items + self._sending
 
     def _gauge(self) -> None:
         METRICS.push_queue.set(self.depth)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name=f"push-{i}")
-                       for i in range(self.concurrency)]
+        self._tasks = [asyncio.create_task(self._fan_out(), name=f"push-fan-out-{i}")
+                       for i in range(self.fanout_workers)]
+        self._tasks += [asyncio.create_task(self._send(), name=f"push-{i}")
+                        for i in range(self.concurrency)]
         warm_up = getattr(self.provider, "warm_up", None)
         if warm_up is not None:
             self._tasks.append(asyncio.create_task(warm_up(), name="push-warm-up"))
@@ -134,20 +227,88 @@ class PushService:
             except Exception:
                 log.exception("closing the push provider")
 
-    async def _run(self) -> None:
+    async def _fan_out(self) -> None:
+        """Stage 1: a message of the next conversation -> its devices' queues."""
         while True:
-            msg, done = await self._queue.get()
-            self._inflight += 1
+            got = self._intake.take()
+            if got is None:
+                self._intake_ready.clear()
+                await self._intake_ready.wait()
+                continue
+            conv, (msg, job) = got
+            self._fanning += 1
             self._gauge()
             try:
-                await self.notify(msg)
+                for token, payload in await self._recipients(msg):
+                    await self._admit(token.token)
+                    # no await from the admission to the offer: the slot cannot be taken
+                    job.add()
+                    offered = self._queue.offer(token.token, _Note(token, payload, job),
+                                                collapse=msg.conv)
+                    if offered.dropped is not None:
+                        self._drop(offered)
+                    self._queue_ready.set()
+                    self._gauge()
             except Exception:
-                log.exception("push for %s/%s failed", msg.conv, msg.seq)
+                log.exception("push fan-out for %s/%s failed", msg.conv, msg.seq)
             finally:
-                self._inflight -= 1
+                self._fanning -= 1
+                job.seal()
+                self._intake.done(conv)
+                if self._intake.waiting_keys:
+                    self._intake_ready.set()
                 self._gauge()
-                if done is not None and not done.done():
-                    done.set_result(None)
+
+    async def _admit(self, device: str) -> None:
+        """Wait until `device` may be queued: at once if it is queued already, or a slot is
+        free and no fan-out waits for one; otherwise in turn as slots free up."""
+        if device in self._queue or (not self._slot_waiters and self._queue.has_room(device)):
+            return
+        turn = asyncio.Event()
+        self._slot_waiters.append(turn)
+        try:
+            while not (device in self._queue or (self._slot_waiters[0] is turn
+                                                 and self._queue.has_room(device))):
+                turn.clear()
+                await turn.wait()
+        finally:
+            self._slot_waiters.remove(turn)
+            self._wake_slot_waiter()
+
+    def _wake_slot_waiter(self) -> None:
+        if self._slot_waiters:
+            self._slot_waiters[0].set()
+
+    def _drop(self, offered: Offered[_Note]) -> None:
+        """A device queue was full: one of its notifications (never another device's) goes."""
+        note = offered.dropped
+        assert note is not None
+        METRICS.push.labels(_DROPPED[offered.reason]).inc()
+        note.job.finish()
+
+    async def _send(self) -> None:
+        """Stage 2: the next device's oldest notification -> its provider."""
+        while True:
+            got = self._queue.take()
+            if got is None:
+                self._queue_ready.clear()
+                await self._queue_ready.wait()
+                continue
+            device, note = got
+            self._sending += 1
+            self._gauge()
+            try:
+                await self.deliver(note.token, note.payload)
+            except Exception:
+                log.exception("push to %s/%s failed", note.token.user, note.token.device)
+            finally:
+                self._sending -= 1
+                note.job.finish()
+                if self._queue.done(device):
+                    self._wake_slot_waiter()  # the device's slot is free again
+                elif self._queue.waiting_keys:
+                    self._queue_ready.set()  # its next notification is back in the rotation
+                self._gauge()
 
     def payload(self, msg: Message, mark: Watermark) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -159,20 +320,39 @@ class PushService:
             payload["body"] = msg.body
         return payload
 
-    async def notify(self, msg: Message) -> int:
+    async def _recipients(self, msg: Message) -> list[tuple[PushToken, dict[str, Any]]]:
+        """Each offline member device with a token, but the sender's, with its payload."""
         conv = await self.conversations.get(msg.conv)
         if conv is None:
-            return 0
-        jobs = []
-        for token in await self.state.push_tokens(list(conv.members)):
-            if token.user == msg.sender and token.device == msg.from_device:
-                continue
+            return []
+        if self.opener is not None and not self.hide_body:
+            try:
+                msg = self.opener(msg)
+            except SealError as exc:  # a keyring that lost a key: notify without the body
+                log.error("push of %s/%d without its body: %s", msg.conv, msg.seq, exc)
+                msg = replace(msg, body="")
+
+        async def one(token: PushToken) -> tuple[PushToken, dict[str, Any]] | None:
             if await self.directory.device_online(token.user, token.device):
-                continue
-            mark = await self.marks(token.user, msg.conv)
-            jobs.append(self.deliver(token, self.payload(msg, mark)))
-        results = await asyncio.gather(*jobs)
+                return None
+            return token, self.payload(msg, await self.marks(token.user, msg.conv))
+
+        # the lookups of a big group's members at once, not one round trip after another
+        found = await asyncio.gather(*(
+            one(t) for t in await self.state.push_tokens(list(conv.members))
+            if not (t.user == msg.sender and t.device == msg.from_device)))
+        return [r for r in found if r is not None]
+
+    async def notify(self, msg: Message) -> int:
+        """Notify a message's devices now, past the queues; how many were sent."""
+        results = await asyncio.gather(*(self.deliver(token, payload)
+                                         for token, payload in await self._recipients(msg)))
         return sum(1 for ok, _ in results if ok)
+
+    async def _registered(self, token: PushToken) -> bool:
+        """Whether `token` is still its device's: not unregistered, not moved to the account
+        that registered it last (whose notifications only are for that device now)."""
+        return token in await self.state.push_tokens([token.user])
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         backoff = min(self.backoff_max, self.backoff * 2 ** (attempt - 1))
@@ -187,6 +367,13 @@ class PushService:
         reason, retryable = "", True
         for attempt in range(1, self.max_attempts + 1):
             try:
+                # checked before every attempt: a notification may wait in its queue, or for
+                # a retry, while the device logs out or another account takes its token
+                if not await self._registered(token):
+                    METRICS.push.labels("dropped_unregistered").inc()
+                    log.info("push to %s/%s: token no longer registered; dropped", token.user,
+                             token.device)
+                    return False, {"error": "token no longer registered", "attempts": attempt - 1}
                 answer = await self.provider.send(token, payload)
             except asyncio.CancelledError:
                 raise
@@ -244,4 +431,6 @@ def push_service(config: NodeConfig, conversations: ConversationService, state: 
                        backoff_max=min(p.backoff_max_ms, MAX_BACKOFF_MS) / 1000,
                        concurrency=p.concurrency,
                        deadletter=data / f"push-deadletter-{config.region}.jsonl",
-                       region=config.region)
+                       region=config.region,
+                       opener=Keyring(Path(config.keyring)).open_message
+                       if config.keyring else None)

@@ -82,6 +82,11 @@ class Ingest:
     async def head(self, conv: str) -> int:
         return await self.kernel.head(conv)
 
+    async def heads(self, convs: list[str]) -> dict[str, int]:
+        # the kernel's head wherever it has one (it may be ahead of what a read of the
+        # store returned), the store's, in batches, for the rest
+        return await self.kernel.heads(convs)
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()

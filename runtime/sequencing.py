@@ -12,6 +12,7 @@ state as it was and can be planned again. Acks and reads go through the pure
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,11 @@ from dataclasses import dataclass
 from runtime.core.sequencing import Plan, SendRequest, SequencerState
 from runtime.core.watermarks import MarkOp, MarksPlan, Watermark, plan_marks
 from runtime.ports import Message, MessageStore, Send
+
+log = logging.getLogger("msgctl.sequencer")
+
+# conversations taken in between two yields to the event loop by `heads`
+HEADS_SLICE = 500
 
 
 @dataclass
@@ -58,11 +64,49 @@ class SequencingKernel:
         self.store = store
         self.state = state or SequencerState()
         self.mids = MessageIds()
+        # conversations whose head was compared with the store's in this process
+        self._checked: set[str] = set()
+        self.behind: list[tuple[str, int, int]] = []  # (conv, restored, stored) found behind
 
     async def head(self, conv: str) -> int:
-        if conv not in self.state.heads:
-            self.state.load_head(conv, await self.store.head(conv))
+        """The conversation's head, from the store on first use.
+
+        A head restored from a snapshot (the cluster's `msg.seq-state`) is also compared
+        with the store's once: a snapshot log that lost its tail in a machine crash (the
+        broker had not fsynced it; Cassandra had the messages) must never hand out a seq
+        the store already holds, which would overwrite an acknowledged message.
+        """
+        if conv not in self._checked:
+            self._check(conv, await self.store.head(conv))
         return self.state.head(conv)
+
+    async def heads(self, convs: Iterable[str]) -> dict[str, int]:
+        """`head` of each of `convs`; those not compared with the store yet are read from it
+        in batches (`MessageStore.heads`), not one request each."""
+        wanted = list(dict.fromkeys(convs))
+        unchecked = [c for c in wanted if c not in self._checked]
+        if unchecked:
+            stored = await self.store.heads(unchecked)
+            for i, conv in enumerate(unchecked):
+                if i and i % HEADS_SLICE == 0:
+                    await asyncio.sleep(0)  # 10,000 of them take ~20 ms: let others run
+                self._check(conv, stored.get(conv, 0))
+        return {conv: self.state.head(conv) for conv in wanted}
+
+    def _check(self, conv: str, stored: int) -> None:
+        """Take the store's head of `conv` into the state (a max: never moves it back)."""
+        # another caller may have compared it while this one read: warn once
+        if conv not in self._checked:
+            restored = self.state.heads.get(conv)
+            if restored is not None and stored > restored:
+                log.warning("sequencer state of %s is behind the store (restored head %d, "
+                            "stored %d): continuing after the stored head", conv, restored,
+                            stored)
+                self.behind.append((conv, restored, stored))
+                # the cids of the lost tail are only in the store
+                self.state.mark_incomplete(conv)
+            self._checked.add(conv)
+        self.state.load_head(conv, stored)
 
     async def plan(self, sends: list[Send], also: Iterable[str] = ()) -> Batch:
         """Plan `sends`; the heads of `also` (conversations of acks and reads) are loaded

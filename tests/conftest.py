@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,12 +22,26 @@ import pytest
 import yaml
 
 from msgctl.home import Home
+from msgctl.tls import CaFiles, init_ca
 from runtime import auth
+
+# Every deployment the suite starts serves TLS (as every shipped topology does), signed by
+# one CA for the whole session (the topology's `tls.ca`), which the test process and the
+# msgctl commands it runs trust the way a user's client does: SSL_CERT_FILE.
+TEST_CA = Path(tempfile.mkdtemp(prefix="msgctl-test-ca-"))
+atexit.register(shutil.rmtree, TEST_CA, ignore_errors=True)
+init_ca(CaFiles(TEST_CA), "tests")
+os.environ["SSL_CERT_FILE"] = str(TEST_CA / "ca.pem")
+TEST_TLS = {"ca": str(TEST_CA)}
 
 # limits small enough that the abuse paths are cheap to reach in tests
 TEST_LIMITS = {
     "max_frame_bytes": 65536, "hard_frame_bytes": 262144, "max_body_bytes": 16384,
     "rate_per_second": 1000, "rate_burst": 1000, "max_strikes": 50, "send_queue_bytes": 524288,
+    # the suite's clients all come from 127.0.0.1 and reuse users; tests/e2e/test_caps.py
+    # runs the caps at small values on a deployment of its own
+    "rate_bytes_per_second": 64 * 1024 * 1024, "rate_burst_bytes": 64 * 1024 * 1024,
+    "max_connections_per_user": 1000, "rest_rate_per_second": 1000, "rest_rate_burst": 1000,
 }
 TEST_PRESENCE = {"heartbeat_ms": 30000, "grace_ms": 500}
 
@@ -64,7 +81,8 @@ def msgctl(*args: str, check: bool = True, timeout: float = 180,
 def write_topology(path: Path, port: int, **overrides: Any) -> Path:
     topo = {"name": "test", "backend": "embedded",
             "regions": [{"name": "local", "host": "127.0.0.1", "gateway": {"port": port}}],
-            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE)}
+            "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
+            "tls": dict(TEST_TLS)}
     for key, value in overrides.items():
         if isinstance(value, dict):
             topo[key].update(value)
@@ -111,7 +129,7 @@ def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
                          "redis": {"port": base + 25},
                          "s3": {"port": base + 26}}}],
         "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
-        "media": {"port": base + 27}}
+        "media": {"port": base + 27}, "tls": dict(TEST_TLS)}
     topo.update(overrides)
     path.write_text(yaml.safe_dump(topo))
     return path
@@ -135,7 +153,7 @@ def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
         for i, (name, host) in enumerate(REGIONS[:count])]
     topo = {"name": f"test-{count}-regions", "backend": "cluster", "regions": regions,
             "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
-            "chaos": {"proxy_port": base + 40}}
+            "chaos": {"proxy_port": base + 40}, "tls": dict(TEST_TLS)}
     path.write_text(yaml.safe_dump(topo))
     return path
 
@@ -151,7 +169,7 @@ class Regions:
     hosts: tuple[str, ...]
 
     def url(self, region: str) -> str:
-        return f"ws://{self.hosts[self.names.index(region)]}:{self.port}/v1/ws"
+        return f"wss://{self.hosts[self.names.index(region)]}:{self.port}/v1/ws"
 
     def token(self, user: str, device: str = "phone", ttl: int = 3600) -> str:
         return auth.issue(Home(self.home).secret(), user, device, ttl)
@@ -190,10 +208,10 @@ class Deployment:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
+        return f"wss://127.0.0.1:{self.port}/v1/ws"
 
     def gateway_url(self, i: int) -> str:
-        return f"ws://127.0.0.1:{self.port + i % self.gateways}/v1/ws"
+        return f"wss://127.0.0.1:{self.port + i % self.gateways}/v1/ws"
 
     def next_ws_url(self) -> str:
         """Gateways in turn, so a test's devices spread over every gateway process."""
@@ -202,7 +220,7 @@ class Deployment:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def token(self, user: str, device: str = "phone", ttl: int = 3600) -> str:
         return auth.issue(Home(self.home).secret(), user, device, ttl)
@@ -222,12 +240,13 @@ class Deployment:
         assert len(pids) == 1 and None not in pids, pids
         return pids.pop()
 
-    def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+    def get(self, path: str, token: str | None = None,
+            timeout: float = 5) -> tuple[int, Any]:
         req = urllib.request.Request(self.http_url + path)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 body = resp.read()
                 status = resp.status
                 ctype = resp.headers.get("Content-Type", "")

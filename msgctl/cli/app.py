@@ -6,16 +6,19 @@ its exit code (see `msgctl.errors`); nothing the user typed ends in a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from msgctl import __version__
 from msgctl.cli import bench, doctor, lifecycle, logs, token
+from msgctl.cli.ca import ca_app
 from msgctl.cli.chaos import chaos_app
-from msgctl.cli.common import err_console
+from msgctl.cli.common import HomeOpt, err_console
 from msgctl.cli.drill import drill_app
 from msgctl.cli.infra import infra_app
+from msgctl.cli.keys import keys_app
 from msgctl.cli.load import load_app
 from msgctl.cli.media import media_app
 from msgctl.cli.push import push_app
@@ -26,7 +29,7 @@ app = typer.Typer(
     help="Run and operate the msgctl real-time messaging platform.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # msgctl --install-completion [bash|zsh|fish]
 )
 
 
@@ -40,8 +43,13 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    home: HomeOpt = None,
 ) -> None:
     """msgctl: launch, supervise and drill a messaging deployment."""
+    if home is not None:
+        # `msgctl --home DIR status` as well as `msgctl status --home DIR`: every verb
+        # reads its --home from MSGCTL_HOME when it is not given after the verb
+        os.environ["MSGCTL_HOME"] = str(home)
 
 
 lifecycle.register(app)
@@ -54,6 +62,8 @@ app.add_typer(push_app, name="push")
 app.add_typer(media_app, name="media")
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(drill_app, name="drill")
+app.add_typer(ca_app, name="ca")
+app.add_typer(keys_app, name="keys")
 bench.register(app)
 
 

@@ -14,6 +14,7 @@ from msgctl.bench import runner
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.supervisor import client
+from msgctl.tls import trust_children
 
 PARTS = ("idle", "throughput", "catch-up")
 
@@ -33,7 +34,8 @@ def _target(home: Any, region: str | None) -> runner.Target:
                 if p["region"] == chosen["name"] and "gateway" in p["runtimes"] and p["pid"]]
     if not gateways:
         raise MsgctlError(f"no running gateway in region {chosen['name']}")
-    http = f"http://{chosen['host']}:{chosen['gateway_port']}"
+    http = chosen.get("http_url") or f"http://{chosen['host']}:{chosen['gateway_port']}"
+    trust_children(deployment)  # the client workers reach a TLS gateway
     return runner.Target(chosen["ws_url"], http, gateways[0]["pid"], home.secret())
 
 

@@ -8,6 +8,8 @@ the exit codes.
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +28,7 @@ from msgctl.deploy.status import (
     report,
     runtime_rows,
 )
-from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, UsageError
+from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home
 from msgctl.supervisor import client
 from msgctl.supervisor.daemon import RUNNING
@@ -73,6 +75,14 @@ def up(
         if (h.deployment() or {}).get("scope") == "engines":
             raise UsageError(f"only the engines run under {h.root} ('msgctl infra start'); "
                              "stop them with 'msgctl infra stop' first, then 'msgctl up'")
+        running = h.deployment() or {}
+        wanted = topo_mod.resolve_path(topology)
+        source = Path(str(running.get("source", ""))).resolve()
+        offset = int(running.get("port_offset", 0) or 0)
+        if running.get("source") and (wanted != source or offset != port_offset):
+            raise UsageError(f"{h.root} runs {source} (port offset {offset}); 'msgctl down' "
+                             f"it before 'up' with {wanted} (port offset {port_offset}), or "
+                             "use another --home")
         console.print(f"already up under {h.root}")
         print_status(h)
         return
@@ -138,17 +148,20 @@ def print_status(h: Home) -> bool:
     running = h.supervisor_pid() is not None
     rows = runtime_rows(client.read_state(h), running)
     deployment = h.deployment() or {}
+    # fits 80 columns: nothing folds (a URL cut in two cannot be copied), the runtime
+    # column does not repeat the region's name, the table has no outer padding
     table = Table(title=f"{deployment.get('name', 'msgctl')} — {h.root}", title_justify="left",
-                  box=box.SIMPLE_HEAD)
-    for col in ("region", "runtime", "state", "pid", "uptime", "restarts", "endpoint"):
-        # names stay whole; a long endpoint folds on a narrow terminal
-        table.add_column(col, justify="right" if col in ("pid", "restarts") else "left",
-                         no_wrap=col != "endpoint", overflow="fold")
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col, head in (("region", "region"), ("runtime", "runtime"), ("state", "state"),
+                      ("pid", "pid"), ("uptime", "up"), ("restarts", "restarts"),
+                      ("endpoint", "endpoint")):
+        table.add_column(head, justify="right" if col in ("pid", "restarts") else "left",
+                         no_wrap=True, overflow="ellipsis" if col != "endpoint" else "crop")
     for r in rows:
         colour = _COLOURS.get(r["state"], "white")
-        table.add_row(r["region"], r["runtime"], f"[{colour}]{r['state']}[/]",
-                      str(r["pid"] or "-"), _uptime(r["uptime_s"]), str(r["restarts"]),
-                      r["endpoint"] or "-")
+        table.add_row(r["region"], r["runtime"].removesuffix(f".{r['region']}"),
+                      f"[{colour}]{r['state']}[/]", str(r["pid"] or "-"),
+                      _uptime(r["uptime_s"]), str(r["restarts"]), r["endpoint"] or "-")
     if rows:
         console.print(table)
     links = replication_links(deployment) if running else []
@@ -201,12 +214,25 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 
 
 def restart(
-    target: Annotated[str, typer.Argument(help="Glob on runtimes or programs, e.g. 'gateway*'.")]
-    = "*",
+    target: Annotated[str | None, typer.Argument(
+        help="Glob on runtimes or programs, e.g. 'gateway*' (none: everything, after asking)."
+    )] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Restart everything without "
+                                      "asking (no glob given).")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Restart the processes hosting the matching runtimes (dependents stop first)."""
     h = get_home(home)
+    if target is None:
+        if h.supervisor_pid() is None:
+            raise MsgctlError(f"nothing is running under {h.root}", EXIT_NOT_RUNNING)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("no glob: that restarts every program of the deployment; "
+                                 "pass --yes, or a glob such as 'gateway*'")
+            if not typer.confirm(f"Restart every program under {h.root}?", default=False):
+                raise typer.Exit(EXIT_FAILED)
+        target = "*"
     with console.status(f"restarting {target}…"):
         reply = client.command(h, "restart", glob=target)
     programs = {p["name"]: p for p in reply["programs"]}

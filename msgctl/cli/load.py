@@ -32,6 +32,7 @@ from loadtest.shape import Timeline
 from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home, write_json_atomic
+from msgctl.tls import trust_children
 
 load_app = typer.Typer(help="Generate load with Locust against the running deployment.",
                        no_args_is_help=True)
@@ -131,6 +132,7 @@ def run(
     h = get_home(home)
     reg = _region(h, region)
     _check_target(reg["ws_url"])
+    trust_children(h.deployment() or {})  # locust's workers reach a TLS gateway
     timeline = Timeline(prof)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = (out or h.root / "load" / stamp).expanduser().resolve()

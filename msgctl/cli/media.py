@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ import typer
 from msgctl import wire
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
+from msgctl.tls import trust
 from runtime import auth
 
 media_app = typer.Typer(help="Media: upload a file as a user, like a client.",
@@ -35,20 +37,21 @@ async def _request(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _upload(ws_url: str, token: str, path: Path, kind: str, content_type: str,
-                  conv: str | None, text: str) -> dict[str, Any]:
+                  conv: str | None, text: str, tls: ssl.SSLContext | None) -> dict[str, Any]:
     import httpx
 
     size = path.stat().st_size
-    async with await wire.connect(ws_url, token) as ws:
+    async with await wire.connect(ws_url, token, **({"ssl": tls} if tls else {})) as ws:
         await ws.recv()  # hello
         slot = await _request(ws, {"t": "upload", "id": "u", "kind": kind,
                                    "content_type": content_type, "size": size})
         if slot["t"] != "upload_url":
             raise MsgctlError(f"upload refused: {slot.get('code')}: {slot.get('message')}")
-        # httpx writes the form as browsers do (Content-Disposition first), which S3Proxy's
-        # multipart parser needs; the file streams from disk
+        # httpx writes the form as browsers do (Content-Disposition first); the file streams
+        # from disk
         with path.open("rb") as fh:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(30, write=None)) as http:
+            async with httpx.AsyncClient(timeout=httpx.Timeout(30, write=None),
+                                         verify=tls or True) as http:
                 resp = await http.post(slot["upload"]["url"], data=slot["upload"]["fields"],
                                        files={"file": (path.name, fh, content_type)})
             if resp.status_code != 204:
@@ -95,7 +98,7 @@ def upload(
     token = auth.issue(h.secret(), user, device, 600)
     try:
         out = asyncio.run(_upload(chosen["ws_url"], token, file, kind or _kind(ctype), ctype,
-                                  to, text))
+                                  to, text, trust(h.deployment() or {})))
     except OSError as exc:
         raise MsgctlError(f"cannot reach {chosen['ws_url']}: {exc}", EXIT_NOT_RUNNING) from None
     if json_out:

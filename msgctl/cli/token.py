@@ -31,11 +31,16 @@ def token(
     json_out: JsonOpt = False,
 ) -> None:
     """Print a JWT for USER on DEVICE, valid for this deployment."""
+    seconds = parse_duration(ttl)  # before anything touches the home
     for name, value in (("user", user), ("device", device)):
         if not 1 <= len(value) <= 128:
             raise UsageError(f"{name} must be 1-128 characters")
     h = get_home(home)
-    jwt = auth.issue(h.secret(), user, device, parse_duration(ttl))
+    if not h.secret_file.is_file():
+        # making a home (and a secret) here would sign tokens no deployment accepts
+        raise UsageError(f"no deployment home at {h.root} (run 'msgctl up' first, or pass "
+                         "--home)")
+    jwt = auth.issue(h.secret(), user, device, seconds)
     if json_out:
         regions = (h.deployment() or {}).get("regions", [])
         print(json.dumps({"token": jwt, "user": user, "device": device,

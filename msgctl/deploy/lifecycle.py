@@ -27,7 +27,7 @@ from typing import Any
 from msgctl import chaosplan
 from msgctl import topology as topo_mod
 from msgctl.errors import MsgctlError, UsageError
-from msgctl.home import Home, write_json_atomic
+from msgctl.home import PRIVATE_UMASK, Home, open_private, private_umask, write_json_atomic
 from msgctl.infra import capacity, toxiproxy
 from msgctl.infra.catalog import ENGINES
 from msgctl.infra.programs import run_prepare
@@ -93,8 +93,16 @@ def proxy_ports(proxies: dict[str, dict[str, Any]]) -> list[tuple[str, int]]:
 def prepare(home: Home, topology: str, port_offset: int, engines_only: bool = False,
             hooks: Hooks | None = None) -> list[topo_mod.Program]:
     """Make `home` ready to start `topology` (only its engines with `engines_only`): the
-    ports free, storage prepared, the plan and deployment files written. The programs."""
-    hooks = hooks or Hooks()
+    ports free, storage prepared, the plan and deployment files written. The programs.
+
+    All of it under the private umask: the configs, engines' folders and what their
+    prepare steps write are the user's alone from the start (see `msgctl.home`)."""
+    with private_umask():
+        return _prepare(home, topology, port_offset, engines_only, hooks or Hooks())
+
+
+def _prepare(home: Home, topology: str, port_offset: int, engines_only: bool,
+             hooks: Hooks) -> list[topo_mod.Program]:
     topo = topo_mod.load(topology, port_offset)
     if engines_only and topo.backend != "cluster":
         raise UsageError(f"{topo.name}: backend {topo.backend} runs no engines (use a "
@@ -128,7 +136,7 @@ def prepare(home: Home, topology: str, port_offset: int, engines_only: bool = Fa
                 run_prepare(p, home.logs / f"{p.name}.log")
     write_json_atomic(home.plan_file, {"programs": [p.to_dict() for p in programs],
                                        "chaos": chaos.to_dict()})
-    deployment = json.loads(topo_mod.to_json(topo))
+    deployment = json.loads(topo_mod.to_json(topo, home.root))
     deployment.update(home=str(home.root), port_offset=port_offset, created=time.time(),
                       scope="engines" if engines_only else "all")
     write_json_atomic(home.deployment_file, deployment)
@@ -154,11 +162,11 @@ def default_timeout(programs: list[topo_mod.Program]) -> float:
 
 def launch_supervisor(h: Home) -> subprocess.Popen[bytes]:
     """Start the supervisor daemon of a prepared home in a session of its own."""
-    with (h.logs / "supervisor.log").open("ab") as out:
+    with open_private(h.logs / "supervisor.log") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "msgctl.supervisor.daemon", "--home", str(h.root)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=str(h.root))
+            start_new_session=True, cwd=str(h.root), umask=PRIVATE_UMASK)
 
 
 def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
@@ -211,7 +219,8 @@ def run_foreground(h: Home) -> None:
     from msgctl.supervisor.daemon import Supervisor, load_chaos_plan, load_plan
 
     sup = Supervisor(h, load_plan(h), chaos=load_chaos_plan(h))
-    with contextlib.suppress(KeyboardInterrupt):
+    # this process is the supervisor now: private files, as the daemon's (see its main)
+    with private_umask(), contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sup.run())
 
 

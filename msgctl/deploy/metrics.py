@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 import urllib.request
 
 
-def scrape(host: str, port: int, timeout: float = 1.0) -> str | None:
-    """The ``/metrics`` text of the runtime at host:port; None when it does not answer."""
+def scrape(host: str, port: int, timeout: float = 1.0, *,
+           tls: ssl.SSLContext | None = None) -> str | None:
+    """The ``/metrics`` text of the runtime at host:port (over https with `tls`); None when
+    it does not answer."""
+    url = f"{'https' if tls else 'http'}://{host}:{port}/metrics"
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=tls) as resp:
             return resp.read().decode()
     except (OSError, ValueError):
         return None

@@ -19,6 +19,7 @@ from msgctl.infra import replication
 from msgctl.supervisor import client
 from msgctl.supervisor.daemon import FATAL, RUNNING
 from msgctl.supervisor.program import ENGINE
+from msgctl.tls import trust
 
 
 def runtime_rows(state: dict[str, Any] | None, running: bool) -> list[dict[str, Any]]:
@@ -72,7 +73,9 @@ def push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
     for r in deployment.get("regions", []):
         port = r["gateway_port"] + (topo_mod.RUNTIME_PORT_OFFSETS["push"] if cluster else 0)
         out[r["name"]] = None
-        text = metrics.scrape(r["host"], port, timeout=1)
+        # the embedded node's metrics are on its gateway port: TLS when the gateway has it
+        tls = None if cluster else trust(deployment)
+        text = metrics.scrape(r["host"], port, timeout=1, tls=tls)
         if text is None:
             continue
         depth = metrics.sample(text, "msgctl_push_queue")

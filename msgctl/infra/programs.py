@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from msgctl.errors import MsgctlError
+from msgctl.home import PRIVATE_UMASK, open_private
 from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3, toxiproxy
 from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS, S3
 from msgctl.infra.spec import EngineSpec
@@ -205,11 +206,12 @@ def run_prepare(program: Program, log_path: Path, timeout: float = 120.0) -> boo
                                and Path(program.prepare_creates).exists()):
         return False
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
+    # the step formats an engine's storage in the deployment home: private (msgctl.home)
+    with open_private(log_path) as out:
         try:
             code = subprocess.run(program.prepare, stdin=subprocess.DEVNULL, stdout=out,
                                   stderr=subprocess.STDOUT, cwd=program.cwd,
-                                  timeout=timeout).returncode
+                                  timeout=timeout, umask=PRIVATE_UMASK).returncode
         except subprocess.TimeoutExpired:
             code = None
     if code != 0:

@@ -4,8 +4,9 @@ One JVM per region serves the media bucket of the cluster family from
 ``<home>/engines/s3.<region>/data``. It checks AWS v2/v4 signatures against an
 identity and credential msgctl generates once per deployment and keeps in
 ``conf/credentials.json`` (mode 0600); the gateways read them from there.
-Caveat: S3Proxy does not enforce presigned POST policy conditions (content type,
-size range), so the gateway re-checks them at `send`; real S3 enforces them.
+Caveat: S3Proxy 2.6.0 checks only a presigned POST's signature (not its key, content
+type, size range or expiry), so no client is ever given one: the gateways take uploads
+on their media ports and write the objects themselves (runtime.media.s3).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import os
 import secrets
 from pathlib import Path
+
+from msgctl.home import write_private
 
 MAIN_CLASS = "org.gaul.s3proxy.Main"
 BUCKET = "msgctl-media"
@@ -61,8 +64,8 @@ def write_config(conf: Path, data: Path, host: str, port: int) -> Path:
         "jclouds.filesystem.basedir": str(data),
     }
     path = conf / "s3proxy.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-    path.chmod(0o600)
+    # it holds the credential: 0600 from the start, never readable by others in between
+    write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
     (conf / "logback.xml").write_text(LOGBACK)
     return path
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from msgctl import yamltext
 from msgctl.errors import UsageError
 from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS, S3
 
@@ -59,7 +60,7 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
                               S3_EXTERNAL if engine == S3 else set())
     unknown = set(raw) - allowed
     if unknown:
-        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} for an "
+        raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)} for an "
                          f"external {engine}; known: {', '.join(sorted(allowed))}")
     value = raw["external"]
     if not isinstance(value, str) or not value.strip():
@@ -110,7 +111,7 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
     unknown = set(raw) - allowed
     if unknown:
         hint = " ('datacenter' is for an external cassandra)" if "datacenter" in unknown else ""
-        raise UsageError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}{hint}; "
+        raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)}{hint}; "
                          f"known: {', '.join(sorted(allowed | {'external'}))}")
     ports: dict[str, int] = {}
     for key, default in cat.ports.items():
@@ -142,7 +143,7 @@ def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:
                          "(backend cluster)")
     unknown = set(raw) - set(ENGINES)
     if unknown:
-        raise UsageError(f"{where}.engines: unknown engine(s) {', '.join(sorted(unknown))}; "
+        raise UsageError(f"{where}.engines: unknown engine(s) {yamltext.listing(unknown)}; "
                          f"known: {', '.join(ENGINES)}")
     out: dict[str, EngineSpec] = {}
     for engine in ENGINES:

@@ -12,6 +12,11 @@ SIGKILL of the group after a timeout. Its view is written to
 ``run/state.json`` on every change; ``run/supervisor.sock`` takes commands
 (status, restart, shutdown, and the chaos ones) as JSON lines.
 
+Everything it writes into the home is private (see `msgctl.home`): it runs
+under `PRIVATE_UMASK`, and so does every program it spawns (their data, logs
+and sockets are born 0600/0700); the control socket is 0600, and only its
+owner may command the deployment through it.
+
 It also owns the deployment's faults (`chaos.host`): programs run in their
 region's cgroup when the plan asks for it, faults are applied and healed here
 (their timers too), and every fault is healed before the programs stop.
@@ -23,10 +28,12 @@ import argparse
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import json
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -35,9 +42,18 @@ from urllib.parse import urlsplit
 
 from chaos.faults import FaultError
 from chaos.host import ChaosHost, ChaosPlan
-from msgctl.home import Home, write_json_atomic
+from msgctl.home import (
+    FILE_MODE,
+    PRIVATE_UMASK,
+    Home,
+    open_private,
+    private_umask,
+    write_json_atomic,
+    write_private,
+)
 from msgctl.supervisor.policy import RestartPolicy, RestartTracker
 from msgctl.supervisor.program import ENGINE, Program
+from msgctl.tls import client_context
 
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, FATAL = (
     "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "FATAL")
@@ -49,19 +65,22 @@ HEALTH_INTERVAL = 2.0
 ENGINE_HEALTH_INTERVAL = 10.0
 
 
-async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """GET a health URL; the JSON body when it answers 200, else None."""
+async def probe(url: str, timeout: float = 2.0, ca: str = "") -> dict[str, Any] | None:
+    """GET a health URL (https: trusting `ca`, or the system's roots); the JSON body when it
+    answers 200, else None."""
     parts = urlsplit(url)
+    secure = parts.scheme == "https"
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port or 80), timeout)
-    except (OSError, TimeoutError):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            parts.hostname, parts.port or (443 if secure else 80),
+            ssl=_client_tls(ca) if secure else None), timeout)
+    except (OSError, TimeoutError, ssl.SSLError):
         return None
     try:
         writer.write(f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                      "Connection: close\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(), timeout)  # Connection: close: until EOF
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ssl.SSLError):
         return None
     finally:
         writer.close()
@@ -78,11 +97,16 @@ async def probe(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
+@functools.cache
+def _client_tls(ca: str) -> ssl.SSLContext:
+    return client_context(Path(ca) if ca else None)
+
+
 async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None:
     """Probe a program as its spec says; the answer (a dict) when ready, else None."""
     spec = program.probe_spec
     if spec.get("kind") == "http":
-        body = await probe(spec["url"], timeout=timeout)
+        body = await probe(spec["url"], timeout=timeout, ca=spec.get("ca", ""))
         if body is None or not body.get("ready", True):
             return None
         if program.kind == ENGINE:  # an engine with an HTTP API (Toxiproxy)
@@ -169,11 +193,14 @@ class Supervisor:
         argv = m.program.argv
         if self.chaos is not None:
             argv = self.chaos.wrap(m.program.region, m.program.cgroup, argv)
-        with log_path.open("ab") as out:
+        # the program's output may hold anything it prints: 0600 from its creation; and
+        # what the program itself creates (store, engine data, its logs) is private too,
+        # whatever umask the supervisor was started with
+        with open_private(log_path) as out:
             return await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                cwd=m.program.cwd or str(self.home.root), env=env)
+                cwd=m.program.cwd or str(self.home.root), env=env, umask=PRIVATE_UMASK)
 
     async def _wait_ready(self, m: Managed, proc: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self._start_timeout(m)
@@ -296,10 +323,16 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self.home.pid_file.write_text(str(os.getpid()))
+        write_private(self.home.pid_file, str(os.getpid()))
         with contextlib.suppress(FileNotFoundError):
             self.home.socket_file.unlink()
-        self._server = await asyncio.start_unix_server(self._control, str(self.home.socket_file))
+        # anyone who can connect can restart or stop the deployment and inject faults: the
+        # socket is born under the private umask (no window where others may connect)
+        # and then set to 0600
+        with private_umask():
+            self._server = await asyncio.start_unix_server(self._control,
+                                                           str(self.home.socket_file))
+        os.chmod(self.home.socket_file, FILE_MODE)
         if self.chaos is not None:
             await asyncio.to_thread(self.chaos.setup)
         self.publish()
@@ -441,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgctl.supervisor.daemon")
     parser.add_argument("--home", required=True, type=Path)
     args = parser.parse_args(argv)
+    # the supervisor owns its process: whatever it (and the chaos host) writes into the
+    # home, state, ledger and all, is the user's alone
+    os.umask(PRIVATE_UMASK)
     return asyncio.run(serve(Home(args.home)))
 
 

@@ -44,8 +44,9 @@ class EventFeed:
             # a partition without an offset was anchored at its end by `start`: from then
             # on, everything after the committed offset is replayed, nothing skipped
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            # read_committed fetches wait this long for a commit (see the router)
-            "fetch.wait.max.ms": 10,
+            # a fetch is answered as soon as a commit lands (its markers wake it); the
+            # wait only bounds the empty polls, each a broker request (see the router)
+            "fetch.wait.max.ms": 100,
             # static membership: the restarted process takes its partitions back at once
             # instead of waiting for the killed one's session to expire (a rebalance)
             "group.instance.id": group, "session.timeout.ms": 10_000,

@@ -154,6 +154,12 @@ class ClusterIngest:
         stored = await self.store.head(conv)
         return max(stored, self._heads.get(conv, 0))
 
+    async def heads(self, convs: list[str]) -> dict[str, int]:
+        """`head` of each of `convs`, the store's read in batches."""
+        stored = await self.store.heads(convs)
+        return {conv: max(stored.get(conv, 0), self._heads.get(conv, 0))
+                for conv in dict.fromkeys(convs)}
+
 
 class ClusterReceipts:
     """Cursors per device (written here, batched) and acks/reads sent to the sequencer."""

@@ -61,7 +61,7 @@ class PresenceLink:
             # offsets are never committed: every start reads the other regions' verdicts
             # from the beginning (compacted, so one record per user)
             "group.id": f"msgctl-presence-{self.region}", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 20,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
             "topic.metadata.refresh.interval.ms": 2000,
         })
         self.consumer.subscribe(list(self.topics))

@@ -87,6 +87,9 @@ class KafkaSequencer:
             # markers land; librdkafka's default 100 ms backoff made every transaction
             # with offsets ~100 ms (9 ms with this, measured on one broker)
             "retry.backoff.ms": 5,
+            # librdkafka backs off exponentially up to 1 s by default: a busy coordinator
+            # answering CONCURRENT_TRANSACTIONS a few times stretched single commits
+            "retry.backoff.max.ms": 20,
         })
         # fences any older instance and aborts its open transaction
         await self.worker.run(self.producer.init_transactions, 60)
@@ -253,6 +256,8 @@ class KafkaSequencer:
                 answer_to.append((req.gw, req.rg))
             else:
                 ops.append(req.op)
+        if sends:
+            METRICS.ingress_lag_seconds.observe(max(0.0, time.time() - sends[0].ts / 1000))
         batch = await self.kernel.plan(sends, also={op.conv for op in ops})
         out: list[tuple[str, bytes, bytes]] = []  # (topic, key, value)
         for i, (send, (gw, rg)) in enumerate(zip(sends, answer_to, strict=True)):

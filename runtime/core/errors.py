@@ -6,6 +6,7 @@ UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 NOT_FOUND = "not_found"
 RATE_LIMITED = "rate_limited"
+LIMIT_EXCEEDED = "limit_exceeded"  # a cap on what one user or connection may hold
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.core.errors import BAD_FRAME, TOO_LARGE
@@ -39,6 +39,9 @@ class Limits:
 
     max_frame_bytes: int = 64 * 1024  # soft: `too_large` error, connection kept
     max_body_bytes: int = 16 * 1024
+    # a page of history (`batch`, a fill page, REST) stops at this many bytes of messages;
+    # the gateway makes it at most a quarter of a connection's send queue
+    max_page_bytes: int = 1024 * 1024  # = paging.REPLY_BYTES
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Send:
     conv: str
     cid: str
     kind: str
-    body: str
+    body: str = field(repr=False)  # never in a log line (a %r of the frame)
     media: dict[str, Any] | None = None
     id: str | None = None
 
@@ -103,7 +106,14 @@ class Typing:
 @dataclass(frozen=True)
 class PushRegister:
     platform: str
-    token: str
+    token: str = field(repr=False)  # a device credential: never in a log line
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class PushUnregister:
+    """Forget this device's push token (a logout); no fields but `id`."""
+
     id: str | None = None
 
 
@@ -120,7 +130,8 @@ class Ping:
     id: str | None = None
 
 
-ClientFrame = Create | Send | Ack | Read | Sync | Watch | Typing | PushRegister | Upload | Ping
+ClientFrame = (Create | Send | Ack | Read | Sync | Watch | Typing | PushRegister | PushUnregister
+               | Upload | Ping)
 
 
 def _utf8_len(value: str, name: str) -> int:
@@ -262,6 +273,8 @@ def _parse(obj: dict[str, Any], fid: str | None, limits: Limits) -> ClientFrame:
         return Typing(conv=f.string("conv", max_len=MAX_CONV_LEN), id=fid)
     if t == "push_register":
         return _parse_push_register(f, fid)
+    if t == "push_unregister":
+        return PushUnregister(id=fid)
     if t == "upload":
         return _parse_upload(f, fid)
     raise _Invalid(f"unknown frame type '{t}'")

@@ -4,9 +4,12 @@ The gateway asks `check_upload` whether an `upload` frame is allowed, makes a
 key bound to the user with `new_key`, and hands out a presigned POST
 (`presign_post`, S3-style: a base64 JSON policy pinning key, content type and
 a size range, with an expiry, signed with HMAC-SHA256) and a download URL
-signed CloudFront-style (`sign_url`: expiry, key id, signature). The blob
-endpoint checks both with `verify_post` and `verify_url`. Time is always an
-argument (`now`, seconds since the epoch); randomness too (`token` in `new_key`).
+signed CloudFront-style (`sign_url`: expiry, key id, signature). The media
+endpoints check both with `verify_post` and `verify_url`. A download URL may
+also pin the object it serves (`Pinned`: the ETag and content type the gateway
+saw at `send`), so an object replaced after the send is never served under it.
+Time is always an argument (`now`, seconds since the epoch); randomness too
+(`token` in `new_key`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 # '/' or '..' from the user id
 KEY_RE = re.compile(r"^u/(~[0-9a-f]{2,1024}|[A-Za-z0-9_-]{1,128})/[0-9a-f]{32}\Z")
 PLAIN_USER_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+# S3 ETags without their quotes: hex MD5, or hex-<parts> for multipart uploads
+ETAG_RE = re.compile(r"^[0-9A-Za-z_-]{1,128}\Z")
+# a pinned content type: printable ASCII (no newline can shift the signed payload's fields)
+PIN_TYPE_RE = re.compile(r"^[!-~][ -~]{0,254}\Z")
 
 
 @dataclass(frozen=True)
@@ -191,21 +198,52 @@ def check_size(grant: PostGrant, size: int) -> Refusal | None:
     return None
 
 
-def _url_payload(key: str, expires: int, kid: str) -> str:
-    return f"GET\n{key}\n{expires}\n{kid}"
+@dataclass(frozen=True)
+class Pinned:
+    """The object a download URL may serve: its ETag (unquoted) and the content type to
+    serve it as, both as the gateway saw them at `send`."""
+
+    etag: str
+    content_type: str
 
 
-def sign_url(secret: bytes, base: str, key: str, expires: int) -> str:
-    """`base`/v1/media/`key` with expiry, key id and signature (CloudFront-style)."""
+def pin_of(query: dict[str, str]) -> Pinned | None | Refusal:
+    """The pin a download URL's query carries (`etag` and `type`), None if it has none."""
+    etag, ctype = query.get("etag"), query.get("type")
+    if etag is None and ctype is None:
+        return None
+    if etag is None or ctype is None or not ETAG_RE.match(etag) or not PIN_TYPE_RE.match(
+            ctype):
+        return Refusal(FORBIDDEN, "bad 'etag' or 'type'")
+    return Pinned(etag, ctype)
+
+
+def _url_payload(key: str, expires: int, kid: str, pin: Pinned | None) -> str:
+    base = f"GET\n{key}\n{expires}\n{kid}"
+    # a pinned URL signs two more lines: an unpinned signature never passes for a pinned
+    # URL, nor the reverse (the etag has no newline, so the fields cannot shift)
+    return base if pin is None else f"{base}\n{pin.etag}\n{pin.content_type}"
+
+
+def sign_url(secret: bytes, base: str, key: str, expires: int,
+             pin: Pinned | None = None) -> str:
+    """`base`/v1/media/`key` with expiry, key id and signature (CloudFront-style), and the
+    pinned object's `etag` and `type` when `pin` is given."""
+    if pin is not None and not (ETAG_RE.match(pin.etag)
+                                and PIN_TYPE_RE.match(pin.content_type)):
+        raise ValueError(f"cannot pin etag {pin.etag!r} / type {pin.content_type!r}")
     kid = key_id(secret)
-    query = urlencode({"expires": expires, "key_id": kid,
-                       "signature": _mac(secret, _url_payload(key, expires, kid))})
-    return f"{base.rstrip('/')}/v1/media/{key}?{query}"
+    params: dict[str, str | int] = {"expires": expires, "key_id": kid}
+    if pin is not None:
+        params |= {"etag": pin.etag, "type": pin.content_type}
+    params["signature"] = _mac(secret, _url_payload(key, expires, kid, pin))
+    return f"{base.rstrip('/')}/v1/media/{key}?{urlencode(params)}"
 
 
 def verify_url(secrets: list[bytes], key: str, query: dict[str, str], now: int
                ) -> Refusal | None:
-    """None when the download URL's query signs `key` with a known key and has not expired.
+    """None when the download URL's query signs `key` (and its pin, if any, see `pin_of`)
+    with a known key and has not expired.
 
     `secrets` are the accepted signing secrets, the current one first (rotation)."""
     raw_expires = query.get("expires", "")
@@ -217,7 +255,10 @@ def verify_url(secrets: list[bytes], key: str, query: dict[str, str], now: int
     secret = next((s for s in secrets if key_id(s) == kid), None)
     if secret is None:
         return Refusal(FORBIDDEN, "unknown key_id")
-    if not _same(_mac(secret, _url_payload(key, expires, kid)), signature):
+    pin = pin_of(query)
+    if isinstance(pin, Refusal):
+        return pin
+    if not _same(_mac(secret, _url_payload(key, expires, kid, pin)), signature):
         return Refusal(FORBIDDEN, "bad signature")
     if now >= expires:
         return Refusal(FORBIDDEN, "the URL expired")

@@ -94,6 +94,11 @@ class SequencerState:
         """Every cid of `conv` is in the cache (a restored snapshot that covers it all)."""
         self._complete.add(conv)
 
+    def mark_incomplete(self, conv: str) -> None:
+        """The cache may lack cids of `conv` that the store holds (a snapshot found behind
+        the store): dedupe asks the store again."""
+        self._complete.discard(conv)
+
     def head(self, conv: str) -> int:
         return self.heads.get(conv, 0)
 

@@ -27,15 +27,17 @@ import enum
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.core import frames as f
+from runtime.core import paging
 from runtime.core.delivery import ConvStream, Entry, Offer
 from runtime.core.errors import (
     CLOSE_POLICY,
     FORBIDDEN,
     INTERNAL,
+    LIMIT_EXCEEDED,
     NOT_FOUND,
     RATE_LIMITED,
     UNAUTHORIZED,
@@ -192,7 +194,14 @@ class WatchPresence:
 @dataclass(frozen=True)
 class RegisterPush:
     platform: str
-    token: str
+    token: str = field(repr=False)  # the gateway logs a failed action with %r
+    id: str | None
+
+
+@dataclass(frozen=True)
+class UnregisterPush:
+    """Forget this device's push token, whichever it is (none: nothing to do)."""
+
     id: str | None
 
 
@@ -227,15 +236,15 @@ class Submit:
     user: str
     device: str
     kind: str
-    body: str
+    body: str = field(repr=False)  # the gateway logs a failed action with %r
     media: dict[str, Any] | None
     id: str | None
 
 
 Action = (Reply | Deliver | Fill | Close | Register | Heartbeat | Received | Authorize
           | ForwardAck | ForwardRead | PublishTyping | ReadHistory | ReadBacklog
-          | CreateConversation | WatchPresence | RegisterPush | RequestUpload | AttachMedia
-          | Submit)
+          | CreateConversation | WatchPresence | RegisterPush | UnregisterPush | RequestUpload
+          | AttachMedia | Submit)
 
 
 def msg_frame(msg: MessageRecord) -> dict[str, Any]:
@@ -265,10 +274,12 @@ def reply(frame: dict[str, Any], fid: str | None) -> Reply:
     return Reply(frame)
 
 
-def batch(conv: str, msgs: Sequence[MessageRecord], limit: int) -> dict[str, Any]:
-    """A `batch` frame from a read of `limit` + 1 messages: the extra one says `more`."""
-    return {"t": "batch", "conv": conv, "msgs": [m.to_wire() for m in msgs[:limit]],
-            "more": len(msgs) > limit}
+def batch(conv: str, msgs: Sequence[MessageRecord], limit: int,
+          budget: int = paging.REPLY_BYTES) -> dict[str, Any]:
+    """A `batch` frame from a read of `limit` + 1 messages: the extra one, or a page cut
+    short at `budget` bytes, says `more`."""
+    wire, more = paging.page(msgs, limit, budget)
+    return {"t": "batch", "conv": conv, "msgs": wire, "more": more}
 
 
 class SessionMachine:
@@ -332,7 +343,8 @@ class SessionMachine:
         if self.closing:
             # the gateway keeps reading, and discarding, so the peer's close frame is seen
             return []
-        verdict = self._bucket.check(now)
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        verdict = self._bucket.check(now, size)
         if not verdict.allowed:
             if verdict.close:
                 return self.close(CLOSE_POLICY, "rate limit exceeded", flush=True,
@@ -365,6 +377,9 @@ class SessionMachine:
             case f.PushRegister():
                 return [RegisterPush(frame.platform, frame.token, frame.id),
                         reply({"t": "ok"}, frame.id)]
+            case f.PushUnregister():
+                # `ok` once the token is gone (the gateway drops it if the removal fails)
+                return [UnregisterPush(frame.id), reply({"t": "ok"}, frame.id)]
             case f.Upload():
                 return [RequestUpload(frame.kind, frame.content_type, frame.size, frame.id)]
         return []  # pragma: no cover - parse_client_frame returns only the types above
@@ -437,7 +452,7 @@ class SessionMachine:
             return []
         if isinstance(request, ReadBacklog) and not msgs:
             return []  # a sync of everything names only conversations with something new
-        return [reply(batch(conv, msgs, request.limit), request.id)]
+        return [reply(batch(conv, msgs, request.limit, self.limits.max_page_bytes), request.id)]
 
     def synced(self, request: ReadBacklog) -> list[Action]:
         if self.closing:
@@ -456,6 +471,12 @@ class SessionMachine:
         if conv.title is not None:
             out["title"] = conv.title
         return [reply(out, request.id)]
+
+    def capped(self, request: CreateConversation, message: str) -> list[Action]:
+        """A create refused because a member holds as many conversations as allowed."""
+        if self.closing:
+            return []
+        return [error(LIMIT_EXCEEDED, message, request.id)]
 
     def watched(self, request: WatchPresence, states: Iterable[PresenceState]) -> list[Action]:
         if self.closing:
@@ -527,6 +548,9 @@ class SessionMachine:
         if self.closing:
             stream.abort_fill()
             return []
+        fit = paging.fitting(page, self.limits.max_page_bytes)
+        if fit < len(page):  # the rest is read again after the last one sent
+            page, page_full = page[:fit], True
         by_seq = {m.seq: m for m in page}
         entries, more = stream.filled([self._entry(m) for m in page], page_full)
         out: list[Action] = [Deliver(by_seq[e.seq], paced=True) for e in entries]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,10 +23,13 @@ from websockets.http11 import Request, Response
 from runtime import auth
 from runtime.config import NodeConfig
 from runtime.core import frames as f
+from runtime.core import paging
+from runtime.core.ratelimit import TokenBucket
 from runtime.metrics import METRICS
-from runtime.ports import ConversationService, MessageStore
+from runtime.ports import ConversationService, MessageStore, Unavailable
 
 SUBPROTOCOL = "msgctl.v1"
+REST_USERS = 10_000  # users whose REST rate is remembered (the rest start with a full bucket)
 
 
 class HttpRoutes:
@@ -32,12 +37,18 @@ class HttpRoutes:
 
     def __init__(self, config: NodeConfig, store: MessageStore,
                  conversations: ConversationService, readiness: Callable[[], dict[str, str]],
-                 ready: Callable[[], bool]) -> None:
+                 ready: Callable[[], bool],
+                 admit: Callable[[str, str], str | None] = lambda user, address: None
+                 ) -> None:
         self.config = config
         self.store = store
         self.conversations = conversations
         self.readiness = readiness
         self.ready = ready  # whether the gateway takes sessions (False while stopping)
+        # why a new session of (user, address) is refused (a cap on connections), or None
+        self.admit = admit
+        # REST requests per user; the least recently seen are forgotten
+        self._rest_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     async def process_request(self, conn: ServerConnection,
                               request: Request) -> Response | None:
@@ -46,15 +57,21 @@ class HttpRoutes:
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query)
         if path == "/v1/ws":
-            token = _token(request, query)
-            if not token:
-                return _json(conn, 401, {"error": "unauthorized", "message": "missing token"})
             try:
+                token = _token(request, query)
+                if not token:
+                    return _json(conn, 401, {"error": "unauthorized",
+                                             "message": "missing token"})
                 conn.identity = auth.verify(self.config.secret, token)  # type: ignore[attr-defined]
             except auth.AuthError as exc:
                 return _json(conn, 401, {"error": "unauthorized", "message": str(exc)})
             if not self.ready():
                 return _json(conn, 503, {"error": "unavailable", "message": "not ready"})
+            refusal = self.admit(conn.identity.user, address(conn))  # type: ignore[attr-defined]
+            if refusal is not None:
+                resp = _json(conn, 429, {"error": "too_many_connections", "message": refusal})
+                resp.headers["Retry-After"] = "5"
+                return resp
             return None
         if path == "/healthz":
             return _json(conn, 200, {"status": "ok", "region": self.config.region})
@@ -72,32 +89,66 @@ class HttpRoutes:
             return await self.history(conn, request, unquote(parts[3]), query)
         return _json(conn, 404, {"error": "not_found", "message": f"no route for {url.path}"})
 
+    def _rest_bucket(self, user: str) -> TokenBucket:
+        bucket = self._rest_buckets.get(user)
+        if bucket is None:
+            lim = self.config.limits
+            bucket = self._rest_buckets[user] = TokenBucket(
+                lim.rest_rate_per_second, lim.rest_rate_burst, max_strikes=1 << 30)
+            if len(self._rest_buckets) > REST_USERS:
+                self._rest_buckets.popitem(last=False)
+        else:
+            self._rest_buckets.move_to_end(user)
+        return bucket
+
     async def history(self, conn: ServerConnection, request: Request, conv_id: str,
                       query: dict[str, list[str]]) -> Response:
         """GET /v1/conversations/{conv}/messages?after=&limit= (members only)."""
-        token = _token(request, query)
-        if not token:
-            return _json(conn, 401, {"error": "unauthorized", "message": "missing bearer token"})
         try:
+            token = _token(request, query)
+            if not token:
+                return _json(conn, 401, {"error": "unauthorized",
+                                         "message": "missing bearer token"})
             ident = auth.verify(self.config.secret, token)
         except auth.AuthError as exc:
             return _json(conn, 401, {"error": "unauthorized", "message": str(exc)})
+        verdict = self._rest_bucket(ident.user).check(time.monotonic())
+        if not verdict.allowed:
+            resp = _json(conn, 429, {"error": "rate_limited", "message": "slow down",
+                                     "retry_ms": verdict.retry_ms})
+            resp.headers["Retry-After"] = str(max(1, -(-verdict.retry_ms // 1000)))
+            return resp
         try:
             after = int((query.get("after") or ["0"])[0])
             limit = int((query.get("limit") or [str(f.DEFAULT_SYNC_LIMIT)])[0])
-            if after < 0 or not 1 <= limit <= f.MAX_SYNC_LIMIT:
+            # a seq is a signed 64-bit integer in every store: a larger one is bad input
+            if not 0 <= after <= f.MAX_SEQ or not 1 <= limit <= f.MAX_SYNC_LIMIT:
                 raise ValueError
         except ValueError:
             return _json(conn, 400, {"error": "bad_request", "message":
-                                     f"after must be >= 0 and limit 1-{f.MAX_SYNC_LIMIT}"})
-        conv = await self.conversations.get(conv_id)
-        if conv is None:
-            return _json(conn, 404, {"error": "not_found", "message": "no such conversation"})
-        if ident.user not in conv.members:
-            return _json(conn, 403, {"error": "forbidden", "message": "not a member"})
-        msgs = await self.store.messages(conv_id, after, limit + 1)
-        return _json(conn, 200, {"msgs": [m.to_wire() for m in msgs[:limit]],
-                                 "more": len(msgs) > limit})
+                                     f"after must be 0-{f.MAX_SEQ} and limit "
+                                     f"1-{f.MAX_SYNC_LIMIT}"})
+        try:
+            conv = await self.conversations.get(conv_id)
+            if conv is None:
+                return _json(conn, 404, {"error": "not_found", "message": "no such conversation"})
+            if ident.user not in conv.members:
+                return _json(conn, 403, {"error": "forbidden", "message": "not a member"})
+            msgs = await self.store.messages(conv_id, after, limit + 1)
+        except Unavailable as exc:  # the store is restarting or cut off: the client retries
+            resp = _json(conn, 503, {"error": "unavailable",
+                                     "message": f"temporarily unavailable; retry ({exc})"})
+            resp.headers["Retry-After"] = "1"
+            return resp
+        budget = paging.budget(self.config.limits.send_queue_bytes)
+        wire, more = paging.page(msgs, limit, budget)
+        return _json(conn, 200, {"msgs": wire, "more": more})
+
+
+def address(conn: ServerConnection) -> str:
+    """The client's IP address ("" when the transport has none)."""
+    peer = conn.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 def select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
@@ -106,7 +157,12 @@ def select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
 
 
 def bearer(headers: Headers) -> str | None:
-    value = headers.get("Authorization", "")
+    """The token of the Authorization header; `AuthError` when there are several (which
+    one a proxy meant is unknown; `Headers.get` would raise, a 500)."""
+    values = headers.get_all("Authorization")
+    if len(values) > 1:
+        raise auth.AuthError("more than one Authorization header")
+    value = values[0] if values else ""
     if value.lower().startswith("bearer "):
         return value[7:].strip() or None
     return None
@@ -114,7 +170,7 @@ def bearer(headers: Headers) -> str | None:
 
 def _token(request: Request, query: dict[str, list[str]]) -> str | None:
     """The bearer token, or a `token` query parameter (browsers cannot set headers on a
-    WebSocket)."""
+    WebSocket); `AuthError` for several Authorization headers."""
     return bearer(request.headers) or (query.get("token") or [""])[0] or None
 
 

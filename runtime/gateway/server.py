@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -24,19 +25,28 @@ from websockets.exceptions import ConnectionClosed
 from runtime import auth, ports
 from runtime.config import NodeConfig
 from runtime.core import frames as f
+from runtime.core import paging
 from runtime.core import session as sm
 from runtime.core.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TRY_AGAIN
 from runtime.core.ratelimit import TokenBucket
+from runtime.core.sealing import SealError
 from runtime.gateway.actions import Performer
-from runtime.gateway.http import SUBPROTOCOL, HttpRoutes, select_subprotocol
+from runtime.gateway.http import SUBPROTOCOL, HttpRoutes, address, select_subprotocol
+from runtime.gateway.sealed import OpenedStore
 from runtime.gateway.session import CLOSE_GRACE, Session, encode
+from runtime.keyring import Keyring
 from runtime.media.service import MediaService
 from runtime.metrics import METRICS
 from runtime.ports import Event, Message, Receipt, TypingEvent, Unavailable
+from runtime.tls import server_tls
 
 log = logging.getLogger("msgctl.gateway")
 
 REGISTER_WAIT_S = 2.0  # longest a hello waits for the session directory (Redis away)
+RESUME_SLICE = 500  # conversations resumed between two yields to the event loop
+# fills started between two yields: each reads its first page (short reads complete
+# without suspending) the next time the loop runs, all in that one turn
+RESUME_FILLS = 32
 OPEN_WAIT_S = 10.0  # longest a new session waits for an engine that is away
 # the machine's method for each kind of routed event
 _DELIVER: dict[type, Callable[[sm.SessionMachine, Any], list[sm.Action]]] = {
@@ -54,6 +64,10 @@ class Gateway:
                  media: MediaService | None = None) -> None:
         self.config = config
         self.media = media  # None: `upload` is answered `unavailable`
+        # bodies and media are sealed on the way in and opened on the way out
+        self.keyring = Keyring(Path(config.keyring)) if config.keyring else None
+        if self.keyring is not None:
+            store = OpenedStore(store, self.keyring)
         self.store = store
         self.state = state
         self.conversations = conversations
@@ -63,14 +77,20 @@ class Gateway:
         self.directory = directory
         self.presence = presence
         self.readiness = readiness
-        self.http = HttpRoutes(config, store, conversations, readiness, lambda: self.ready)
+        self.http = HttpRoutes(config, store, conversations, readiness, lambda: self.ready,
+                               self._admit)
         self.performer = Performer(config, store=store, state=state,
                                    conversations=conversations, ingest=ingest,
                                    receipts=receipts, events=events, presence=presence,
-                                   media=media)
-        self.limits = f.Limits(config.limits.max_frame_bytes, config.limits.max_body_bytes)
+                                   media=media, **({"seal": self.keyring.seal_send}
+                                                   if self.keyring is not None else {}))
+        self.limits = f.Limits(config.limits.max_frame_bytes, config.limits.max_body_bytes,
+                               paging.budget(config.limits.send_queue_bytes))
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, set[str]] = defaultdict(set)
+        # open connections (from the handshake to the close), for the caps on them
+        self.conns_by_user: Counter[str] = Counter()
+        self.conns_by_address: Counter[str] = Counter()
         self.server: Server | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.ready = False
@@ -88,9 +108,20 @@ class Gateway:
             # reconnect storms: asyncio's default accept backlog of 100 drops handshakes
             backlog=4096,
             compression=None,
+            # a client that never finishes the upgrade holds a socket: drop it
+            open_timeout=self.config.limits.handshake_timeout_s,
+            **self._tls(),
         )
         self._refresher = asyncio.create_task(self._keepalive(), name="keepalive")
         self.ready = True
+
+    def _tls(self) -> dict[str, Any]:
+        """wss:// when the node has a certificate; the TLS handshake gets the same bound as
+        the HTTP one (asyncio's default would let a silent client hold a socket 60 s)."""
+        ctx = server_tls(self.config)
+        if ctx is None:
+            return {}
+        return {"ssl": ctx, "ssl_handshake_timeout": self.config.limits.handshake_timeout_s}
 
     async def _keepalive(self) -> None:
         """Ping every connection each heartbeat; drop those whose last ping got no pong.
@@ -131,12 +162,17 @@ class Gateway:
         machine = sm.SessionMachine(
             ident.user, ident.device, uuid.uuid4().hex[:16], region=self.config.region,
             heartbeat_ms=self.config.presence.heartbeat_ms, limits=self.limits,
-            bucket=TokenBucket(lim.rate_per_second, lim.rate_burst, lim.max_strikes))
+            bucket=TokenBucket(lim.rate_per_second, lim.rate_burst, lim.max_strikes,
+                               byte_rate=lim.rate_bytes_per_second,
+                               byte_burst=lim.rate_burst_bytes))
         session = Session(ws, machine, lim.send_queue_bytes, self.store.messages)
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, ident.exp - time.time()), session.expire)
         self.sessions[session.id] = session
         METRICS.connections.inc()
+        addr = address(ws)
+        self.conns_by_user[ident.user] += 1
+        self.conns_by_address[addr] += 1
         try:
             if await self._patiently(session, lambda: self._open(session)):
                 await self._patiently(session, lambda: self._resume_all(session))
@@ -148,12 +184,25 @@ class Gateway:
             pass
         finally:
             expiry.cancel()
+            _release(self.conns_by_user, ident.user)
+            _release(self.conns_by_address, addr)
             server_closed = session.closing
             self._close(session)
             if server_closed:  # a flushing close sends what was queued before it
                 await session.drain(CLOSE_GRACE)
             session.stop_writer()
             session.finish_close()
+
+    def _admit(self, user: str, addr: str) -> str | None:
+        """Why one more connection of `user` from `addr` is refused, or None."""
+        lim = self.config.limits
+        if self.conns_by_user[user] >= lim.max_connections_per_user:
+            return (f"{lim.max_connections_per_user} connections of this user are open on "
+                    "this gateway; close one")
+        if addr and self.conns_by_address[addr] >= lim.max_connections_per_address:
+            return (f"{lim.max_connections_per_address} connections from this address are "
+                    "open on this gateway")
+        return None
 
     async def _open(self, session: Session) -> None:
         """Load the device's cursors and let the machine register and say hello
@@ -163,7 +212,9 @@ class Gateway:
         device = await self.receipts.device_cursors(session.user, session.device)
         if not device.known:
             # a new device starts at the current heads: it gets what is sent from now on
-            baseline = {c: await self.ingest.head(c) for c in convs}
+            # (read in batches: one request per conversation of a user in thousands of
+            # them would hold this session up, and the store's other users)
+            baseline = await self.ingest.heads(convs)
             await self.state.register_device(session.user, session.device, baseline)
             device.cursors = baseline
         for action in session.machine.opened(device.cursors):
@@ -179,8 +230,18 @@ class Gateway:
                             "anyway", session.id, REGISTER_WAIT_S)
 
     async def _resume_all(self, session: Session) -> None:
-        for conv in await self.store.conversations_of(session.user):
-            session.apply_all(session.machine.resume(conv, await self.ingest.head(conv)))
+        convs = await self.store.conversations_of(session.user)
+        heads = await self.ingest.heads(convs)
+        fills = 0
+        for i, conv in enumerate(convs):
+            if i and i % RESUME_SLICE == 0:
+                await asyncio.sleep(0)  # a user in 10,000 conversations: others go on
+            actions = session.machine.resume(conv, heads[conv])
+            if actions:
+                session.apply_all(actions)
+                fills += 1
+                if fills % RESUME_FILLS == 0:
+                    await asyncio.sleep(0)
 
     async def _patiently(self, session: Session, step: Callable[[], Awaitable[None]]) -> bool:
         """Run a step of opening a session, again while an engine is away (a driver still
@@ -212,9 +273,10 @@ class Gateway:
             if session.closing:
                 continue
             try:
-                for conv in await self.store.conversations_of(session.user):
-                    head = await self.ingest.head(conv)
-                    session.apply_all(session.machine.catch_up(conv, head))
+                convs = await self.store.conversations_of(session.user)
+                heads = await self.ingest.heads(convs)
+                for conv in convs:
+                    session.apply_all(session.machine.catch_up(conv, heads[conv]))
             except Exception as exc:  # the next reconnect or message tries again
                 log.warning("catch-up of session %s failed: %s", session.id, exc)
 
@@ -234,8 +296,16 @@ class Gateway:
     # -- events from the router and presence -------------------------------
     def deliver(self, event: Event, users: list[str]) -> None:
         step = _DELIVER[type(event)]
-        # a message's one encoding serves every device it goes to
-        text = encode(sm.msg_frame(event)) if isinstance(event, Message) else None
+        text = None
+        if isinstance(event, Message):
+            if self.keyring is not None:
+                try:
+                    event = self.keyring.open_message(event)
+                except SealError as exc:  # only a keyring that lost a key gets here
+                    log.error("message %s/%d not delivered: %s", event.conv, event.seq, exc)
+                    return
+            # a message's one encoding serves every device it goes to
+            text = encode(sm.msg_frame(event))
         for user in users:
             for sid in list(self.by_user.get(user, ())):
                 session = self.sessions.get(sid)
@@ -251,3 +321,9 @@ class Gateway:
 
 
 __all__ = ["Gateway", "SUBPROTOCOL", "encode"]
+
+
+def _release(counts: Counter[str], key: str) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]  # a user or address with nothing open costs nothing

@@ -83,14 +83,15 @@ class Session:
         return self.machine.id
 
     # -- actions of the machine that touch only this connection ------------
-    def apply(self, action: Action, text: str | None = None) -> bool:
+    def apply(self, action: Action, text: str | None = None, *, paced: bool = False) -> bool:
         """Carry out a local action (`Reply`, `Deliver`, `Close`, `Fill`); False when a
-        frame was not queued. `text`: a `Deliver`'s frame, encoded once by the caller."""
+        frame was not queued. `text`: a `Deliver`'s frame, encoded once by the caller;
+        `paced`: a `Reply` of a reader that waited for room (see `enqueue`)."""
         if isinstance(action, Reply):
             frame = action.frame
             if frame.get("t") == "error":
                 labelled(METRICS.errors, frame["code"]).inc()
-            return self.enqueue(frame)
+            return self.enqueue(frame, paced=paced)
         if isinstance(action, Deliver):
             sent = self.enqueue_text(text or encode(msg_frame(action.msg)), "msg",
                                      paced=action.paced)

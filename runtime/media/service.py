@@ -10,7 +10,8 @@ from typing import Any
 
 from runtime.config import MediaConfig
 from runtime.core import media as core
-from runtime.core.errors import BAD_FRAME, FORBIDDEN, TOO_LARGE, UNAVAILABLE
+from runtime.core.errors import BAD_FRAME, FORBIDDEN, LIMIT_EXCEEDED, TOO_LARGE, UNAVAILABLE
+from runtime.core.quota import Window
 from runtime.media.store import BlobStore, BlobStoreDown
 
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}\Z|^\[[0-9A-Fa-f:.]{2,45}\]\Z")
@@ -35,21 +36,29 @@ def client_host(host_header: str | None, default: str) -> str:
 class MediaService:
     def __init__(self, cfg: MediaConfig, secret: bytes, store: BlobStore, port: int, *,
                  clock: Callable[[], float] = time.time,
-                 token: Callable[[], str] = lambda: secrets.token_hex(16)) -> None:
+                 token: Callable[[], str] = lambda: secrets.token_hex(16),
+                 max_slots: int = 20, secure: bool = False) -> None:
         self.cfg = cfg
+        self.scheme = "https" if secure else "http"  # the endpoint serves TLS
         self.rules = rules_of(cfg)
         self.secret = secret
         self.store = store
         self.port = port
         self.clock = clock
         self.token = token
+        # slots granted and not yet expired, per user (on this gateway)
+        self.slots = Window(max_slots, self.rules.upload_ttl_s)
 
     def base(self, host: str) -> str:
-        return self.cfg.public_url or f"http://{host}:{self.port}"
+        return self.cfg.public_url or f"{self.scheme}://{host}:{self.port}"
 
-    def _media(self, host: str, key: str, content_type: str, size: int) -> dict[str, Any]:
+    def _media(self, host: str, key: str, content_type: str, size: int,
+               etag: str = "") -> dict[str, Any]:
         expires = int(self.clock()) + self.rules.url_ttl_s
-        return {"key": key, "url": core.sign_url(self.secret, self.base(host), key, expires),
+        # at send the object is known: its URL pins that object (S3), see core.Pinned
+        pin = core.Pinned(etag, content_type) if etag else None
+        return {"key": key,
+                "url": core.sign_url(self.secret, self.base(host), key, expires, pin),
                 "content_type": content_type, "size": size}
 
     def slot(self, user: str, kind: str, content_type: str, size: int,
@@ -58,6 +67,9 @@ class MediaService:
         refusal = core.check_upload(self.rules, kind, content_type, size)
         if refusal is not None:
             return refusal
+        if not self.slots.take(user, self.clock()):
+            return core.Refusal(LIMIT_EXCEEDED, f"{self.slots.cap} upload slots are open "
+                                f"already; use them or wait up to {self.rules.upload_ttl_s} s")
         content_type = content_type.lower()
         key = core.new_key(user, self.token())
         url, fields = self.store.presign(self.base(host), key, content_type, size,
@@ -88,8 +100,8 @@ class MediaService:
         if size is not None and size != info.size:
             return core.Refusal(BAD_FRAME, f"media.size {size} does not match the uploaded "
                                 f"blob ({info.size} bytes)")
-        # the blob as stored, checked again: an S3 server that does not enforce the POST
-        # policy (S3Proxy) may have taken another content type or a larger file
+        # the blob as stored, checked again: the media endpoints write what a slot allows,
+        # but anything else writing the bucket (S3 credentials) could store any type or size
         if info.content_type not in self.rules.content_types.get(kind, []):
             return core.Refusal(BAD_FRAME, f"a {info.content_type} blob cannot be sent as "
                                 f"kind '{kind}'")
@@ -97,4 +109,4 @@ class MediaService:
         if info.size > ceiling:
             return core.Refusal(TOO_LARGE, f"the uploaded blob has {info.size} bytes; {kind} "
                                 f"media are limited to {ceiling} bytes")
-        return self._media(host, key, info.content_type, info.size)
+        return self._media(host, key, info.content_type, info.size, info.etag)

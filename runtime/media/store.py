@@ -25,6 +25,11 @@ class BlobInfo:
     key: str
     content_type: str
     size: int
+    # S3's ETag (unquoted): download URLs signed at `send` pin it, so an object replaced
+    # later is not served under them. "" for the local store, whose blobs are written once.
+    etag: str = ""
+    # the keyring key id the blob is sealed under (`runtime.core.blobseal`); "": plain
+    sealed: str = ""
 
 
 class BlobStoreDown(Exception):
@@ -72,7 +77,7 @@ class LocalBlobStore:
             return None
         if meta.get("key") != key:
             return None
-        return BlobInfo(key, meta["content_type"], meta["size"])
+        return BlobInfo(key, meta["content_type"], meta["size"], sealed=meta.get("sealed", ""))
 
     async def head(self, key: str) -> BlobInfo | None:
         return await asyncio.to_thread(self._head, key)
@@ -94,6 +99,6 @@ class LocalBlobStore:
             return False
         meta_tmp = tmp.with_suffix(".json")
         meta_tmp.write_text(json.dumps({"key": info.key, "content_type": info.content_type,
-                                        "size": info.size}))
+                                        "size": info.size, "sealed": info.sealed}))
         os.replace(meta_tmp, final.with_suffix(".json"))
         return True

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,10 @@ def proc_state(pid: int) -> str:
 def answers(port: int, timeout: float = 1.0) -> bool:
     """Does the gateway answer an HTTP request in time (a paused one does not)?"""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        # the gateway serves TLS, signed by the test session's CA (SSL_CERT_FILE)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw, \
+                ssl.create_default_context().wrap_socket(raw,
+                                                         server_hostname="127.0.0.1") as s:
             s.settimeout(timeout)
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             return s.recv(16).startswith(b"HTTP/1.1 200")

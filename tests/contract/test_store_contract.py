@@ -152,6 +152,21 @@ async def test_messages_are_per_conversation(store: Any) -> None:
     assert await store.head(two) == 2
 
 
+async def test_heads_is_head_of_each_conversation(store: Any) -> None:
+    b = TEST_BUCKET_SIZE
+    one, two, gap, empty, unknown = (uid(n) for n in ("one", "two", "gap", "empty", "nope"))
+    await store.create_conversation(Conversation(empty, ("alice", "bob"), "eu"))
+    await write(store, chain(one, [1, 2, 3]) + chain(two, [1]) + chain(gap, [1, 2 * b + 5]))
+    asked = [two, unknown, one, gap, empty, one]  # any order, repeats, unknowns
+    heads = await store.heads(asked)
+    assert heads == {one: 3, two: 1, gap: 2 * b + 5, empty: 0, unknown: 0}
+    for conv in asked:
+        assert heads[conv] == await store.head(conv)
+    assert await store.heads([]) == {}
+    await write(store, [msg(two, 4)])
+    assert (await store.heads([two]))[two] == 4  # a later read sees a later write
+
+
 async def test_message_round_trip_with_media_and_unicode(store: Any) -> None:
     conv = uid("conv")
     media = {"id": "blob-1", "mime": "image/png", "size": 1234, "dims": [640, 480],
@@ -307,3 +322,24 @@ async def test_push_token_removal_spares_a_token_registered_since(store: Any) ->
     assert await store.push_tokens([u]) == [PushToken(u, "phone", "fcm", "new")]
     await store.remove_push_token(u, "phone", "new")
     assert await store.push_tokens([u]) == []
+
+
+async def test_a_push_token_moves_to_the_account_that_registered_it_last(store: Any) -> None:
+    a, b, c = uid("a"), uid("b"), uid("c")
+    shared, other = uid("tok"), uid("tok")
+    await store.set_push_token(PushToken(a, "phone", "fcm", shared))
+    await store.set_push_token(PushToken(a, "tablet", "apns", other))
+    await store.set_push_token(PushToken(b, "phone", "fcm", shared))  # b logs in on a's phone
+    # a's notifications no longer go to that phone; a's other device keeps its own token
+    assert await store.push_tokens([a]) == [PushToken(a, "tablet", "apns", other)]
+    assert await store.push_tokens([b]) == [PushToken(b, "phone", "fcm", shared)]
+    await store.set_push_token(PushToken(b, "phone", "fcm", shared))  # again: b keeps it
+    assert await store.push_tokens([b]) == [PushToken(b, "phone", "fcm", shared)]
+    # under another device id too (the app reinstalled), and back to the first account
+    await store.set_push_token(PushToken(c, "ipad", "fcm", shared))
+    assert await store.push_tokens([a, b]) == [PushToken(a, "tablet", "apns", other)]
+    await store.set_push_token(PushToken(a, "phone", "fcm", shared))
+    assert set(await store.push_tokens([a, b, c])) == {PushToken(a, "phone", "fcm", shared),
+                                                       PushToken(a, "tablet", "apns", other)}
+    await store.remove_push_token(a, "phone")  # a logs out: the token is with nobody
+    assert await store.push_tokens([a, b, c]) == [PushToken(a, "tablet", "apns", other)]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from msgctl.tls import client_context
 from tests.conftest import Deployment, free_port, msgctl, write_topology
 from tests.wsclient import Client
 
@@ -185,6 +186,10 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 3 and r.stderr.startswith("msgctl: nothing is running")
     r = msgctl("token", "alice", "--ttl", "soon", "--home", home, check=False)
     assert r.returncode == 2 and "bad duration" in r.stderr
+    nowhere = tmp_path / "no-such-home"
+    r = msgctl("token", "alice", "--home", str(nowhere), check=False)
+    assert r.returncode == 2 and "no deployment home" in r.stderr
+    assert not nowhere.exists()  # no home, no secret made on the side
     r = msgctl("up", "--home", home, "--bogus-flag", check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
@@ -197,22 +202,38 @@ def test_up_status_token_logs_restart_down_with_port_offset(tmp_path: Path) -> N
     try:
         again = msgctl("up", "--port-offset", str(port - 7400), env=env)
         assert "already up" in again.stdout
+        # another topology (or offset) on a running home is refused, not "already up"
+        other = msgctl("up", "-t", "regions/one-region.yaml", "--port-offset",
+                       str(port - 7400), env=env, check=False)
+        assert other.returncode == 2 and "msgctl down" in other.stderr, other
+        shifted = msgctl("up", "--port-offset", str(port - 7400 + 1), env=env, check=False)
+        assert shifted.returncode == 2 and "port offset" in shifted.stderr
         st = json.loads(msgctl("status", "--json", env=env).stdout)
         assert st["running"] is True and st["home"] == home
-        assert st["regions"][0]["ws_url"] == f"ws://127.0.0.1:{port}/v1/ws"
+        assert st["regions"][0]["ws_url"] == f"wss://127.0.0.1:{port}/v1/ws"
         names = {r["runtime"] for r in st["runtimes"]}
         assert names == {"gateway.local", "sequencer.local", "presence.local", "push.local"}
         assert all(r["state"] == "RUNNING" and r["pid"] for r in st["runtimes"])
-        table = msgctl("status", env=env).stdout
-        for word in ("region", "runtime", "state", "pid", "uptime", "restarts", "endpoint",
-                     "gateway.local", "RUNNING", f"ws://127.0.0.1:{port}/v1/ws"):
-            assert word in table
+        # an 80-column terminal: every line fits, the gateway's URL on one line, whole
+        table = msgctl("status", env={**env, "COLUMNS": "80"}).stdout
+        assert max(len(line) for line in table.splitlines()) <= 80, table
+        assert table.splitlines()[2].split() == ["region", "runtime", "state", "pid", "up",
+                                                 "restarts", "endpoint"], table
+        gateway = next(line for line in table.splitlines() if " gateway " in line).split()
+        assert gateway[:3] == ["local", "gateway", "RUNNING"], table
+        assert gateway[-1] == f"wss://127.0.0.1:{port}/v1/ws", table
         tok = msgctl("token", "alice", "phone", "--json", env=env)
         info = json.loads(tok.stdout)
         assert info["user"] == "alice" and info["ws_url"].endswith(f":{port}/v1/ws")
 
+        # the default topology serves TLS with a CA of its own home, as a user's would:
+        # a client trusts the file `ca show` names
+        ca = json.loads(msgctl("ca", "show", "--json", env=env).stdout)["ca"]
+        assert ca == f"{home}/tls/ca.pem"
+
         async def hello() -> dict:
-            c = await Client.open(info["ws_url"], info["token"])
+            c = await Client.open(info["ws_url"], info["token"],
+                                  ssl=client_context(Path(ca)))
             await c.close()
             return c.hello
         assert asyncio.run(hello())["user"] == "alice"
@@ -224,6 +245,9 @@ def test_up_status_token_logs_restart_down_with_port_offset(tmp_path: Path) -> N
         st2 = json.loads(msgctl("status", "--json", env=env).stdout)
         assert st2["runtimes"][0]["pid"] != old_pid
         assert all(r["state"] == "RUNNING" for r in st2["runtimes"])
+        # no glob: everything, but only when asked for (no terminal here to ask on)
+        r = msgctl("restart", env=env, check=False)
+        assert r.returncode == 2 and "--yes" in r.stderr
         r = msgctl("restart", "nothing-like-this*", env=env, check=False)
         assert r.returncode == 1 and "no program or runtime matches" in r.stderr
     finally:

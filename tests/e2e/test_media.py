@@ -78,7 +78,7 @@ async def test_upload_send_deliver_download(embedded_deployment: Deployment) -> 
     reply = await slot(a)
     up, media = reply["upload"], reply["media"]
     assert set(reply) == {"t", "id", "upload", "media"}
-    assert up["url"] == f"http://127.0.0.1:{dep.port + 20}/v1/blobs"
+    assert up["url"] == f"https://127.0.0.1:{dep.port + 20}/v1/blobs"
     assert media["key"].startswith(f"u/{alice}/") and up["fields"]["key"] == media["key"]
     assert (media["content_type"], media["size"]) == ("image/png", len(PNG))
     status, _ = await post(up["url"], up["fields"], PNG, "image/png")
@@ -105,10 +105,10 @@ async def test_upload_send_deliver_download(embedded_deployment: Deployment) -> 
 async def test_upload_url_uses_the_host_the_client_reached(
         embedded_deployment: Deployment) -> None:
     dep = embedded_deployment
-    c = await Client.open(f"ws://localhost:{dep.port}/v1/ws", dep.token(uid("h")))
+    c = await Client.open(f"wss://localhost:{dep.port}/v1/ws", dep.token(uid("h")))
     reply = await slot(c)
-    assert reply["upload"]["url"] == f"http://localhost:{dep.port + 20}/v1/blobs"
-    assert reply["media"]["url"].startswith(f"http://localhost:{dep.port + 20}/v1/media/")
+    assert reply["upload"]["url"] == f"https://localhost:{dep.port + 20}/v1/blobs"
+    assert reply["media"]["url"].startswith(f"https://localhost:{dep.port + 20}/v1/media/")
     await c.close()
 
 
@@ -289,7 +289,7 @@ async def test_topology_media_section(configured: Deployment) -> None:
                            "size": 10})
     assert pdf["code"] == "bad_frame"
     reply = await uploaded(c, b"hello", kind="file", ctype="application/x-msgctl-test")
-    assert reply["upload"]["url"] == f"http://127.0.0.1:{configured.media_port}/v1/blobs"  # type: ignore[attr-defined]
+    assert reply["upload"]["url"] == f"https://127.0.0.1:{configured.media_port}/v1/blobs"  # type: ignore[attr-defined]
     status, data, ctype = await get(reply["media"]["url"])
     assert (status, data, ctype) == (200, b"hello", "application/x-msgctl-test")
     blobs = configured.home / "data" / "blobs"
@@ -353,16 +353,16 @@ async def test_recipients_urls_never_come_from_the_senders_host_header(
     # the sender reached the gateway under another name (its Host header says localhost;
     # it could say anything); its own upload slot may follow it, but the URL every
     # recipient gets is the region's own
-    a = await Client.open(f"ws://localhost:{dep.port}/v1/ws", dep.token(alice))
+    a = await Client.open(f"wss://localhost:{dep.port}/v1/ws", dep.token(alice))
     b = await Client.open(dep.ws_url, dep.token(bob))
     conv = (await a.create([bob]))["conv"]
     reply = await uploaded(a)
-    assert reply["upload"]["url"].startswith("http://localhost:")
+    assert reply["upload"]["url"].startswith("https://localhost:")
     sent = await a.request({"t": "send", "conv": conv, "cid": "h1", "kind": "image",
                             "body": "", "media": reply["media"]})
     assert sent["t"] == "sent", sent
     msg = (await b.wait_msgs(conv, 1))[0]
-    assert msg["media"]["url"].startswith(f"http://127.0.0.1:{dep.port + 20}/v1/media/")
+    assert msg["media"]["url"].startswith(f"https://127.0.0.1:{dep.port + 20}/v1/media/")
     status, data, _ = await get(msg["media"]["url"])
     assert (status, data) == (200, PNG)
 
@@ -375,7 +375,7 @@ async def test_many_parts_under_one_name_are_refused_before_the_file(
         form.add_field("x", "y" * 100)
     form.add_field("file", PNG, filename="blob", content_type="image/png")
     async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{dep.port + 20}/v1/blobs", data=form) as resp:
+            f"https://127.0.0.1:{dep.port + 20}/v1/blobs", data=form) as resp:
         assert resp.status == 400
         assert "too many form fields" in (await resp.json())["message"]
 

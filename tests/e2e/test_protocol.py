@@ -463,3 +463,52 @@ async def test_expired_token_ends_the_session(deployment: Deployment) -> None:
     assert err["code"] == "unauthorized" and "expired" in err["message"]
     closed = await c.wait_closed()
     assert closed is not None and closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+async def test_pages_of_large_non_ascii_bodies_are_cut_by_bytes(deployment: Deployment) -> None:
+    """100 messages of 16 KiB emoji bodies are ~4.9 MB of JSON (each emoji is a 12-byte
+    escape): more than the 4 MiB send queue in one `batch`. Every page stops near 1 MiB
+    with `more`, the connection stays open, and reading on gets every message once."""
+    alice, bob = uid("alice"), uid("bob")
+    a = await open_client(deployment, alice)
+    conv = (await a.create([bob]))["conv"]
+    b = await open_client(deployment, bob)  # a known device from now on
+    await b.close()
+    body = "\U0001F600" * 4096  # 16 KiB of UTF-8, the largest body allowed
+    for i in range(100):
+        await a.send_text(conv, f"big{i}", body)
+    b = await open_client(deployment, bob)
+    # the resume fill of the 100 unacked: every message once, in order, connection open
+    got = await b.wait_msgs(conv, 100, timeout=60)
+    assert [m["seq"] for m in got] == list(range(1, 101))
+    seqs: list[int] = []
+    pages = 0
+    after = 0
+    while True:
+        page = await b.sync(conv, after=after, limit=100, timeout=20)
+        assert page["t"] == "batch", page
+        assert page["msgs"], page
+        seqs += [m["seq"] for m in page["msgs"]]
+        pages += 1
+        if not page["more"]:
+            break
+        after = seqs[-1]
+    assert seqs == list(range(1, 101))
+    assert pages >= 5  # 1 MiB each, or a quarter of a smaller send queue
+    # sync of everything: the first page of the conversation, not a close
+    await b.send({"t": "sync", "id": "everything"})
+    await b.wait_t("synced", timeout=20, id="everything")
+    batches = [f for f in b.frames if f.get("t") == "batch" and f.get("id") == "everything"]
+    assert len(batches) == 1 and batches[0]["more"] is True
+    assert batches[0]["msgs"][0]["seq"] == 1
+    # REST pages the same way
+    status, rest = deployment.get(f"/v1/conversations/{conv}/messages?limit=100",
+                                  deployment.token(bob), timeout=20)
+    assert status == 200 and rest["more"] is True and 0 < len(rest["msgs"]) < 100
+    assert b.closed is None
+    # a seq past 64 bits is bad input, not a server error
+    status, err = deployment.get(f"/v1/conversations/{conv}/messages?after={2**64}",
+                                 deployment.token(bob))
+    assert status == 400 and err["error"] == "bad_request", (status, err)
+    await a.close()
+    await b.close()

@@ -176,6 +176,61 @@ async def test_msgctl_push_test_prints_the_answers(push_deployment: Deployment,
     await t.close()
 
 
+async def test_push_unregister_stops_the_devices_notifications(push_deployment: Deployment,
+                                                                standins: Standins) -> None:
+    alice, bob = uid("alice"), uid("bob")
+    a = await open_client(push_deployment, alice)
+    p = await open_client(push_deployment, bob, "phone")
+    t = await open_client(push_deployment, bob, "tablet")
+    conv = (await a.create([bob]))["conv"]
+    phone_tok, tablet_tok = f"fcm-phone-{bob}", f"fcm-tablet-{bob}"
+    await p.request({"t": "push_register", "platform": "fcm", "token": phone_tok})
+    await t.request({"t": "push_register", "platform": "fcm", "token": tablet_tok})
+    # bob logs out on the phone; again is fine too (idempotent)
+    for _ in range(2):
+        ok = await p.request({"t": "push_unregister"})
+        assert ok["t"] == "ok" and set(ok) == {"t", "id"}
+    await p.close()
+    await t.close()
+    await a.send_text(conv, "c1", "after the logout")
+    await wait_for(lambda: standins.fcm.script.for_token(tablet_tok))
+    await asyncio.sleep(0.5)  # the phone's would have come with the tablet's
+    assert standins.fcm.script.for_token(phone_tok) == []
+    out = json.loads(msgctl("push", "test", bob, "--json", "--home",
+                            str(push_deployment.home)).stdout)
+    assert [r["device"] for r in out["results"]] == ["tablet"]
+    await a.close()
+
+
+async def test_a_token_moves_to_the_account_that_registered_it_last(
+        push_deployment: Deployment, standins: Standins) -> None:
+    """Bob's phone, then carol logs in on it: bob's messages must not light it up."""
+    alice, bob, carol = uid("alice"), uid("bob"), uid("carol")
+    token = f"fcm-shared-{bob}"
+    a = await open_client(push_deployment, alice)
+    to_bob = (await a.create([bob]))["conv"]
+    to_carol = (await a.create([carol]))["conv"]
+    b = await open_client(push_deployment, bob, "phone")
+    assert (await b.request({"t": "push_register", "platform": "fcm", "token": token}))["t"] \
+        == "ok"
+    await b.close()  # logged out without push_unregister (the app was wiped, say)
+    c = await open_client(push_deployment, carol, "phone")
+    assert (await c.request({"t": "push_register", "platform": "fcm", "token": token}))["t"] \
+        == "ok"
+    await c.close()
+    await a.send_text(to_bob, "b1", "for bob")
+    await a.send_text(to_carol, "c1", "for carol")
+    await wait_for(lambda: standins.fcm.script.for_token(token))
+    await asyncio.sleep(0.5)  # bob's would have come by now
+    got = standins.fcm.script.for_token(token)
+    assert [r.body["message"]["data"]["conv"] for r in got] == [to_carol]
+    assert got[0].body["message"]["notification"]["body"] == "for carol"
+    home = str(push_deployment.home)
+    no_token = msgctl("push", "test", bob, "--home", home, check=False)
+    assert no_token.returncode == 1 and "no registered push token" in no_token.stderr
+    await a.close()
+
+
 @pytest.fixture(scope="module")
 def cluster_push_deployment(tmp_path_factory: pytest.TempPathFactory,
                             standins: Standins) -> Iterator[Deployment]:

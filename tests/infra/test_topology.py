@@ -52,13 +52,20 @@ def test_runtime_programs_ports_ids_order_and_probes(tmp_path: Path) -> None:
     programs = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL), offset=100)}
     gw2 = NodeConfig.load(Path(programs["gateway-2.eu"].argv[-1]))
     assert gw2.runtimes == ["gateway"] and gw2.gateway_id == "gateway-2" and gw2.port == 7501
-    assert programs["gateway-1.eu"].health_url == "http://127.0.0.1:7500/readyz"
+    # the gateways serve TLS (probed over https, trusting the home's CA); the other
+    # runtimes' ports answer probes and metrics only, in plain HTTP
+    assert programs["gateway-1.eu"].health_url == "https://127.0.0.1:7500/readyz"
     assert programs["push.eu"].health_url == "http://127.0.0.1:7512/readyz"
+    assert gw2.tls_cert.endswith("server-gateway-eu.pem") and Path(gw2.tls_cert).is_file()
+    assert NodeConfig.load(Path(programs["push.eu"].argv[-1])).tls_cert == ""
     assert programs["presence.eu"].depends_on == ["sequencer.eu"]
     assert programs["gateway-1.eu"].depends_on == programs["gateway-2.eu"].depends_on == [
         "push.eu"]
-    assert programs["gateway-2.eu"].probe_spec == {
-        "kind": "http", "url": "http://127.0.0.1:7501/readyz"}
+    spec = programs["gateway-2.eu"].probe_spec
+    assert spec["kind"] == "http" and spec["url"] == "https://127.0.0.1:7501/readyz"
+    assert spec["ca"].endswith("/tls/ca.pem") and Path(spec["ca"]).is_file()
+    assert programs["push.eu"].probe_spec == {
+        "kind": "http", "url": "http://127.0.0.1:7512/readyz"}
 
 
 def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> None:
@@ -136,7 +143,7 @@ def test_one_region_yaml_parses_as_documented() -> None:
                      "cassandra storage": 7000, "cassandra jmx": 7199, "redis": 6379,
                      "s3": 9000, "media gateway-1": 7420, "media gateway-2": 7421}
     out = json.loads(topo_mod.to_json(topo))["regions"][0]
-    assert out["gateway_urls"] == ["ws://127.0.0.1:7400/v1/ws", "ws://127.0.0.1:7401/v1/ws"]
+    assert out["gateway_urls"] == ["wss://127.0.0.1:7400/v1/ws", "wss://127.0.0.1:7401/v1/ws"]
 
 
 def test_doctor_checks_engine_prerequisites_for_a_cluster_topology() -> None:

@@ -24,6 +24,7 @@ from runtime.core.frames import (
     Limits,
     Ping,
     PushRegister,
+    PushUnregister,
     Read,
     Send,
     Sync,
@@ -478,6 +479,20 @@ def test_push_register_invalid(frame, needle):
 def test_push_register_token_at_max_length():
     assert parse({"t": "push_register", "platform": "fcm", "token": "t" * 4096}).token == (
         "t" * 4096)
+
+
+# -- push_unregister ---------------------------------------------------------------------------
+
+
+def test_push_unregister_needs_no_fields():
+    assert parse({"t": "push_unregister", "id": "u"}) == PushUnregister(id="u")
+    assert parse({"t": "push_unregister"}) == PushUnregister()
+    # fields are not read: nothing a client sends names another device or account
+    assert parse({"t": "push_unregister", "token": "x", "user": "bob"}) == PushUnregister()
+
+
+def test_push_unregister_id_is_checked_like_any_frame():
+    assert_error(parse({"t": "push_unregister", "id": 5}), needle="id")
 
 
 # -- upload ------------------------------------------------------------------------------------

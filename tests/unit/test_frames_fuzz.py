@@ -26,6 +26,7 @@ from runtime.core.frames import (
     Limits,
     Ping,
     PushRegister,
+    PushUnregister,
     Read,
     Send,
     Sync,
@@ -35,10 +36,11 @@ from runtime.core.frames import (
     parse_client_frame,
 )
 
-FRAME_TYPES = (Create, Send, Ack, Read, Sync, Watch, Typing, PushRegister, Upload, Ping)
+FRAME_TYPES = (Create, Send, Ack, Read, Sync, Watch, Typing, PushRegister, PushUnregister,
+               Upload, Ping)
 CODES = {BAD_FRAME, TOO_LARGE}
 T_VALUES = ["create", "send", "ack", "read", "sync", "watch", "typing", "push_register",
-            "upload", "ping"]
+            "push_unregister", "upload", "ping"]
 FIELDS = ["id", "members", "title", "conv", "cid", "kind", "body", "media", "seq", "after",
           "limit", "users", "platform", "token", "content_type", "size"]
 

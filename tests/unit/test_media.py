@@ -184,3 +184,47 @@ def test_a_trailing_newline_is_not_a_plain_id() -> None:
     assert not m.valid_key(m.new_key("alice", "0" * 32) + "\n")
     with pytest.raises(ValueError):
         m.new_key("alice", "0" * 32 + "\n")
+
+
+PIN = m.Pinned("9e107d9d372bb6826bd81d3542a419d6", "image/png")
+
+
+def test_a_pinned_url_round_trip() -> None:
+    key = m.new_key("alice", "0" * 32)
+    url = m.sign_url(SECRET, "http://h", key, NOW + 60, PIN)
+    _, query = _query(url)
+    assert (query["etag"], query["type"]) == (PIN.etag, PIN.content_type)
+    assert m.verify_url([SECRET], key, query, NOW) is None
+    assert m.pin_of(query) == PIN
+    assert m.pin_of(_query(m.sign_url(SECRET, "http://h", key, NOW + 60))[1]) is None
+
+
+@pytest.mark.parametrize("change", [
+    {"etag": "0" * 32}, {"type": "text/html"}, {"etag": PIN.etag + "\nx"},
+    {"type": "image/png\n"}, {"etag": ""}])
+def test_a_pinned_url_cannot_be_repinned(change: dict[str, str]) -> None:
+    key = m.new_key("alice", "0" * 32)
+    _, query = _query(m.sign_url(SECRET, "http://h", key, NOW + 60, PIN))
+    got = m.verify_url([SECRET], key, {**query, **change}, NOW)
+    assert got is not None and got.code == FORBIDDEN
+
+
+def test_a_pin_cannot_be_dropped_or_added() -> None:
+    key = m.new_key("alice", "0" * 32)
+    _, pinned = _query(m.sign_url(SECRET, "http://h", key, NOW + 60, PIN))
+    for name in ("etag", "type"):
+        dropped = {k: v for k, v in pinned.items() if k != name}
+        assert m.verify_url([SECRET], key, dropped, NOW) is not None
+    both = {k: v for k, v in pinned.items() if k not in ("etag", "type")}
+    assert m.verify_url([SECRET], key, both, NOW).message == "bad signature"
+    _, plain = _query(m.sign_url(SECRET, "http://h", key, NOW + 60))
+    added = {**plain, "etag": PIN.etag, "type": PIN.content_type}
+    assert m.verify_url([SECRET], key, added, NOW).message == "bad signature"
+
+
+def test_only_well_formed_pins_are_signed() -> None:
+    key = m.new_key("alice", "0" * 32)
+    for bad in (m.Pinned('"abc"', "image/png"), m.Pinned("abc", "image/png\nx"),
+                m.Pinned("", "image/png")):
+        with pytest.raises(ValueError):
+            m.sign_url(SECRET, "http://h", key, NOW + 60, bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -11,6 +12,7 @@ from msgctl import topology as topo_mod
 from msgctl.errors import UsageError
 from runtime.config import MediaConfig, NodeConfig
 from runtime.core import media as m
+from runtime.media.s3 import S3BlobStore
 from runtime.media.service import MediaService, client_host
 from runtime.media.store import BlobInfo, LocalBlobStore
 
@@ -80,6 +82,34 @@ async def test_attach(tmp_path: Path) -> None:
     assert (await svc.attach("alice", "image", "k", "h")).code == "bad_frame"
 
 
+async def test_the_url_signed_at_send_pins_the_object(tmp_path: Path) -> None:
+    """A store with ETags (S3): the URL in the message names the ETag and type seen at send;
+    the upload slot's URL (before any object exists) pins nothing."""
+    svc = service(tmp_path)
+    key = "u/alice/" + "ab" * 16
+    slot = svc.slot("alice", "image", "image/png", 99, "h")
+    assert isinstance(slot, dict) and "etag=" not in slot["media"]["url"]
+    svc.store.blobs[key] = BlobInfo(key, "image/png", 99, "0f" * 16)  # type: ignore[attr-defined]
+    got = await svc.attach("alice", "image", {"key": key}, "h")
+    assert isinstance(got, dict)
+    query = dict(parse_qsl(urlsplit(got["url"]).query))
+    assert m.pin_of(query) == m.Pinned("0f" * 16, "image/png")
+    assert m.verify_url([SECRET], key, query, 1_800_000_000) is None
+
+
+def test_an_s3_slot_is_a_post_to_the_gateway_never_to_s3(tmp_path: Path) -> None:
+    """S3Proxy checks nothing of a POST policy but its signature: the slot is the gateway's
+    own signed policy, for its media port, which writes S3 itself."""
+    store = S3BlobStore(None, "bucket", SECRET, tmp_path / "tmp")
+    svc = MediaService(MediaConfig(), SECRET, store, 7427, clock=lambda: 1_800_000_000.5,
+                       token=lambda: "cd" * 16)
+    got = svc.slot("alice", "image", "image/png", 10, "10.0.0.1")
+    assert isinstance(got, dict)
+    assert got["upload"]["url"] == "http://10.0.0.1:7427/v1/blobs"
+    grant = m.verify_post(SECRET, got["upload"]["fields"], 1_800_000_000)
+    assert grant == m.PostGrant("u/alice/" + "cd" * 16, "image/png", 1, 10)
+
+
 @pytest.mark.parametrize(("header", "host"), [
     ("127.0.0.2:7400", "127.0.0.2"), ("region-eu.example:443", "region-eu.example"),
     ("[::1]:7400", "[::1]"), ("localhost", "localhost"), (None, "dflt"), ("", "dflt"),
@@ -103,7 +133,7 @@ def test_topology_media_defaults_and_settings(tmp_path: Path) -> None:
     assert topo.regions[0].media_port == 7420 and (7420, "media") in topo.regions[0].ports()
     topo = _topo(tmp_path, {"port": 9000, "max_bytes": {"image": 5},
                             "content_types": {"video": ["video/x-test"]}, "upload_ttl_s": 60})
-    assert topo.regions[0].media_url == "http://127.0.0.1:9000"
+    assert topo.regions[0].media_url == "https://127.0.0.1:9000"  # TLS unless turned off
     dirs = {k: tmp_path / k for k in ("data", "logs")}
     cfg = topo_mod.node_config(topo, topo.regions[0], dirs, "s" * 64)
     round_trip = NodeConfig.from_dict(__import__("json").loads(cfg.to_json()))

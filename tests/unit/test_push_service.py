@@ -159,3 +159,139 @@ def test_backoff_grows_with_jitter_and_respects_retry_after(tmp_path: Path) -> N
         assert ceiling / 2 <= d <= ceiling
     assert svc._delay(1, 3.0) == 3.0
     assert svc._delay(1, 60.0) == 5.0  # capped
+
+
+# -- fairness: one group's burst does not starve anyone else's notification -----------------
+
+class SlowProvider(FakeProvider):
+    """Every send takes `delay` seconds, as a provider round trip does."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def send(self, token: PushToken, payload: dict[str, Any]) -> dict[str, Any]:
+        answer = await super().send(token, payload)  # recorded as it starts
+        await asyncio.sleep(self.delay)
+        return answer
+
+
+def group_service(provider: FakeProvider, tmp_path: Path, members: int,
+                  **kwargs: Any) -> PushService:
+    """`big`: alice and `members` offline users, one device each; `dm`: alice and dave."""
+    users = [f"u{i}" for i in range(members)]
+    tokens = [PushToken(u, "phone", "fcm", f"tok-{u}") for u in users]
+    svc = service([*tokens, PushToken("dave", "phone", "fcm", "tok-dave")], provider,
+                  tmp_path, **kwargs)
+    store = svc.state
+    store.convs["big"] = Conversation("big", ("alice", *users), "local")  # type: ignore
+    store.convs["dm"] = Conversation("dm", ("alice", "dave"), "local")  # type: ignore
+    return svc
+
+
+def conv_message(conv: str, seq: int) -> Message:
+    return Message(conv, seq, seq - 1, f"{conv}{seq}", f"cid{seq}", "alice", "phone", 1000,
+                   "text", f"body {seq}")
+
+
+async def until(pred: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def calls_to(provider: FakeProvider, token: str) -> list[int]:
+    """Positions, in the order of all sends, of the sends to `token`."""
+    return [i for i, (_, t, _) in enumerate(provider.calls) if t.token == token]
+
+
+async def test_a_big_groups_burst_does_not_starve_a_direct_message(tmp_path: Path) -> None:
+    provider = SlowProvider(0.002)
+    svc = group_service(provider, tmp_path, members=50, concurrency=2)
+    await svc.start()
+    for seq in range(1, 41):  # 40 messages x 50 devices = 2000 notifications queued
+        svc.on_event(conv_message("big", seq))
+    dm = svc.on_event(conv_message("dm", 1))
+    assert dm is not None
+    await until(lambda: calls_to(provider, "tok-dave"))
+    # dave's device waited for one turn of the devices queued before it (at most the
+    # group's 50), not for the group's 2000 notifications (a global FIFO)
+    (first,) = calls_to(provider, "tok-dave")
+    assert first <= 50 + svc.concurrency
+    await until(dm.done)
+    await svc.stop()
+
+
+async def test_a_device_queue_drops_only_its_own_notifications(tmp_path: Path) -> None:
+    provider = SlowProvider(0.001)
+    svc = group_service(provider, tmp_path, members=3, device_queue=2, concurrency=1)
+    before = count("dropped_collapsed"), count("dropped_conversation_full")
+    futures = [svc.on_event(conv_message("big", seq)) for seq in range(1, 21)]
+    dm = svc.on_event(conv_message("dm", 1))
+    await svc.start()
+    await until(lambda: all(f is not None and f.done() for f in [*futures, dm]))
+    await svc.stop()
+    # the group's devices lost older notifications of their busy conversation (collapsed
+    # within each device's queue, and at the conversation's own queue), dave lost nothing
+    assert len(calls_to(provider, "tok-dave")) == 1
+    for user in ("u0", "u1", "u2"):
+        seqs = [p["seq"] for _, t, p in provider.calls if t.token == f"tok-{user}"]
+        assert seqs == sorted(seqs) and seqs[-1] == 20 and len(seqs) < 20
+    assert count("dropped_collapsed") > before[0]
+    assert count("dropped_conversation_full") > before[1]
+    assert svc.depth == 0
+
+
+async def test_with_every_device_slot_taken_a_new_device_waits_its_turn_not_dropped(
+        tmp_path: Path) -> None:
+    provider = SlowProvider(0.002)
+    svc = group_service(provider, tmp_path, members=30, max_devices=4, concurrency=1)
+    full = count("dropped_queue_full")
+    await svc.start()
+    big = svc.on_event(conv_message("big", 1))
+    await until(lambda: svc._queue.keys == 4)  # the group's fan-out holds every slot
+    start = len(provider.calls)
+    dm = svc.on_event(conv_message("dm", 1))
+    await until(lambda: calls_to(provider, "tok-dave"))
+    (first,) = calls_to(provider, "tok-dave")
+    # the freed slots go to the waiting fan-outs in turn: dave's device gets the second
+    # one at the latest, then waits behind the 3 others holding a slot; not behind the
+    # group's remaining 25 or so (one send may start before the dm's fan-out runs)
+    assert first - start <= 2 + 3 + 1 + 1
+    await until(lambda: big is not None and big.done() and dm is not None and dm.done())
+    assert len(provider.calls) == 31 and count("dropped_queue_full") == full
+    await svc.stop()
+
+
+async def test_the_feeds_future_resolves_once_every_notification_was_handled(
+        tmp_path: Path) -> None:
+    provider = SlowProvider(0.05)
+    svc = group_service(provider, tmp_path, members=3, concurrency=1)
+    await svc.start()
+    done = svc.on_event(conv_message("big", 1))
+    assert done is not None
+    await until(lambda: len(provider.calls) == 2)
+    assert not done.done() and svc.depth >= 1  # the third device's is still to be sent
+    await until(done.done)
+    assert len(provider.calls) == 3 and svc.depth == 0
+    await svc.stop()
+
+
+async def test_a_queued_notification_is_dropped_once_its_token_is_gone(tmp_path: Path) -> None:
+    """Unregistered, or moved to another account, while the notification waited."""
+    provider = SlowProvider(0.05)
+    svc = group_service(provider, tmp_path, members=3, concurrency=1)
+    store = svc.state
+    dropped = count("dropped_unregistered")
+    await svc.start()
+    done = svc.on_event(conv_message("big", 1))
+    assert done is not None
+    await until(lambda: len(provider.calls) == 1)  # the others wait behind the first
+    await store.remove_push_token("u1", "phone")  # a logout
+    store.tokens.pop(("u2", "phone"))  # another account registered u2's token
+    store.tokens[("erin", "phone")] = PushToken("erin", "phone", "fcm", "tok-u2")
+    await until(done.done)
+    await svc.stop()
+    assert [t.token for _, t, _ in provider.calls] == ["tok-u0"]
+    assert count("dropped_unregistered") == dropped + 2

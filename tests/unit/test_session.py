@@ -341,6 +341,9 @@ def test_watch_push_register_and_upload():
                                           token="abc"), 0.0))
     # ok only after the token is stored: the shell drops the rest of a list that fails
     assert push == [sm.RegisterPush("fcm", "abc", "p"), sm.Reply({"t": "ok", "id": "p"})]
+    gone = requests(m.receive_frame(frame(t="push_unregister", id="q"), 0.0))
+    # likewise ok only once the token is gone
+    assert gone == [sm.UnregisterPush("q"), sm.Reply({"t": "ok", "id": "q"})]
     (upload,) = requests(m.receive_frame(frame(t="upload", id="u", kind="image",
                                                content_type="image/png", size=9), 0.0))
     assert m.upload_slot(upload, None)[0].frame["code"] == errors.UNAVAILABLE  # type: ignore[union-attr]
@@ -363,7 +366,7 @@ SERVER_TYPES = {"hello", "pong", "error", "sent", "batch", "synced", "created", 
 ERROR_CODES = {errors.BAD_FRAME, errors.TOO_LARGE, errors.UNAUTHORIZED, errors.FORBIDDEN,
                errors.NOT_FOUND, errors.RATE_LIMITED, errors.UNAVAILABLE, errors.INTERNAL}
 TYPES = ["send", "ack", "read", "ping", "sync", "create", "watch", "typing", "push_register",
-         "upload", "bogus"]
+         "push_unregister", "upload", "bogus"]
 scalars = st.none() | st.booleans() | st.integers(-5, 2**64) | st.text(max_size=20)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)

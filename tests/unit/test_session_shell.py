@@ -49,6 +49,12 @@ class Services:
             raise self.fail_push
         self.tokens.append(token)
 
+    async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
+        if self.fail_push is not None:
+            raise self.fail_push
+        self.tokens = [t for t in self.tokens if (t.user, t.device) != (user, device)
+                       or (token is not None and t.token != token)]
+
     async def get(self, conv: str) -> Conversation | None:
         return Conversation(conv, ("alice", "bob"), "eu") if conv == "c1" else None
 
@@ -95,6 +101,23 @@ async def test_push_register_says_ok_only_once_the_token_is_stored():
     assert not await feed(session, performer, frame)
     assert ws.sent[2]["code"] == errors.INTERNAL and not session.closing
     assert svc.heartbeats == 3
+
+
+async def test_push_unregister_removes_this_devices_token_and_is_idempotent():
+    session, performer, ws, svc = shell()
+    svc.tokens = [PushToken("alice", "phone", "fcm", "abc"),
+                  PushToken("alice", "tablet", "apns", "def"),
+                  PushToken("bob", "phone", "fcm", "ghi")]
+    assert await feed(session, performer, {"t": "push_unregister", "id": "u"})
+    # only this session's device: alice's tablet and bob keep theirs
+    assert svc.tokens == [PushToken("alice", "tablet", "apns", "def"),
+                          PushToken("bob", "phone", "fcm", "ghi")]
+    assert await feed(session, performer, {"t": "push_unregister", "id": "v"})  # again: ok
+    assert ws.sent == [{"t": "ok", "id": "u"}, {"t": "ok", "id": "v"}]
+    svc.fail_push = Unavailable("cassandra away")
+    assert not await feed(session, performer, {"t": "push_unregister", "id": "w"})
+    assert ws.sent[2] == {"t": "error", "code": errors.UNAVAILABLE,
+                          "message": "temporarily unavailable; retry", "id": "w"}
 
 
 async def test_a_send_is_submitted_as_the_sender_and_answered_sent():

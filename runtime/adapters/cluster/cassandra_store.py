@@ -73,6 +73,9 @@ _MSG_COLS = "conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, med
 # guard for those); these bound one request's size all the same
 _BATCH_ROWS = 100
 _BATCH_BYTES = 256 * 1024
+# head reads of one `heads` call in flight at once: a user in 10,000 conversations must
+# not take the whole `max_inflight` budget (every other request of the process waits on it)
+HEADS_IN_FLIGHT = 32
 
 # errors that mean "the store cannot answer now", as opposed to a bad request
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -275,6 +278,9 @@ class CassandraStore:
                          "WHERE user = ? AND device = ?",
             "del_token_at": f"DELETE FROM {ks}.push_tokens USING TIMESTAMP ? WHERE user = ? "
                             "AND device = ?",
+            # through the index push_tokens_by_token (migration 2)
+            "sel_token_holders": f"SELECT user, device, WRITETIME(push_token) FROM "
+                                 f"{ks}.push_tokens WHERE push_token = ?",
         }
         self._ps = {name: session.prepare(q) for name, q in queries.items()}
 
@@ -399,6 +405,31 @@ class CassandraStore:
         rows = await self._run(self._bind("sel_head", (conv,)))
         return rows[0][0] if rows and rows[0][0] is not None else 0
 
+    async def heads(self, convs: list[str]) -> dict[str, int]:
+        """The head of each of `convs`, HEADS_IN_FLIGHT single-partition reads at a time.
+
+        Not one `IN (...)` query: that makes one coordinator fan out to every replica
+        set of the list and wait for the slowest, and it fails as a whole. A failure
+        stops the workers taking more and is raised once they are done.
+        """
+        pending = iter(dict.fromkeys(convs))
+        out: dict[str, int] = {}
+        failed = False
+
+        async def worker() -> None:
+            nonlocal failed
+            for conv in pending:  # one iterator shared by the workers: each conv once
+                if failed:
+                    return
+                try:
+                    out[conv] = await self.head(conv)
+                except BaseException:
+                    failed = True
+                    raise
+
+        await self._all(worker() for _ in range(min(HEADS_IN_FLIGHT, len(convs))))
+        return out
+
     async def messages(self, conv: str, after: int, limit: int) -> list[Message]:
         """Messages with seq > after, ascending, at most `limit`, walking the buckets."""
         out: list[Message] = []
@@ -465,6 +496,19 @@ class CassandraStore:
         await self._run(batch)
 
     async def set_push_token(self, token: PushToken) -> None:
+        """This device's token; taken from any other device or account that had it.
+
+        A token addresses one installed app: the account that registered it last (a new
+        login on the phone) is the one whose notifications go there, no one else's.
+        """
+        # the others' rows go first: a failure half-way leaves the token with nobody (the
+        # client is told to retry), never with the previous account too. Each is deleted
+        # at the write time it was read with, so a holder that registered it again since
+        # (a later registration) keeps it, as last-write-wins would have it.
+        holders = await self._run(self._bind("sel_token_holders", (token.token,)))
+        await self._all(self._run(self._bind("del_token_at", (written, user, device)))
+                        for user, device, written in holders
+                        if (user, device) != (token.user, token.device))
         await self._run(self._bind("ins_token", (token.user, token.device, token.platform,
                                                  token.token)))
 

@@ -19,6 +19,9 @@ Layout and the invariants it keeps:
   every later value.
 - `store_settings` pins the bucket size chosen when the keyspace was created:
   readers and writers must agree on it.
+- `push_tokens` is indexed by token (migration 2) so that registering a token
+  takes it from whichever account or device held it: a token addresses one
+  installed app, and only the account that registered it last is notified there.
 """
 
 from __future__ import annotations
@@ -73,6 +76,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE IF NOT EXISTS {ks}.push_tokens (
             user text, device text, platform text, push_token text,
             PRIMARY KEY ((user), device))""",
+    )),
+    # a token is looked up by value only when it is registered (rare): a secondary index,
+    # not a second table that would have to be kept in step with the first
+    Migration(2, "push tokens by token", (
+        "CREATE INDEX IF NOT EXISTS push_tokens_by_token ON {ks}.push_tokens (push_token)",
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -35,7 +35,9 @@ T = TypeVar("T")
 
 def common(bootstrap: str) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, "client.dns.lookup": "use_all_dns_ips",
-            "socket.keepalive.enable": True, "reconnect.backoff.max.ms": 2000}
+            "socket.keepalive.enable": True, "reconnect.backoff.max.ms": 2000,
+            # small requests (one send, one transaction step) go out at once
+            "socket.nagle.disable": True}
 
 
 def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> list[str]:

@@ -82,7 +82,10 @@ class ApnsProvider:
             resp = await self._client.post(f"{self.host}/3/device/{token.token}",
                                            json=self.body(payload), headers=headers)
         except httpx.HTTPError as exc:
-            raise PushError(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+            # the device token is in the URL, which an error may quote; the reason goes
+            # to the log and the dead-letter file
+            reason = f"{type(exc).__name__}: {exc}".replace(token.token, "<device token>")
+            raise PushError(reason, retryable=True) from None
         if resp.status_code == 200:
             return {"status": 200, "apns_id": resp.headers.get("apns-id")}
         try:

@@ -1,0 +1,159 @@
+"""Where a message's time goes on the running deployment: each stage's latency from the
+runtimes' own histograms, around one steady `msgctl bench` step.
+
+    python benchmarks/cluster_stages.py [--home DIR] [--rate 200] [--seconds 10] [--json]
+
+Scrapes `/metrics` of every runtime of the first region (each gateway process and,
+on the cluster family, the sequencer, presence and push processes) before and after
+one open-loop 1:1 step at RATE msgs/s, and prints per histogram the count, the mean
+and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
+the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
+gateway send -> router read, the store write. Next to them, the client's own
+send -> sent and send -> deliver percentiles of the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from msgctl import topology as topo_mod  # noqa: E402
+from msgctl.bench import runner  # noqa: E402
+from msgctl.deploy import metrics  # noqa: E402
+from msgctl.home import Home, default_home  # noqa: E402
+from msgctl.tls import trust, trust_children  # noqa: E402
+
+STAGES = {
+    "msgctl_send_seconds": "gateway: send -> sent",
+    "msgctl_append_seconds": "sequencer: batch (lookups + append/transaction)",
+    "msgctl_ingress_lag_seconds": "sequencer: gateway send -> read by the sequencer",
+    "msgctl_txn_seconds": "sequencer: Kafka transaction",
+    "msgctl_route_lag_seconds": "router: gateway send -> read by the router",
+    "msgctl_store_seconds": "router: store write of one batch",
+}
+
+
+def histograms(text: str) -> dict[str, dict[str, float]]:
+    """name -> {"count", "sum", "le=<bound>": cumulative count}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        head, _, value = line.rpartition(" ")
+        for name in STAGES:
+            if head.startswith(f"{name}_bucket{{"):
+                bound = head.split('le="', 1)[1].split('"', 1)[0]
+                out.setdefault(name, {})[f"le={bound}"] = float(value)
+            elif head == f"{name}_count" or head == f"{name}_sum":
+                out.setdefault(name, {})[head.rsplit("_", 1)[1]] = float(value)
+    return out
+
+
+def delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+          ) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, a in after.items():
+        b = before.get(name, {})
+        out[name] = {k: v - b.get(k, 0.0) for k, v in a.items()}
+    return out
+
+
+def summary(d: dict[str, float]) -> dict[str, Any]:
+    count = d.get("count", 0.0)
+    if count <= 0:
+        return {"count": 0}
+    bounds = sorted((float(k[3:]) if k[3:] != "+Inf" else float("inf"), v)
+                    for k, v in d.items() if k.startswith("le="))
+
+    def quantile(q: float) -> float:
+        for bound, cum in bounds:
+            if cum >= q * count:
+                return bound * 1000
+        return float("inf")
+
+    return {"count": int(count), "mean_ms": round(d["sum"] / count * 1000, 2),
+            "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99)}
+
+
+def endpoints(home: Home) -> list[tuple[str, str, int, ssl.SSLContext | None]]:
+    """Each process's metrics address, with the TLS its port serves (the gateways')."""
+    dep = home.deployment() or {}
+    region = dep["regions"][0]
+    cluster = dep.get("backend") == "cluster"
+    tls = trust(dep)
+    out = [(f"gateway-{i + 1}" if cluster else "node", region["host"],
+            region["gateway_port"] + i, tls)
+           for i in range(int(region.get("gateway_processes", 1)))]
+    if cluster:
+        out += [(rt, region["host"], region["gateway_port"] + off, None)
+                for rt, off in topo_mod.RUNTIME_PORT_OFFSETS.items()]
+    return out
+
+
+def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
+               ) -> dict[str, dict[str, dict[str, float]]]:
+    return {name: histograms(metrics.scrape(host, port, timeout=2, tls=tls) or "")
+            for name, host, port, tls in points}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    home = Home(args.home or default_home())
+    dep = home.deployment() or {}
+    if home.supervisor_pid() is None or not dep.get("regions"):
+        sys.exit(f"nothing is running under {home.root}")
+    region = dep["regions"][0]
+    trust_children(dep)  # the client workers reach a TLS gateway
+    target = runner.Target(region["ws_url"], region["http_url"], 0, home.secret())
+    points = endpoints(home)
+    s = runner.Settings.quick()
+    s.warmup_seconds = 1.0
+    before = scrape_all(points)
+    step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
+    after = scrape_all(points)
+    stages: dict[str, Any] = {}
+    for name, _, _ in points:
+        for metric, d in delta(before.get(name, {}), after.get(name, {})).items():
+            s_ = summary(d)
+            if s_["count"]:
+                stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
+    out = {"rate": args.rate, "seconds": args.seconds, "achieved_msgs_s": step.achieved,
+           "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
+                      "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
+                      "delivered": step.delivered, "offered": step.offered,
+                      "errors": step.errors},
+           "stages": stages}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"stages at {args.rate:.0f} msgs/s ({step.achieved} achieved)")
+    for col in ("process", "stage", "count", "mean ms", "p50 <= ms", "p99 <= ms"):
+        table.add_column(col)
+    for key, v in stages.items():
+        table.add_row(key.split()[0], v["stage"], str(v["count"]), str(v["mean_ms"]),
+                      str(v["p50_le_ms"]), str(v["p99_le_ms"]))
+    c = out["client"]
+    table.add_row("client", "send -> sent", "", "", str(c["send_sent_p50_ms"]),
+                  str(c["send_sent_p99_ms"]))
+    table.add_row("client", "send -> deliver", "", "", str(c["send_deliver_p50_ms"]),
+                  str(c["send_deliver_p99_ms"]))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""benchmarks/cluster_stages.py: reading the runtimes' histograms (no deployment needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cluster_stages.py"
+spec = importlib.util.spec_from_file_location("cluster_stages", SCRIPT)
+assert spec is not None and spec.loader is not None
+stages = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stages)
+
+
+def metrics_text(values: list[float]) -> str:
+    r = CollectorRegistry()
+    h = Histogram("msgctl_txn_seconds", "txn", buckets=(0.005, 0.01, 0.025, 0.05), registry=r)
+    for v in values:
+        h.observe(v)
+    return generate_latest(r).decode()
+
+
+def test_the_step_is_what_the_histogram_gained() -> None:
+    before = stages.histograms(metrics_text([0.001] * 50))
+    after = stages.histograms(metrics_text([0.001] * 50 + [0.02] * 98 + [0.04] * 2))
+    s = stages.summary(stages.delta(before, after)["msgctl_txn_seconds"])
+    # only the 100 observations of the step count: p50 and p99 fall in their buckets
+    assert s["count"] == 100
+    assert s["p50_le_ms"] == 25.0 and s["p99_le_ms"] == 50.0
+    assert abs(s["mean_ms"] - 20.4) < 0.01
+
+
+def test_a_histogram_that_did_not_move_has_no_count() -> None:
+    text = stages.histograms(metrics_text([0.003]))
+    assert stages.summary(stages.delta(text, text)["msgctl_txn_seconds"]) == {"count": 0}
+    assert stages.histograms("no metrics here\n") == {}
