@@ -31,7 +31,7 @@ from msgctl.deploy.status import (
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home
 from msgctl.supervisor import client
-from msgctl.supervisor.daemon import RUNNING
+from msgctl.supervisor.daemon import RUNNING, STOPPED
 from msgctl.supervisor.program import ENGINE
 
 # `msgctl infra` shares these: the options, and the steps with their terminal output
@@ -245,9 +245,50 @@ def restart(
             raise typer.Exit(EXIT_FAILED)
 
 
+def _stop_or_start(op: str, target: str, home: Home) -> None:
+    if home.supervisor_pid() is None:
+        raise MsgctlError(f"nothing is running under {home.root}", EXIT_NOT_RUNNING)
+    with console.status(f"{'stopping' if op == 'stop' else 'starting'} {target}…"):
+        reply = client.command(home, op, glob=target)
+    programs = {p["name"]: p for p in reply["programs"]}
+    if not reply["changed"]:
+        console.print(f"nothing to {op}: every match is already "
+                      f"{'stopped' if op == 'stop' else 'running'}")
+    failed = False
+    for name in reply["changed"]:
+        p = programs[name]
+        hosted = ", ".join(f"{r}.{p['region']}" for r in p["runtimes"])
+        ok = p["state"] == (STOPPED if op == "stop" else RUNNING)
+        failed |= not ok
+        colour = "green" if ok else "red"
+        verb = "stopped" if op == "stop" else "started"
+        console.print(f"{verb} {name} (hosts {hosted}): [{colour}]{p['state']}[/]")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def stop(
+    target: Annotated[str, typer.Argument(help="Glob on runtimes or programs, e.g. "
+                                          "'kafka*' or 'push.local'.")],
+    home: HomeOpt = None,
+) -> None:
+    """Stop the matching programs and keep them down (no restart) until 'msgctl start'."""
+    _stop_or_start("stop", target, get_home(home))
+
+
+def start(
+    target: Annotated[str, typer.Argument(help="Glob on runtimes or programs.")],
+    home: HomeOpt = None,
+) -> None:
+    """Start the matching programs that were stopped (or gave up, FATAL)."""
+    _stop_or_start("start", target, get_home(home))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(down)
     app.command()(status)
     app.command()(restart)
+    app.command()(stop)
+    app.command()(start)
 

@@ -318,6 +318,27 @@ class Supervisor:
         for name in ordered:
             await self.start_program(name)
 
+    async def stop_some(self, names: list[str]) -> list[str]:
+        """Stop `names` (dependents first) and keep them down until started again; the
+        ones that were running."""
+        ordered = [n for n in self.order if n in names]
+        done = []
+        for name in reversed(ordered):
+            if self.managed[name].wanted or self.managed[name].state != STOPPED:
+                await self.stop_program(name)
+                done.append(name)
+        return done
+
+    async def start_some(self, names: list[str]) -> list[str]:
+        """Start the stopped (or FATAL) ones of `names`, in start order; the ones started."""
+        done = []
+        for name in [n for n in self.order if n in names]:
+            m = self.managed[name]
+            if m.state in (STOPPED, FATAL) and (m.task is None or m.task.done()):
+                await self.start_program(name)
+                done.append(name)
+        return done
+
     # -- whole deployment ---------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -407,6 +428,15 @@ class Supervisor:
                 else:
                     await self.restart(names)
                     reply = {"ok": True, "restarted": names, **self.snapshot()}
+            elif op in ("stop", "start"):
+                pattern = str(cmd.get("glob", ""))
+                names = self.match(pattern) if pattern else []
+                if not names:
+                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'"}
+                else:
+                    done = await (self.stop_some(names) if op == "stop"
+                                  else self.start_some(names))
+                    reply = {"ok": True, "changed": done, **self.snapshot()}
             elif op == "shutdown":
                 self._stop.set()
                 reply = {"ok": True}

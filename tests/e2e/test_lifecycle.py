@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,18 @@ def test_up_status_token_logs_restart_down_with_port_offset(tmp_path: Path) -> N
         r = msgctl("restart", env=env, check=False)
         assert r.returncode == 2 and "--yes" in r.stderr
         r = msgctl("restart", "nothing-like-this*", env=env, check=False)
+        assert r.returncode == 1 and "no program or runtime matches" in r.stderr
+        # stop keeps a program down (no restart by the supervisor) until start
+        out = msgctl("stop", "gateway*", env=env).stdout
+        assert "stopped node.local" in out
+        time.sleep(3)
+        st4 = json.loads(msgctl("status", "--json", env=env).stdout)
+        assert {r["state"] for r in st4["runtimes"]} == {"STOPPED"}
+        assert "nothing to stop" in msgctl("stop", "node*", env=env).stdout
+        out = msgctl("start", "node.local", env=env).stdout
+        assert "started node.local" in out and "RUNNING" in out
+        assert "nothing to start" in msgctl("start", "node*", env=env).stdout
+        r = msgctl("stop", "nothing-like-this*", env=env, check=False)
         assert r.returncode == 1 and "no program or runtime matches" in r.stderr
     finally:
         msgctl("down", env=env)
