@@ -155,11 +155,15 @@ def write_private(path: Path, text: str) -> None:
 
     The temp file is made by `mkstemp` (0600, a fresh unique name in the same folder)
     and renamed over `path`: readers see the old or the new content, and no copy of it,
-    complete or not, is ever readable by others. A failed write leaves no temp file."""
+    complete or not, is ever readable by others. The content is on disk before the
+    rename (a key or certificate lost in a crash would lose what it protects). A failed
+    write leaves no temp file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

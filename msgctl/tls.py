@@ -28,6 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from msgctl.home import private_dir, write_private
+from runtime.tls import server_context
+
+__all__ = ["CaFiles", "TlsError", "ca_files", "client_context", "describe", "init_ca",
+           "server_cert", "server_context", "trust", "trust_children", "trust_file"]
+
 CA_DAYS = 3650
 LEAF_DAYS = 365
 RENEW_DAYS = 30
@@ -78,21 +84,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` as 0600 from the first byte (temp file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+                             serialization.NoEncryption()).decode()
+
+
+def _cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _load_ca(files: CaFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -113,8 +111,7 @@ def init_ca(files: CaFiles, name: str = "msgctl", *, force: bool = False) -> boo
         if not files.client_cert.exists():
             _issue_client(files)
         return False
-    files.dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(files.dir, 0o700)
+    private_dir(files.dir)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "msgctl"),
                          x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
@@ -132,8 +129,8 @@ def init_ca(files: CaFiles, name: str = "msgctl", *, force: bool = False) -> boo
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    _write_private(files.ca_key, _key_pem(key))
-    _write_private(files.ca, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(files.ca_key, _key_pem(key))
+    write_private(files.ca, _cert_pem(cert))
     for stale in files.dir.glob("server-*"):  # signed by the old CA
         stale.unlink()
     _issue_client(files)
@@ -141,7 +138,7 @@ def init_ca(files: CaFiles, name: str = "msgctl", *, force: bool = False) -> boo
 
 
 def _leaf(files: CaFiles, common_name: str, sans: list[str], client: bool
-          ) -> tuple[bytes, bytes]:
+          ) -> tuple[str, str]:
     ca_cert, ca_key = _load_ca(files)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
@@ -164,7 +161,7 @@ def _leaf(files: CaFiles, common_name: str, sans: list[str], client: bool
         builder = builder.add_extension(x509.SubjectAlternativeName(
             [_general_name(s) for s in sans]), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return _cert_pem(cert), _key_pem(key)
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -176,8 +173,8 @@ def _general_name(name: str) -> x509.GeneralName:
 
 def _issue_client(files: CaFiles) -> None:
     cert, key = _leaf(files, "operator", [], client=True)
-    _write_private(files.client_key, key)
-    _write_private(files.client_cert, cert)
+    write_private(files.client_key, key)
+    write_private(files.client_cert, cert)
 
 
 def server_cert(files: CaFiles, name: str, sans: list[str],
@@ -188,8 +185,7 @@ def server_cert(files: CaFiles, name: str, sans: list[str],
     cert_path, key_path = (files.server(name) if out_dir is None else
                            CaFiles(out_dir).server(name))
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(out_dir, 0o700)
+        private_dir(out_dir)
     wanted = sorted(set(sans))
     if cert_path.exists() and key_path.exists():
         try:
@@ -202,8 +198,8 @@ def server_cert(files: CaFiles, name: str, sans: list[str],
         except (ValueError, x509.ExtensionNotFound):
             pass  # unreadable or without names: issue a new one
     pem, key = _leaf(files, name, wanted, client=False)
-    _write_private(key_path, key)
-    _write_private(cert_path, pem)
+    write_private(key_path, key)
+    write_private(cert_path, pem)
     return cert_path, key_path
 
 
@@ -213,18 +209,6 @@ def describe(files: CaFiles) -> dict[str, Any]:
     return {**files.to_json(), "subject": cert.subject.rfc4514_string(),
             "sha256": cert.fingerprint(hashes.SHA256()).hex(":"),
             "expires": cert.not_valid_after_utc.isoformat(timespec="seconds")}
-
-
-def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
-    """A server context (TLS 1.2 or newer); with `client_ca`, clients must present a
-    certificate that CA signed."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    if client_ca is not None:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(client_ca)
-    return ctx
 
 
 def client_context(ca: Path | None, cert: Path | None = None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msgctl import tls, yamltext
+from msgctl import keyring_file, tls, yamltext
 from msgctl.errors import UsageError
 from msgctl.home import write_private
 from msgctl.infra import programs as engine_programs
@@ -338,18 +338,23 @@ def region_by_name(regions: list[Region], name: str) -> Region:
     return next(r for r in regions if r.name == name)
 
 
-def _encryption_section(raw: Any, where: str) -> EncryptionSettings:
-    if raw is None:
-        return EncryptionSettings()
-    if isinstance(raw, bool):
-        return EncryptionSettings(enabled=raw)
+def _switched(raw: Any, cls: type, name: str, where: str) -> dict[str, Any]:
+    """The settings of a section that is on unless turned off (left out, `name: off`, or
+    `enabled: false`), with `enabled` checked."""
+    if raw is None or isinstance(raw, bool):
+        return {"enabled": raw is not False}
     if not isinstance(raw, dict):
-        raise UsageError(f"{where}: encryption must be a mapping (enabled)")
-    raw = _known_keys(raw, EncryptionSettings, f"{where}: encryption")
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise UsageError(f"{where}: encryption.enabled must be true or false")
-    return EncryptionSettings(enabled)
+        raise UsageError(f"{where}: {name} must be a mapping "
+                         f"({', '.join(cls.__dataclass_fields__)})")
+    out = dict(_known_keys(raw, cls, f"{where}: {name}"))
+    out.setdefault("enabled", True)
+    if not isinstance(out["enabled"], bool):
+        raise UsageError(f"{where}: {name}.enabled must be true or false")
+    return out
+
+
+def _encryption_section(raw: Any, where: str) -> EncryptionSettings:
+    return EncryptionSettings(_switched(raw, EncryptionSettings, "encryption", where)["enabled"])
 
 
 def keyring_path(home_root: Path) -> Path:
@@ -357,16 +362,8 @@ def keyring_path(home_root: Path) -> Path:
 
 
 def _tls_section(raw: Any, base: Path, where: str) -> TlsSettings:
-    if raw is None:
-        return TlsSettings()
-    if isinstance(raw, bool):  # `tls: off`
-        return TlsSettings(enabled=raw)
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: tls must be a mapping (enabled, ca, cert, key)")
-    raw = _known_keys(raw, TlsSettings, f"{where}: tls")
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise UsageError(f"{where}: tls.enabled must be true or false")
+    raw = _switched(raw, TlsSettings, "tls", where)
+    enabled = raw["enabled"]
     paths: dict[str, str] = {}
     for key in ("ca", "cert", "key"):
         value = raw.get(key) or ""
@@ -703,7 +700,7 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
     keyring = ""
     if topo.encryption.enabled:
         try:
-            keyring_mod.ensure(keyring_path(root))
+            keyring_file.ensure(keyring_path(root))
         except keyring_mod.KeyringError as exc:
             raise UsageError(str(exc)) from None
         keyring = str(keyring_path(root))

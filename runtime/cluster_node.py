@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from runtime import keyring as keyring_mod
 from runtime.adapters.cluster.cassandra_store import CassandraStore
 from runtime.adapters.cluster.kafka import EVENTS, AsyncProducer, ensure_topics, mirrored
 from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
@@ -39,7 +40,6 @@ from runtime.conversations import Conversations
 from runtime.core import media as media_rules
 from runtime.gateway.server import Gateway
 from runtime.health import HealthServer
-from runtime.keyring import Keyring
 from runtime.media.s3 import S3BlobStore, S3MediaServer
 from runtime.media.service import MediaService
 from runtime.push import push_service
@@ -217,7 +217,7 @@ class ClusterNode:
         server = S3MediaServer(blobs, cfg.host, cfg.media.port)
         server.tls = server_tls(cfg)
         if cfg.keyring:  # blobs sealed at rest like bodies
-            server.keyring = Keyring(Path(cfg.keyring))
+            server.keyring = keyring_mod.shared(cfg.keyring)
         try:
             await server.start()
         except OSError as exc:

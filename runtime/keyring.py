@@ -5,7 +5,8 @@
     {"version": 1, "current": "k3f9a01c2",
      "keys": {"k3f9a01c2": {"key": "<base64, 32 bytes>", "created": 1796...}, ...}}
 
-`msgctl up` makes it; `msgctl keys rotate` adds a key and makes it current. The
+`msgctl up` makes it and `msgctl keys rotate` adds a key and makes it current
+(`msgctl.keyring_file` writes it; the runtimes only read it). The
 runtimes re-read the file when it changes (checked at most once a second, and at
 once when a value names a key they do not have), so a rotation takes effect
 without restarting anything: new sends are sealed under the new key, and
@@ -16,14 +17,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 from runtime.core.blobseal import BlobOpener, BlobSealer
-from runtime.core.sealing import KEY_BYTES, Sealer, SealError
+from runtime.core.sealing import Sealer, SealError
 from runtime.ports import Message, Send
 
 RECHECK_S = 1.0
@@ -50,41 +49,6 @@ def sealer_of(raw: dict[str, Any]) -> Sealer:
         return Sealer(keys, str(raw["current"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyringError(f"bad keyring: {exc}") from None
-
-
-def write(path: Path, raw: dict[str, Any]) -> None:
-    """Replace the keyring atomically, 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(raw, indent=2).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def add_key(raw: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
-    """The keyring with a new current key (a new keyring when `raw` is None)."""
-    out = {"version": 1, "current": "", "keys": dict((raw or {}).get("keys") or {})}
-    kid = f"k{secrets.token_hex(4)}"
-    while kid in out["keys"]:
-        kid = f"k{secrets.token_hex(4)}"
-    out["keys"][kid] = {"key": base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode(),
-                        "created": int(time.time())}
-    out["current"] = kid
-    return out, kid
-
-
-def ensure(path: Path) -> bool:
-    """Make a keyring with one key unless there is one; True when made."""
-    if path.exists():
-        read(path)  # refuse to go on with one that does not parse
-        return False
-    write(path, add_key(None)[0])
-    return True
 
 
 class Keyring:
@@ -134,3 +98,16 @@ class Keyring:
         except SealError:
             # a key rotated in after our last look: read the file now, once
             return self.sealer(force=True).open_message(msg)
+
+
+_SHARED: dict[Path, Keyring] = {}
+
+
+def shared(path: str | Path) -> Keyring:
+    """The one `Keyring` of this process for `path`: the gateway, the media endpoint and
+    push of an embedded node read the file once and look at it once a second, together."""
+    key = Path(path)
+    ring = _SHARED.get(key)
+    if ring is None:
+        ring = _SHARED[key] = Keyring(key)
+    return ring

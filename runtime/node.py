@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime import keyring as keyring_mod
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.adapters.push import build_provider
@@ -30,7 +31,6 @@ from runtime.conversations import Conversations
 from runtime.core import media as media_rules
 from runtime.core.presence import PresenceState
 from runtime.gateway.server import Gateway
-from runtime.keyring import Keyring
 from runtime.media.endpoint import BlobServer
 from runtime.media.service import MediaService
 from runtime.media.store import LocalBlobStore
@@ -118,7 +118,7 @@ class Node:
             self.blobs = BlobServer(blob_store, config.host, config.media.port)
             self.blobs.tls = server_tls(config)
             if config.keyring:  # blobs sealed at rest like bodies
-                self.blobs.keyring = Keyring(Path(config.keyring))
+                self.blobs.keyring = keyring_mod.shared(config.keyring)
             media = MediaService(config.media, secret, blob_store, config.media.port,
                                  max_slots=config.limits.max_upload_slots_per_user,
                                  secure=self.blobs.tls is not None)

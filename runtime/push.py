@@ -46,11 +46,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from runtime import keyring as keyring_mod
 from runtime.config import NodeConfig
 from runtime.core.fairqueue import COLLAPSED, FULL, OVERFLOW, FairQueue, Offered
 from runtime.core.sealing import SealError
 from runtime.core.watermarks import Watermark
-from runtime.keyring import Keyring
 from runtime.metrics import METRICS
 from runtime.ports import (
     ConversationService,
@@ -432,5 +432,5 @@ def push_service(config: NodeConfig, conversations: ConversationService, state: 
                        concurrency=p.concurrency,
                        deadletter=data / f"push-deadletter-{config.region}.jsonl",
                        region=config.region,
-                       opener=Keyring(Path(config.keyring)).open_message
+                       opener=keyring_mod.shared(config.keyring).open_message
                        if config.keyring else None)

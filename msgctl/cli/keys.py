@@ -17,6 +17,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from msgctl import keyring_file
 from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.errors import MsgctlError
 from msgctl.topology import keyring_path
@@ -66,8 +67,8 @@ def list_keys(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 def rotate(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Add a key and make it current; older keys stay to open what they sealed."""
     path = keyring_path(get_home(home).root)
-    raw, kid = keyring.add_key(_read(path))
-    keyring.write(path, raw)
+    raw, kid = keyring_file.add_key(_read(path))
+    keyring_file.write(path, raw)
     if not json_out:
         console.print(f"new current key {kid}; the gateways seal with it within a second")
     _print(_rows(raw), path, json_out)

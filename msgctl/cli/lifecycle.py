@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -235,14 +235,23 @@ def restart(
         target = "*"
     with console.status(f"restarting {target}…"):
         reply = client.command(h, "restart", glob=target)
+    _report(reply, reply["restarted"], "restarted", RUNNING)
+
+
+def _report(reply: dict[str, Any], names: list[str], verb: str, wanted: str) -> None:
+    """A line per program the supervisor acted on, with the state it reached; exit 1
+    (after every line) when one did not reach `wanted`."""
     programs = {p["name"]: p for p in reply["programs"]}
-    for name in reply["restarted"]:
+    failed = False
+    for name in names:
         p = programs[name]
         hosted = ", ".join(f"{r}.{p['region']}" for r in p["runtimes"])
-        colour = "green" if p["state"] == RUNNING else "red"
-        console.print(f"restarted {name} (hosts {hosted}): [{colour}]{p['state']}[/]")
-        if p["state"] != RUNNING:
-            raise typer.Exit(EXIT_FAILED)
+        ok = p["state"] == wanted
+        failed |= not ok
+        colour = "green" if ok else "red"
+        console.print(f"{verb} {name} (hosts {hosted}): [{colour}]{p['state']}[/]")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _stop_or_start(op: str, target: str, home: Home) -> None:
@@ -250,21 +259,13 @@ def _stop_or_start(op: str, target: str, home: Home) -> None:
         raise MsgctlError(f"nothing is running under {home.root}", EXIT_NOT_RUNNING)
     with console.status(f"{'stopping' if op == 'stop' else 'starting'} {target}…"):
         reply = client.command(home, op, glob=target)
-    programs = {p["name"]: p for p in reply["programs"]}
     if not reply["changed"]:
         console.print(f"nothing to {op}: every match is already "
                       f"{'stopped' if op == 'stop' else 'running'}")
-    failed = False
-    for name in reply["changed"]:
-        p = programs[name]
-        hosted = ", ".join(f"{r}.{p['region']}" for r in p["runtimes"])
-        ok = p["state"] == (STOPPED if op == "stop" else RUNNING)
-        failed |= not ok
-        colour = "green" if ok else "red"
-        verb = "stopped" if op == "stop" else "started"
-        console.print(f"{verb} {name} (hosts {hosted}): [{colour}]{p['state']}[/]")
-    if failed:
-        raise typer.Exit(EXIT_FAILED)
+    if op == "stop":
+        _report(reply, reply["changed"], "stopped", STOPPED)
+    else:
+        _report(reply, reply["changed"], "started", RUNNING)
 
 
 def stop(

@@ -16,13 +16,13 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from runtime import auth, ports
+from runtime import keyring as keyring_mod
 from runtime.config import NodeConfig
 from runtime.core import frames as f
 from runtime.core import paging
@@ -34,7 +34,6 @@ from runtime.gateway.actions import Performer
 from runtime.gateway.http import SUBPROTOCOL, HttpRoutes, address, select_subprotocol
 from runtime.gateway.sealed import OpenedStore
 from runtime.gateway.session import CLOSE_GRACE, Session, encode
-from runtime.keyring import Keyring
 from runtime.media.service import MediaService
 from runtime.metrics import METRICS
 from runtime.ports import Event, Message, Receipt, TypingEvent, Unavailable
@@ -65,7 +64,7 @@ class Gateway:
         self.config = config
         self.media = media  # None: `upload` is answered `unavailable`
         # bodies and media are sealed on the way in and opened on the way out
-        self.keyring = Keyring(Path(config.keyring)) if config.keyring else None
+        self.keyring = keyring_mod.shared(config.keyring) if config.keyring else None
         if self.keyring is not None:
             store = OpenedStore(store, self.keyring)
         self.store = store

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from msgctl import keyring_file
 from runtime import keyring
 from runtime.core.sealing import SEALED_PREFIX, Sealer, SealError, is_sealed
 from runtime.ports import Message, Send
@@ -75,15 +76,15 @@ def test_records_from_before_sealing_read_as_they_are() -> None:
 
 def test_the_keyring_file_is_private_and_rotation_is_picked_up(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "keyring.json"
-    assert keyring.ensure(path) is True and keyring.ensure(path) is False
+    assert keyring_file.ensure(path) is True and keyring_file.ensure(path) is False
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
     now = [0.0]
     ring = keyring.Keyring(path, clock=lambda: now[0])
     first = ring.sealer().current
     sealed_before = ring.seal_send(send("one"))
-    raw, kid = keyring.add_key(keyring.read(path))
-    keyring.write(path, raw)
+    raw, kid = keyring_file.add_key(keyring.read(path))
+    keyring_file.write(path, raw)
     assert ring.sealer().current == first  # checked at most once a second
     now[0] += 1.5
     assert ring.sealer().current == kid != first
@@ -93,10 +94,10 @@ def test_the_keyring_file_is_private_and_rotation_is_picked_up(tmp_path: Path) -
 
 def test_a_value_under_a_key_added_since_the_last_look_opens_at_once(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
-    keyring.ensure(path)
+    keyring_file.ensure(path)
     reader = keyring.Keyring(path, clock=lambda: 0.0)  # never rechecks by time
-    raw, _ = keyring.add_key(keyring.read(path))
-    keyring.write(path, raw)
+    raw, _ = keyring_file.add_key(keyring.read(path))
+    keyring_file.write(path, raw)
     writer = keyring.Keyring(path)
     sealed = writer.seal_send(send("fresh"))
     assert reader.open_message(stored(sealed)).body == "fresh"
