@@ -26,6 +26,12 @@ In the manner of Jepsen's checkers. What counts as what:
 - **unread**: a region whose final read of a conversation failed, or a
   conversation with acknowledged sends that was never read (nothing can be said
   of it, so the history is not valid).
+- **moved** (not an anomaly): after a region failover, a message the old home
+  acknowledged during a split is stored again in the new epoch, naming its first seq
+  in ``moved_from``. Its ``ok`` seq matches that, and a delivery of the first seq
+  (before the heal) is of the message that moved; so is the delivery of an old-epoch
+  seq whose sender and cid the final history holds in a later epoch (a retry the new
+  home took before the move).
 - **recovered** (not an anomaly): sends never acknowledged (only ``info``) that
   were stored after all; **indeterminate**: such sends that were not.
 
@@ -53,6 +59,7 @@ from chaos.history import Record
 ANOMALIES = ("lost", "duplicated", "reordered", "gaps", "unexpected", "divergence", "unread")
 WITNESSES = 20  # witnesses kept per anomaly (the counts are complete)
 FINAL_READ = "final-read"  # the phase at which the drill reads every region one last time
+EPOCH_BITS = 40  # a seq is epoch << 40 | counter (runtime.core.sequencing)
 
 
 @dataclass
@@ -192,6 +199,10 @@ def check(records: list[Record], *, ack_within: float = 1.0) -> Result:
         stored = {region: [int(m["seq"]) for m in msgs
                            if str(m.get("cid")) == cid and _sender(m)[0] == user]
                   for region, msgs in reads.get(conv, {}).items()}
+        # the seqs it was first acknowledged under, when a failover moved it
+        first = {region: {int(m["moved_from"]) for m in msgs if m.get("moved_from")
+                          and str(m.get("cid")) == cid and _sender(m)[0] == user}
+                 for region, msgs in reads.get(conv, {}).items()}
         if s.oks:
             counts["acknowledged"] += 1
             acked = {seq for seq, _ in s.oks}
@@ -203,7 +214,7 @@ def check(records: list[Record], *, ack_within: float = 1.0) -> Result:
                 if not stored.get(region):
                     a.add("lost", conv=conv, cid=cid, sender=s.process,
                           seq=min(acked), region=region)
-                elif not set(stored[region]) & acked:
+                elif not (set(stored[region]) | first[region]) & acked:
                     a.add("divergence", where="acked-seq", conv=conv, cid=cid, region=region,
                           acked=sorted(acked), stored=stored[region])
         elif any(stored.values()) and s.fails and not s.infos:
@@ -266,6 +277,10 @@ def _check_device(process: str, recs: list[Record], final: dict[str, dict[int, d
                 if lo < s < hi and not own(m) and s not in seen[conv]]
 
     members_of = {conv: set(info.get("members", [])) for conv, info in convs.items()}
+    moved = {conv: {int(m["moved_from"]): m for m in hist.values() if m.get("moved_from")}
+             for conv, hist in final.items()}
+    stored_at = {conv: {(_sender(m)[0], str(m.get("cid"))): s for s, m in hist.items()}
+                 for conv, hist in final.items()}
     seen_max: dict[str, int] = defaultdict(int)  # conv -> highest seq seen on any connection
     by_conn: dict[tuple[int, str], list[Record]] = defaultdict(list)
     for r in recs:
@@ -283,6 +298,15 @@ def _check_device(process: str, recs: list[Record], final: dict[str, dict[int, d
             if conv in members_of and user not in members_of[conv]:
                 a.add("unexpected", where="non-member", process=process, conv=conv, seq=seq)
             stored = final.get(conv)
+            key = (str(r.get("from", "")).split("/", 1)[0], str(r.get("cid")))
+            was = moved.get(conv, {}).get(seq)
+            later = stored_at.get(conv, {}).get(key)
+            if stored and seq not in stored and (
+                    (was is not None and (_sender(was)[0], str(was.get("cid"))) == key)
+                    or (later is not None and later >> EPOCH_BITS > seq >> EPOCH_BITS)):
+                # delivered under the seq it had before a failover moved it (or before its
+                # sender's retry was taken by the new home, which keeps that copy)
+                continue
             if stored and seq not in stored:
                 a.add("divergence", where="delivered-not-stored", process=process, conn=conn,
                       conv=conv, seq=seq, cid=r.get("cid"))

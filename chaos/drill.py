@@ -24,7 +24,7 @@ from msgctl import yamltext
 
 DRILLS_DIR = Path(__file__).resolve().parent / "drills"
 FAULT_KINDS = ("partition", "isolate", "link", "kill", "pause", "stop", "restart",
-               "drop_clients")
+               "drop_clients", "failover", "failback")
 TIMED = ("partition", "isolate", "link", "pause", "stop")  # need a duration
 CONV_KINDS = ("direct", "group")
 _PLACEHOLDER = re.compile(r"\{r(\d+)\}")
@@ -347,6 +347,16 @@ def _fault_args(c: _Checker, path: str, kind: str, value: Any) -> dict[str, Any]
     if kind == "drop_clients":
         if value not in ("all",) and not isinstance(value, str):
             c.fail(path, "must be 'all' or a region")
+        return {"region": value}
+    if kind == "failover":  # `msgctl region failover FROM --to TO` (every conversation)
+        args = dict(c.mapping(value, path, {"from", "to"}))
+        if not all(isinstance(args.get(k), str) for k in ("from", "to")):
+            c.fail(path, "must name the regions, e.g. {from: \"{r0}\", to: \"{r1}\"}")
+            return {}
+        return {"regions": [args["from"], args["to"]]}
+    if kind == "failback":  # once reconciled: `msgctl region failback REGION`
+        if not isinstance(value, str):
+            c.fail(path, "must name one region, e.g. \"{r0}\"")
         return {"region": value}
     # process faults and restart: a glob, or {glob, signal, select, seed}
     if isinstance(value, str):

@@ -34,6 +34,7 @@ from chaos.faults import FaultError, FaultSpec
 from chaos.history import History
 from chaos.target import Target, gather_limited, read_conversation
 from chaos.traffic import Device
+from msgctl import failover
 from msgctl.errors import MsgctlError
 from msgctl.infra import replication
 from msgctl.supervisor import client
@@ -90,6 +91,8 @@ class Runner:
         self.applied: list[dict[str, Any]] = []
         self.tag = f"{drill.name[:12]}-{secrets.token_hex(3)}"
         self._open_faults: dict[str, str] = {}  # supervisor fault id -> nemesis id
+        self._homes_moved = False  # a failover or failback ran: converge waits for reconcile
+        self._reconciled_at: float | None = None
         self._cids = 0
         self._stop_sending = asyncio.Event()
         self._watchers: set[asyncio.Task[None]] = set()
@@ -159,6 +162,7 @@ class Runner:
             "valid": checked.valid, "steady_state_after": after_ok,
             "ok": checked.valid and after_ok, **checked.to_dict(),
             "faults": self.applied, "journal": str(self.out),
+            **({"failover": self._failover_figures()} if self._homes_moved else {}),
             "traffic": {"devices": len(self.devices), "conversations": len(self.convs),
                         "skipped": sum(d.skipped for d in self.devices)},
         }
@@ -315,6 +319,8 @@ class Runner:
             self._later(self._stop_when(nid, label, lambda: all(
                 d.connected.is_set() for d in dropped), 0.5))
             return None
+        if fault.kind in ("failover", "failback"):
+            return await self._move_homes(nid, fault, record)
         if fault.kind == "restart":
             self.history.add("nemesis", type="start", id=nid, fault=label)
             self.progress.faults[nid] = label
@@ -344,6 +350,62 @@ class Runner:
         self.progress.faults[nid] = entry["description"]
         self.on_change(self.progress)
         return str(entry["id"])
+
+    def _failover_figures(self) -> dict[str, float | None]:
+        """RTO: from the failover command to the first send acknowledged in a later epoch;
+        reconcile: from the end of the cut until no conversation was reconciling."""
+        records = self.history.records
+        start = next((r["t"] for r in records if r["kind"] == "nemesis" and r["type"] ==
+                      "start" and str(r.get("fault", "")).startswith("failover")), None)
+        rto = next((r["t"] - start for r in records if start is not None and
+                    r["kind"] == "send" and r["type"] == "ok" and r["t"] >= start and
+                    int(r["seq"]) >> 40 >= 1), None)
+        cuts = {r["id"] for r in records if r["kind"] == "nemesis" and r["type"] == "start"
+                and str(r.get("fault", "")).startswith(("partition", "isolate"))}
+        heal = next((r["t"] for r in records if r["kind"] == "nemesis" and
+                     r["type"] == "stop" and r["id"] in cuts), None)
+        reconciled = (self._reconciled_at - heal if self._reconciled_at is not None and
+                      heal is not None else None)
+        return {"rto_s": round(rto, 2) if rto is not None else None,
+                "reconciled_after_heal_s": round(max(0.0, reconciled), 2)
+                if reconciled is not None else None}
+
+    async def _move_homes(self, nid: str, fault: ScheduledFault,
+                          record: dict[str, Any]) -> None:
+        """`msgctl region failover` / `failback` in the drill's timeline; a failback waits
+        (bounded by the converge timeout) until the failover is reconciled."""
+        label = fault.label()
+        self.history.add("nemesis", type="start", id=nid, fault=label)
+        self.progress.faults[nid] = label
+        self.on_change(self.progress)
+        self._homes_moved = True
+        try:
+            if fault.kind == "failover":
+                source, target = fault.args["regions"]
+                outcome = await asyncio.to_thread(failover.run, lambda r: failover.failover(
+                    r, source, target, []), self.target.home)
+            else:
+                region = fault.args["region"]
+                deadline = time.monotonic() + self.drill.converge_timeout
+                while True:
+                    rows = await asyncio.to_thread(failover.run, failover.status,
+                                                   self.target.home)
+                    if not any(r["reconciling"] for r in rows):
+                        if self._reconciled_at is None:
+                            self._reconciled_at = self.history.now()
+                        break
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(1)
+                outcome = await asyncio.to_thread(failover.run, lambda r: failover.failback(
+                    r, region), self.target.home)
+        finally:
+            self.history.add("nemesis", type="stop", id=nid, fault=label)
+            self.progress.faults.pop(nid, None)
+            self.on_change(self.progress)
+        self.applied.append({**record, "description": f"{label}: {len(outcome.moved)} "
+                             "conversation(s) moved",
+                             "targets": [m["conv"] for m in outcome.moved]})
 
     def _later(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -461,12 +523,28 @@ class Runner:
                 out[r["conv"]].add((r["process"].split("/")[0], r["cid"]))
         return out
 
+    async def _reconciling(self) -> str:
+        """Why a failover is not reconciled yet ('' when it is, or none was made)."""
+        if not self._homes_moved:
+            return ""
+        try:
+            rows = await asyncio.to_thread(failover.run, failover.status, self.target.home)
+        except MsgctlError as exc:
+            return f"region status unavailable ({exc})"
+        waiting = sum(r["reconciling"] for r in rows)
+        if waiting:
+            return f"{waiting} conversation(s) still reconciling after the failover"
+        if self._reconciled_at is None:
+            self._reconciled_at = self.history.now()
+        return ""
+
     async def _converge(self) -> float | None:
         t0 = time.monotonic()
         async with self.target.http() as session:
             while True:
+                why = await self._reconciling()
                 reads = await self._read_all(session)
-                why = self._settled(reads)
+                why = why or self._settled(reads)
                 self.progress.note = why
                 self.on_change(self.progress)
                 if not why:

@@ -99,6 +99,15 @@ class Target:
         return list((self.home.deployment() or {}).get("regions", []))
 
 
+def _reduced(m: dict[str, Any]) -> dict[str, Any]:
+    """What the checker reads of a stored message (and the seq a failover moved it from)."""
+    out = {"seq": int(m["seq"]), "prev": int(m["prev"]), "cid": m.get("cid"),
+           "from": f"{m.get('from')}/{m.get('from_device')}"}
+    if m.get("moved_from") is not None:
+        out["moved_from"] = int(m["moved_from"])
+    return out
+
+
 async def read_conversation(session: aiohttp.ClientSession, region: Region, conv: str,
                             token: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Every stored message of `conv` as `region` serves it (REST history, paged); raises
@@ -124,8 +133,7 @@ async def read_conversation(session: aiohttp.ClientSession, region: Region, conv
                         raise ConnectionError(f"{base}: HTTP {resp.status}")
                     body = json.loads(await resp.text())
                 page = body.get("msgs") or []
-                msgs += [{"seq": int(m["seq"]), "prev": int(m["prev"]), "cid": m.get("cid"),
-                          "from": f"{m.get('from')}/{m.get('from_device')}"} for m in page]
+                msgs += [_reduced(m) for m in page]
                 if not body.get("more") or not page:
                     return msgs
                 after = int(page[-1]["seq"])

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -31,8 +32,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from msgctl.home import private_dir, write_private
 from runtime.tls import server_context
 
-__all__ = ["CaFiles", "TlsError", "ca_files", "client_context", "describe", "init_ca",
-           "server_cert", "server_context", "trust", "trust_children", "trust_file"]
+__all__ = ["CaFiles", "TlsError", "ca_files", "client_cert", "client_context", "describe",
+           "init_ca", "server_cert", "server_context", "trust", "trust_children", "trust_file"]
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
@@ -192,8 +193,8 @@ def server_cert(files: CaFiles, name: str, sans: list[str],
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             have = sorted(str(n.value) for n in cert.extensions.get_extension_for_class(
                 x509.SubjectAlternativeName).value)
-            fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=RENEW_DAYS)
-            if have == sorted(str(_general_name(s).value) for s in wanted) and fresh:
+            if (have == sorted(str(_general_name(s).value) for s in wanted)
+                    and _current(files, cert)):
                 return cert_path, key_path
         except (ValueError, x509.ExtensionNotFound):
             pass  # unreadable or without names: issue a new one
@@ -201,6 +202,34 @@ def server_cert(files: CaFiles, name: str, sans: list[str],
     write_private(key_path, key)
     write_private(cert_path, pem)
     return cert_path, key_path
+
+
+def client_cert(files: CaFiles, name: str, out_dir: Path) -> tuple[Path, Path]:
+    """A client certificate whose subject CN is `name` (an engine identity: Kafka's principal,
+    the name Redis and Cassandra see), in `out_dir` as client-<name>.pem/.key; issued if
+    missing, near expiry or signed by another CA (`ca init --force`)."""
+    private_dir(out_dir)
+    cert_path, key_path = out_dir / f"client-{name}.pem", out_dir / f"client-{name}.key"
+    if cert_path.exists() and key_path.exists():
+        try:
+            if _current(files, x509.load_pem_x509_certificate(cert_path.read_bytes())):
+                return cert_path, key_path
+        except ValueError:
+            pass  # unreadable: issue a new one
+    pem, key = _leaf(files, name, [], client=True)
+    write_private(key_path, key)
+    write_private(cert_path, pem)
+    return cert_path, key_path
+
+
+def _current(files: CaFiles, cert: x509.Certificate) -> bool:
+    """`cert` is signed by the CA in `files` and not near its expiry."""
+    ca_cert, _ = _load_ca(files)
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return cert.not_valid_after_utc - _now() > dt.timedelta(days=RENEW_DAYS)
 
 
 def describe(files: CaFiles) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from msgctl import keyring_file, tls, yamltext
 from msgctl.errors import UsageError
 from msgctl.home import write_private
 from msgctl.infra import programs as engine_programs
-from msgctl.infra import toxiproxy
+from msgctl.infra import security, toxiproxy
 from msgctl.infra.catalog import CASSANDRA, KAFKA
 from msgctl.infra.spec import EngineSpec, parse_engines
 from msgctl.supervisor.program import Program
@@ -596,6 +596,7 @@ def plan_engines(topo: Topology, home_root: Path,
     Toxiproxy per region, which that region's Cassandra and mirror wait for.
     """
     out: list[Program] = []
+    sec = security.ensure(topo, home_root)
     proxies = link_proxies(topo.backend, topo.regions, topo.chaos) if proxy_binary else {}
     for region in topo.regions:
         if region.name in proxies:
@@ -604,20 +605,29 @@ def plan_engines(topo: Topology, home_root: Path,
                 proxy_binary, home_root))  # type: ignore[arg-type]
     seed: Region | None = None
     joined: list[str] = []  # Cassandra programs so far, in join order
+    last: Program | None = None
     for region in topo.regions:
         for spec in engine_programs.provisioned(region.engines):
             if spec.engine == CASSANDRA:
                 program = engine_programs.engine_program(
                     spec, region.name, region.host, home_root,
-                    seed=seed.host if seed else None, peers=len(joined))
+                    seed=seed.host if seed else None, peers=len(joined), sec=sec)
                 program.depends_on = joined[-1:] + (
                     [f"toxiproxy.{region.name}"] if region.name in proxies else [])
                 joined.append(program.name)
                 seed = seed or region
+                if sec is not None:  # logins and rights are made through the seed node
+                    program.probe["setup"] = {"seed": seed.host,
+                                              "port": seed.engines[CASSANDRA].ports["port"]}
+                    last = program
             else:
                 program = engine_programs.engine_program(spec, region.name, region.host,
-                                                         home_root)
+                                                         home_root, sec=sec)
+                if sec is not None and spec.engine == KAFKA:  # ACLs name every region
+                    program.probe["acls"] = [r.name for r in topo.regions]
             out.append(program)
+    if last is not None:  # every data center exists once the last node joined
+        last.probe["setup"]["keyspace"] = engine_programs.KEYSPACE
     kafkas = {r.name: (r, r.engines[KAFKA]) for r in topo.regions if KAFKA in r.engines}
     if len(topo.regions) > 1 and all(spec.provisioned for _, spec in kafkas.values()):
         clusters = {name: engine_programs.engine_endpoint(spec, r.host)
@@ -626,7 +636,7 @@ def plan_engines(topo: Topology, home_root: Path,
         for name, (r, spec) in kafkas.items():
             out.append(engine_programs.mirror_program(
                 name, r.host, clusters, spec, home_root,
-                kafka_programs + ([f"toxiproxy.{name}"] if name in proxies else [])))
+                kafka_programs + ([f"toxiproxy.{name}"] if name in proxies else []), sec))
     return out
 
 
@@ -639,9 +649,11 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
                   engines: list[Program], home_root: Path,
                   certs: dict[str, tuple[str, str]], keyring: str) -> list[Program]:
     """One process per runtime, then the gateways; each waits for the one before it."""
+    sec = security.ensure(topo, home_root)
     engines_cfg = engine_programs.engines_config(region.engines, region.name, region.host,
                                                  home_root=home_root,
-                                                 peers=peers_of(topo, region))
+                                                 peers=peers_of(topo, region),
+                                                 secure=sec is not None)
     http = f"http://{region.host}"
     out: list[Program] = []
     # every data center must exist before the keyspace names it, and one sequencer (the
@@ -664,8 +676,9 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         cert, key = certs.get(region.name, ("", "")) if is_gateway else ("", "")
         # the gateways seal and open bodies, push opens them for notifications
         keys = keyring if runtimes in (["gateway"], ["push"]) else ""
+        engines_role = security.for_role(engines_cfg, sec, runtimes[0], region.engines)
         cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
-                          gateway_id=gateway_id, backend="cluster", engines=engines_cfg,
+                          gateway_id=gateway_id, backend="cluster", engines=engines_role,
                           media=MediaConfig(**(topo.media | {"port": media_port})),
                           schema_owner=region is first, tls_cert=cert, tls_key=key,
                           keyring=keys)
@@ -731,13 +744,18 @@ def _probe(url: str, ca: str) -> dict[str, Any]:
 
 def to_json(topo: Topology, home_root: Path | None = None) -> str:
     regions = []
+    sec = security.of(topo, home_root) if home_root is not None else None
+    secure = sec is not None
     for r in topo.regions:
         entry: dict[str, Any] = {"name": r.name, "host": r.host, "gateway_port": r.gateway_port,
                                  "ws_url": r.ws_url, "http_url": r.http_url}
         if topo.backend == "cluster":
             entry["gateway_urls"] = [r.gateway_ws_url(i) for i in range(r.gateway_processes)]
-            entry["engines"] = {e: engine_programs.engine_endpoint(s, r.host)
+            entry["engines"] = {e: engine_programs.engine_endpoint(s, r.host, secure)
                                 for e, s in r.engines.items()}
+            if sec is not None and r.engines[KAFKA].provisioned:
+                # msgctl's own Kafka client settings there (paths only): replication lag
+                entry["kafka_client"] = security.kafka_client(sec)
         regions.append(entry)
     encryption = {"enabled": topo.encryption.enabled,
                   "keyring": str(keyring_path(home_root))
@@ -745,5 +763,6 @@ def to_json(topo: Topology, home_root: Path | None = None) -> str:
     tls_info = {"enabled": topo.tls.enabled,
                 "ca": tls_ca(topo, home_root) if home_root is not None else ""}
     return json.dumps({"name": topo.name, "backend": topo.backend, "source": topo.source,
-                       "regions": regions, "tls": tls_info, "encryption": encryption},
+                       "regions": regions, "tls": tls_info, "encryption": encryption,
+                       "engine_security": security.describe(sec, topo)},
                       indent=2)

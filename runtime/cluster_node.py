@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from runtime import keyring as keyring_mod
+from runtime.adapters.cluster import engine_auth, kafka
 from runtime.adapters.cluster.cassandra_store import CassandraStore
-from runtime.adapters.cluster.kafka import EVENTS, AsyncProducer, ensure_topics, mirrored
+from runtime.adapters.cluster.kafka import EVENTS, TYPING, AsyncProducer, ensure_topics, mirrored
 from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
 from runtime.adapters.push import build_provider
 from runtime.cluster.feed import EventFeed
@@ -33,6 +34,7 @@ from runtime.cluster.gateway_link import (
 )
 from runtime.cluster.presence_hub import PresenceHub
 from runtime.cluster.presence_link import PresenceLink
+from runtime.cluster.reconcile import Reconciler
 from runtime.cluster.router import StoreRouter
 from runtime.cluster.sequencer import KafkaSequencer
 from runtime.config import NodeConfig
@@ -52,6 +54,7 @@ class ClusterNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.engines = config.engines
+        kafka.configure(engine_auth.kafka_settings(self.engines))
         self.parts: dict[str, Any] = {}
         self._stops: list[Any] = []  # async callables, run in reverse on stop
         self.health: HealthServer | None = None
@@ -91,7 +94,7 @@ class ClusterNode:
         return self._redis_at(self.engines.redis_url, retries)
 
     def _redis_at(self, url: str, retries: int = 1) -> Any:
-        client = connect(url, retries=retries)
+        client = connect(url, retries=retries, **engine_auth.redis_kwargs(self.engines, url))
         self._stops.append(client.aclose)
         return client
 
@@ -105,18 +108,30 @@ class ClusterNode:
         redis = self._redis()
         await redis.ping()
         directory = RedisDirectory(redis)
-        sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store)
+        # conversations move only between regions: one region has no epochs to look up
+        sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store,
+                                   homes=store if self.engines.peer_kafka else None)
         # the routers deliver this region's events and those of every other region
         self.parts["sequencer"] = sequencer
         await sequencer.start()
         self._stops.append(sequencer.stop)
         router = StoreRouter(self.engines.kafka_bootstrap, self.config.region, store,
                              Conversations(store), directory,
-                             topics=[EVENTS, *(mirrored(p, EVENTS)
-                                               for p in sorted(self.engines.peer_kafka))])
+                             topics=[EVENTS, TYPING, *(mirrored(p, t)
+                                                       for p in sorted(self.engines.peer_kafka)
+                                                       for t in (EVENTS, TYPING))])
         self.parts["router"] = router
         await router.start()
         self._stops.append(router.stop)
+        if self.engines.peer_kafka:
+            # conversations moved here by a failover or a move: fence, activate, reconcile
+            local = AsyncProducer(self.engines.kafka_bootstrap)
+            self._stops.append(lambda: asyncio.get_running_loop().run_in_executor(
+                None, local.close))
+            reconciler = Reconciler(self.config.region, store, local, self.engines.peer_kafka)
+            self.parts["reconciler"] = reconciler
+            await reconciler.start()
+            self._stops.append(reconciler.stop)
         logging.getLogger("msgctl.sequencer").info(
             "ready: kafka %s, cassandra %s/%s, redis %s", self.engines.kafka_bootstrap,
             ",".join(self.engines.cassandra_hosts), self.engines.keyspace, self.engines.redis_url)
@@ -174,7 +189,8 @@ class ClusterNode:
         await directory.start()
         self._stops.append(directory.stop)
         conversations = Conversations(store)
-        ingresses = Ingresses(producer, cfg.region, self.engines.peer_kafka, conversations)
+        ingresses = Ingresses(producer, cfg.region, self.engines.peer_kafka, conversations,
+                              homes=store if self.engines.peer_kafka else None)
         self._stops.append(lambda: asyncio.get_running_loop().run_in_executor(
             None, ingresses.close))
         ingest = ClusterIngest(ingresses, store, cfg.gateway_id)

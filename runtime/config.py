@@ -119,6 +119,20 @@ class EnginesConfig:
     s3_secret_key: str = ""
     s3_bucket: str = "msgctl-media"
     s3_region: str = "us-east-1"
+    # engine security (docs/security.md): the CA the engines' certificates chain to ("" =
+    # the system's roots), and this runtime's client certificate, its engine identity
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    kafka_tls: bool = False  # SSL to every Kafka (local and peers), presenting tls_cert
+    cassandra_tls: bool = False
+    cassandra_user: str = ""  # "" = no authentication
+    cassandra_password: str = ""
+    redis_user: str = ""  # an ACL user of every Redis (local and peers); TLS: rediss:// URLs
+    redis_password: str = ""
+    # an engine that trusts another CA than tls_ca (external ones): engine -> CA file, ""
+    # for the system's roots
+    engine_ca: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runtime.core.homes import HomeRecord
 from runtime.core.presence import PresenceState
 from runtime.core.watermarks import Watermark
 
@@ -48,6 +49,8 @@ class Message:
     kind: str
     body: str = field(repr=False)  # never in a log line (a %r of the record)
     media: dict[str, Any] | None = None
+    # the seq an old home first acknowledged it under, when a failover moved it here
+    moved_from: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -57,6 +60,8 @@ class Message:
         }
         if self.media is not None:
             out["media"] = self.media
+        if self.moved_from is not None:
+            out["moved_from"] = self.moved_from
         return out
 
 
@@ -72,6 +77,7 @@ class Send:
     body: str = field(repr=False)  # never in a log line
     media: dict[str, Any] | None
     ts: int  # ms, when the gateway took it
+    moved_from: int | None = None  # a reconciled orphan: the seq it was first acknowledged as
 
 
 
@@ -123,6 +129,13 @@ class MessageStore(Protocol):
     async def messages(self, conv: str, after: int, limit: int) -> list[Message]: ...
     async def message(self, conv: str, seq: int) -> Message | None: ...
     async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None: ...
+
+
+class HomeStore(Protocol):
+    """Epochs of conversations that moved region (cluster family; runtime.core.homes)."""
+
+    async def home_record(self, conv: str) -> HomeRecord | None: ...
+    async def set_fenced(self, conv: str, epoch: int, last: int) -> None: ...
 
 
 class StateStore(Protocol):

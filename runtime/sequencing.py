@@ -127,10 +127,10 @@ class SequencingKernel:
         plan = self.state.plan(reqs, lambda conv, key: found.get((conv, key)))
         made: dict[tuple[str, str], Message] = {}
         for s, a in zip(sends, plan.assignments, strict=True):
-            if not a.duplicate:
+            if not a.duplicate and not a.fenced:
                 made[(a.conv, a.key)] = Message(a.conv, a.seq, a.prev, self.mids(), s.cid,
                                                 s.sender, s.device, s.ts, s.kind, s.body,
-                                                s.media)
+                                                s.media, s.moved_from)
         return Batch(sends, plan, made)
 
     def marks(self, batch: Batch | None, ops: list[MarkOp],

@@ -6,6 +6,7 @@ its exit code (see `msgctl.errors`); nothing the user typed ends in a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -15,13 +16,14 @@ from msgctl import __version__
 from msgctl.cli import bench, doctor, lifecycle, logs, token
 from msgctl.cli.ca import ca_app
 from msgctl.cli.chaos import chaos_app
-from msgctl.cli.common import HomeOpt, err_console
+from msgctl.cli.common import HomeOpt, err_console, json_requested
 from msgctl.cli.drill import drill_app
 from msgctl.cli.infra import infra_app
 from msgctl.cli.keys import keys_app
 from msgctl.cli.load import load_app
 from msgctl.cli.media import media_app
 from msgctl.cli.push import push_app
+from msgctl.cli.region import region_app
 from msgctl.errors import MsgctlError
 
 app = typer.Typer(
@@ -64,19 +66,26 @@ app.add_typer(chaos_app, name="chaos")
 app.add_typer(drill_app, name="drill")
 app.add_typer(ca_app, name="ca")
 app.add_typer(keys_app, name="keys")
+app.add_typer(region_app, name="region")
 bench.register(app)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[red]msgctl:[/] {message}", highlight=False)
+    asked, verb = json_requested()
+    if asked:  # a script reading stdout gets an answer it can parse, failures included
+        print(json.dumps({"ok": False, "verb": verb, "error": message, "code": code}))
+    sys.exit(code)
 
 
 def main() -> None:
     try:
         app()
     except MsgctlError as exc:
-        err_console.print(f"[red]msgctl:[/] {exc.message}", highlight=False)
-        sys.exit(exc.code)
+        _fail(exc.message, exc.code)
     except OSError as exc:  # the machine said no (permissions, disk): one line, not a traceback
         where = f": {exc.filename}" if exc.filename else ""
-        err_console.print(f"[red]msgctl:[/] {exc.strerror or exc}{where}", highlight=False)
-        sys.exit(1)
+        _fail(f"{exc.strerror or exc}{where}", 1)
     except KeyboardInterrupt:
         sys.exit(130)
 

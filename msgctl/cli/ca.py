@@ -1,7 +1,8 @@
 """`msgctl ca init|show`: the deployment's certificate authority.
 
 The CA signs the certificate every TLS endpoint of the deployment serves (the
-gateways' `wss://` and the media endpoint's `https://`), so clients trust one
+gateways' `wss://` and the media endpoint's `https://`; on the cluster family also
+the engines' and the runtimes' client certificates), so clients trust one
 file: `SSL_CERT_FILE=$(msgctl ca show --json | jq -r .ca)`. `msgctl up` makes
 it when a topology turns TLS on; `ca init` makes it ahead of time (or again,
 with `--force`, which also retires every certificate the old one signed).
@@ -42,7 +43,8 @@ def _print(info: dict[str, str], json_out: bool, made: bool | None = None) -> No
 def init(
     force: Annotated[bool, typer.Option(
         "--force", help="Make a new CA even if one exists (clients must trust the new one; "
-                        "restart the deployment so its endpoints get new certificates).")
+                        "'msgctl down' then 'msgctl up' so its endpoints and engines get "
+                        "new certificates).")
     ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,

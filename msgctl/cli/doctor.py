@@ -16,6 +16,8 @@ import subprocess
 import sys
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from msgctl import topology as topo_mod
@@ -142,18 +144,45 @@ def doctor(
     free = shutil.disk_usage(probe_dir).free
     add("disk", "ok" if free > 1 << 30 else "warn", f"{free / (1 << 30):.1f} GiB free at "
         f"{probe_dir}")
+    failed = any(r == "fail" for _, r, _ in checks)
     if json_out:
-        print(json.dumps([{"check": c, "result": r, "detail": d} for c, r, d in checks]))
+        print(json.dumps({"ok": not failed, "topology": topo.name if topo else None,
+                          "checks": [{"check": c, "result": r, "detail": d}
+                                     for c, r, d in checks]}, indent=2))
     else:
-        table = Table(title="msgctl doctor", title_justify="left")
-        for col in ("check", "result", "detail"):
-            table.add_column(col)
-        colours = {"ok": "green", "warn": "yellow", "fail": "bold red"}
-        for c, r, d in checks:
-            table.add_row(c, f"[{colours[r]}]{r}[/]", d)
-        console.print(table)
-    if any(r == "fail" for _, r, _ in checks):
+        _print_table(checks)
+    if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+CHECK_WIDTH = 24  # at least: "port 127.0.0.1:40093" fits, longer names wrap at spaces
+DETAIL_WIDTH = 36  # the check column gives way to this much detail
+_PATH = re.compile(r"(?:^|\s)((?:/|~/|[a-z][a-z0-9+.-]*://)\S+)")
+
+
+def _print_table(checks: list[tuple[str, str, str]]) -> None:
+    """The checks as a table that fits the terminal (80 columns too): a cell wraps at its
+    spaces, and a path or URL too long for the detail column is listed under the table
+    rather than folded (half a path cannot be copied)."""
+    table = Table(title="msgctl doctor", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    check_width = min(max(len(c) for c, _, _ in checks),
+                      max(CHECK_WIDTH, console.width - DETAIL_WIDTH - len("result") - 4))
+    table.add_column("check", max_width=check_width, overflow="fold")
+    table.add_column("result", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    detail_width = console.width - check_width - len("result") - 4
+    colours = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+    below: list[str] = []
+    for c, r, d in checks:
+        for path in _PATH.findall(d):
+            if len(path) > detail_width:
+                below.append(f"{c}: {path}")
+                d = d.replace(path, f"(path {len(below)} below)")
+        table.add_row(escape(c), f"[{colours[r]}]{r}[/]", escape(d))
+    console.print(table)
+    for n, line in enumerate(below, 1):
+        console.print(f"({n}) {escape(line)}", soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,12 +25,14 @@ from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
 from msgctl.cli.lifecycle import (
     OffsetOpt,
     TopologyOpt,
-    down,
     prepare,
+    print_json,
     print_status,
     start_supervisor,
+    stop_deployment,
 )
 from msgctl.deploy.lifecycle import default_timeout
+from msgctl.deploy.status import action_report
 from msgctl.errors import EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.infra import fetch as fetch_mod
 from msgctl.infra import toxiproxy
@@ -80,14 +84,19 @@ def fetch(
         print(json.dumps({"cache": str(fetch_mod.cache_root()), "seconds": round(took, 2),
                           "engines": [g.to_dict() for g in got]}, indent=2))
         return
-    table = Table(title=f"engine cache — {fetch_mod.cache_root()}", title_justify="left",
-                  box=box.SIMPLE_HEAD)
-    for col in ("engine", "version", "files", "size", "fetch", "path"):
+    # fits 80 columns: each engine's folder is named relative to the cache (the title), so
+    # no path is folded in two
+    root = fetch_mod.cache_root()
+    table = Table(title=f"engine cache — {root}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("engine", "version", "files", "size", "fetch", "folder"):
         table.add_column(col, justify="right" if col in ("files", "size") else "left",
-                         no_wrap=col != "path", overflow="fold")
+                         no_wrap=True, overflow="ellipsis" if col != "folder" else "crop")
     for g in got:
+        path = Path(g.path)
+        folder = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
         table.add_row(g.engine, g.version, str(g.jars), f"{g.bytes / 1e6:.0f} MB",
-                      "cached" if g.cached else f"{g.seconds:.1f}s", str(g.path))
+                      "cached" if g.cached else f"{g.seconds:.1f}s", folder)
     console.print(table)
 
 
@@ -99,17 +108,25 @@ def start(
     timeout: Annotated[float | None, typer.Option(
         help="Seconds to wait for the probes (default: the engines' start deadline + 120).",
         show_default=False)] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Start just the engines of a cluster topology and wait until each answers its probe."""
     h = get_home(home)
     if h.supervisor_pid() is not None:
+        if json_out:
+            print_json(action_report(h, "infra start", True, [], already_up=True, took_s=0.0))
+            return
         console.print(f"already running under {h.root}")
         print_status(h)
         return
     programs = prepare(h, topology, port_offset, engines_only=True)
     if not programs:
         raise UsageError("every engine of this topology is external: nothing to start")
-    start_supervisor(h, timeout if timeout is not None else default_timeout(programs))
+    took = start_supervisor(h, timeout if timeout is not None else default_timeout(programs),
+                            show=not json_out)
+    if json_out:
+        print_json(action_report(h, "infra start", True, [p.name for p in programs],
+                                 already_up=False, took_s=round(took, 1)))
 
 
 @infra_app.command("stop")
@@ -117,17 +134,21 @@ def stop(
     home: HomeOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds before stragglers are killed.")]
     = 150.0,
+    json_out: JsonOpt = False,
 ) -> None:
     """Stop the engines started with `msgctl infra start` (data is kept)."""
     h = get_home(home)
     if h.supervisor_pid() is not None and (h.deployment() or {}).get("scope") != "engines":
         raise UsageError(f"the whole deployment runs under {h.root}; 'msgctl down' stops "
                          "its runtimes, then its engines")
-    down(home=home, timeout=timeout)
+    stop_deployment(h, timeout, json_out, "infra stop")
 
 
 async def _probe_all(programs: list[Any]) -> list[dict[str, Any] | None]:
-    return list(await asyncio.gather(*(check(p, timeout=3.0) for p in programs)))
+    # a live look only: the start-time steps (Kafka ACLs, Cassandra logins) are not redone
+    looks = [dataclasses.replace(p, probe={k: v for k, v in p.probe.items()
+                                           if k not in ("setup", "acls")}) for p in programs]
+    return list(await asyncio.gather(*(check(p, timeout=3.0) for p in looks)))
 
 
 @infra_app.command("status")
@@ -138,10 +159,14 @@ def status(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         engines = [p for p in load_plan(h) if p.kind == ENGINE]
     except (OSError, ValueError, KeyError):
         engines = []
+    running = h.supervisor_pid() is not None
     if not engines:
+        if json_out:  # scripts get the same object, with no engine in it
+            print(json.dumps({"home": str(h.root), "running": running, "engines": []},
+                             indent=2))
+            raise typer.Exit(EXIT_NOT_RUNNING)
         raise MsgctlError(f"no engines under {h.root} (run 'msgctl infra start' or "
                           "'msgctl up' with a cluster topology)", EXIT_NOT_RUNNING)
-    running = h.supervisor_pid() is not None
     state = {p["name"]: p for p in (client.read_state(h) or {}).get("programs", [])}
     answers = asyncio.run(_probe_all(engines))
     rows = []

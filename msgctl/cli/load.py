@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
+from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -242,7 +243,9 @@ def profiles(json_out: JsonOpt = False) -> None:
     if json_out:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"load profiles ({PROFILES_DIR})", title_justify="left")
+    # fits 80 columns: no outer box; the title's path wraps at its space, not inside it
+    table = Table(title=f"load profiles in {PROFILES_DIR}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for col in ("name", "users", "peak", "duration", "conversations", "behaviour"):
         table.add_column(col, justify="right" if col in ("users", "peak") else "left",
                          no_wrap=col == "name")

@@ -9,7 +9,9 @@ codes; the work is here, callable from tests, drills and scripts alike:
   faults in force, and the whole status report;
 - `msgctl.deploy.metrics`: scraping a runtime's Prometheus ``/metrics``;
 - `msgctl.deploy.push`: push tokens from the deployment's store and a test
-  notification through the configured providers.
+  notification through the configured providers;
+- `msgctl.deploy.logs`: the log files' lines of every format, with their times and
+  levels, merged and filtered (``msgctl logs``).
 
 Errors are `msgctl.errors.MsgctlError` (and `UsageError`), with the exit code the
 CLI uses.

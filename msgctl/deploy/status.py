@@ -96,3 +96,26 @@ def report(h: Home) -> dict[str, Any]:
             "replication": [link.to_dict() for link in replication_links(deployment)]
             if running else [],
             "faults": faults_in_force(h)}
+
+
+def program_views(programs: list[dict[str, Any]], running: bool = True) -> list[dict[str, Any]]:
+    """The supervisor's programs as the action verbs' ``--json`` lists them."""
+    return [{"name": p["name"], "region": p["region"], "kind": p.get("kind", "runtime"),
+             "state": p["state"] if running or p["state"] == FATAL else "STOPPED",
+             "pid": p["pid"] if running else None, "restarts": p.get("restarts", 0),
+             "runtimes": [f"{r}.{p['region']}" for r in p["runtimes"]]}
+            for p in programs]
+
+
+def action_report(h: Home, verb: str, ok: bool, changed: list[str],
+                  programs: list[dict[str, Any]] | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """The ``--json`` answer of every action verb (up, down, restart, stop, start, kill,
+    infra start|stop): `ok`, the verb, the home, the programs it acted on (`changed`) and
+    every program as it is now (`programs`: the supervisor's reply, else its state file),
+    then what is particular to the verb."""
+    running = h.supervisor_pid() is not None
+    if programs is None:
+        programs = (client.read_state(h) or {}).get("programs", [])
+    return {"ok": ok, "verb": verb, "home": str(h.root), "running": running,
+            "changed": changed, "programs": program_views(programs, running), **extra}

@@ -9,6 +9,7 @@ acknowledged only once its batch is on disk.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,12 +44,34 @@ JDK17_ACCESS = [
 ]
 
 
+def security_settings(keystore: Path, truststore: Path) -> dict[str, Any]:
+    """TLS for clients and between nodes (every client and node presents a certificate the
+    deployment CA signed: `truststore`), logins and permissions.
+
+    `keystore`: a PEM file with this node's key and certificate."""
+    pem = {"class_name": "org.apache.cassandra.security.PEMBasedSslContextFactory"}
+    common = {"keystore": str(keystore), "truststore": str(truststore),
+              "ssl_context_factory": pem, "require_client_auth": True,
+              "accepted_protocols": ["TLSv1.2", "TLSv1.3"]}
+    return {
+        "authenticator": "PasswordAuthenticator",
+        "authorizer": "CassandraAuthorizer",
+        "role_manager": "CassandraRoleManager",
+        "client_encryption_options": {"enabled": True, "optional": False, **common},
+        # `all`: the storage port carries the inter-DC (region) traffic too
+        "server_encryption_options": {"internode_encryption": "all", "optional": False,
+                                      **common},
+    }
+
+
 def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int,
-                 datacenter: str, seed: str | None = None) -> Path:
+                 datacenter: str, seed: str | None = None,
+                 security: dict[str, Any] | None = None) -> Path:
     """cassandra.yaml, cassandra-rackdc.properties and logback.xml; returns the yaml.
 
     `seed` is the first region's node (host) when this one joins it: one cluster,
     a data center per region. Every node of a cluster uses the same storage port.
+    `security`: `security_settings` (TLS and logins), merged in.
     """
     conf.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -80,6 +103,7 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         "concurrent_writes": 32,  # writes mostly wait on the commit log, not the CPU
         "concurrent_counter_writes": 8,
         "memtable_allocation_type": "heap_buffers",
+        **(security or {}),
     }
     path = conf / "cassandra.yaml"
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -110,5 +134,8 @@ def argv(java: str, lib: Path, conf: Path, data: Path, logs: Path, jmx_port: int
         # A node joining a seed learns the ring over gossip first: a few seconds do.
         f"-Dcassandra.ring_delay_ms={1000 if single_node else 5000}",
         f"-Dcassandra.jmx.local.port={jmx_port}",
+        # the default superuser (replaced by msgctl's own at once, see probes) is made at
+        # start instead of 10 s later; without logins it changes nothing
+        "-Dcassandra.superuser_setup_delay_ms=0",
         "-cp", f"{conf}:{lib}/*", "org.apache.cassandra.service.CassandraDaemon",
     ]

@@ -38,19 +38,43 @@ def cluster_id(data: Path) -> str:
     return value
 
 
+# a certificate's subject is "CN=<name>,O=msgctl" (msgctl.tls): the principal is its CN
+PRINCIPAL_RULES = "RULE:^CN=([^,]+),O=msgctl$/$1/,DEFAULT"
+
+
+def security_settings(keystore: Path, truststore: Path, super_users: list[str]
+                      ) -> dict[str, str]:
+    """SSL on both listeners with a client certificate required (the broker's own
+    connection to its controller too), principals from certificates, ACLs enforced.
+
+    `keystore`: a PEM file with the broker's key and certificate; `super_users`: the
+    principals (certificate CNs) that bypass ACLs."""
+    return {
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore),
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": str(truststore),
+        "ssl.client.auth": "required", "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+        "ssl.principal.mapping.rules": PRINCIPAL_RULES,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": ";".join(f"User:{u}" for u in super_users),
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
 def write_config(conf: Path, data: Path, host: str, port: int, controller_port: int,
-                 partitions: int = 8) -> Path:
-    """server.properties and log4j2.yaml; returns the properties file."""
+                 partitions: int = 8, security: dict[str, str] | None = None) -> Path:
+    """server.properties and log4j2.yaml; returns the properties file. `security`:
+    `security_settings` (then both listeners speak SSL only)."""
     conf.mkdir(parents=True, exist_ok=True)
+    proto = "SSL" if security else "PLAINTEXT"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{proto}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"{proto}://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": f"CONTROLLER:{proto},{proto}:{proto}",
+        "inter.broker.listener.name": proto,
         "log.dirs": str(data / "log"),
         "num.partitions": str(partitions),
         # one node: every internal topic has one replica
@@ -62,6 +86,7 @@ def write_config(conf: Path, data: Path, host: str, port: int, controller_port: 
         "min.insync.replicas": "1",
         # consumers of a fresh group start at once instead of after 3 s
         "group.initial.rebalance.delay.ms": "0",
+        **(security or {}),
     }
     path = conf / "server.properties"
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

@@ -4,9 +4,10 @@ Every node gets the same ``mm2.properties`` (every cluster, every flow between
 every pair) and is started with ``--clusters <region>``, so it runs only the
 flows whose target is its own region: MM2's advice for geo-replication is to
 consume remotely and produce locally. What is mirrored: ``msg.events`` (the
-sequenced log the routers deliver from) and ``presence.events`` (online and
-offline of each region's users); a mirrored topic is named ``<source>.<topic>``
-(DefaultReplicationPolicy), so nothing is mirrored back. MM2 also mirrors its
+sequenced log the routers deliver from), ``msg.typing`` (the gateways' typing
+events) and ``presence.events`` (online and offline of each region's users);
+a mirrored topic is named ``<source>.<topic>`` (DefaultReplicationPolicy), so
+nothing is mirrored back. MM2 also mirrors its
 ``heartbeats`` topics, which `msgctl status` reads for the link's liveness.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from msgctl.infra import kafka
 
-MIRRORED = ("msg.events", "presence.events")
+MIRRORED = ("msg.events", "msg.typing", "presence.events")
 HEARTBEAT_S = 1
 DEFAULT_HEAP_MB = 256
 
@@ -25,12 +26,21 @@ LOG4J2 = kafka.log4j2(("org.apache.kafka.clients",
                        "org.apache.kafka.connect.runtime.WorkerSourceTask"))
 
 
-def properties(clusters: dict[str, str]) -> dict[str, str]:
-    """mm2.properties for `clusters` (region -> bootstrap servers), every pair both ways."""
+def properties(clusters: dict[str, str],
+               ssl: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """mm2.properties for `clusters` (region -> bootstrap servers), every pair both ways.
+    `ssl`: (PEM key store with MM2's key and certificate, CA file): every client of every
+    cluster speaks SSL as that identity (a Kafka super user)."""
     names = list(clusters)
     props: dict[str, str] = {"clusters": ", ".join(names)}
     for name, bootstrap in clusters.items():
         props[f"{name}.bootstrap.servers"] = bootstrap
+        if ssl is not None:
+            props |= {f"{name}.security.protocol": "SSL",
+                      f"{name}.ssl.keystore.type": "PEM",
+                      f"{name}.ssl.keystore.location": str(ssl[0]),
+                      f"{name}.ssl.truststore.type": "PEM",
+                      f"{name}.ssl.truststore.location": str(ssl[1])}
         # the sequencer writes in transactions: an aborted one must never be mirrored
         props[f"{name}.consumer.isolation.level"] = "read_committed"
         # a read_committed fetch is not woken by commit markers; a short wait bounds
@@ -67,10 +77,11 @@ def properties(clusters: dict[str, str]) -> dict[str, str]:
     return props
 
 
-def write_config(conf: Path, clusters: dict[str, str]) -> Path:
+def write_config(conf: Path, clusters: dict[str, str],
+                 ssl: tuple[Path, Path] | None = None) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     path = conf / "mm2.properties"
-    path.write_text("".join(f"{k} = {v}\n" for k, v in properties(clusters).items()))
+    path.write_text("".join(f"{k} = {v}\n" for k, v in properties(clusters, ssl).items()))
     (conf / "log4j2.yaml").write_text(LOG4J2)
     return path
 

@@ -13,23 +13,77 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from msgctl.infra.security import client_engines as identity
+from runtime.adapters.cluster import engine_auth
+
 # the drivers log every refused connection while an engine is still starting;
 # the probe's answer is the news, not their retries
 for _name in ("cassandra", "cassandra.cluster", "cassandra.connection", "cassandra.pool"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
-def _cql(host: str, port: int, datacenter: str | None, timeout: float,
-         peers: int = 0) -> dict[str, Any]:
+def _cluster(hosts: list[str], port: int, datacenter: str | None, timeout: float,
+             engines: Any, login: tuple[str, str] | None = None) -> Any:
+    from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import DCAwareRoundRobinPolicy
+    from cassandra.policies import DCAwareRoundRobinPolicy, WhiteListRoundRobinPolicy
 
-    profile = ExecutionProfile(
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=datacenter) if datacenter
-        else DCAwareRoundRobinPolicy(), request_timeout=timeout)
-    cluster = Cluster([host], port=port, connect_timeout=timeout,
-                      control_connection_timeout=timeout, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    policy = (WhiteListRoundRobinPolicy(hosts) if datacenter is None and hosts
+              else DCAwareRoundRobinPolicy(local_dc=datacenter))
+    profile = ExecutionProfile(load_balancing_policy=policy, request_timeout=timeout)
+    kwargs = engine_auth.cassandra_kwargs(engines)
+    if login is not None:
+        kwargs["auth_provider"] = PlainTextAuthProvider(*login)
+    return Cluster(hosts, port=port, connect_timeout=timeout,
+                   control_connection_timeout=timeout, protocol_version=5,
+                   execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **kwargs)
+
+
+def _refused_login(exc: Exception) -> bool:
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    return isinstance(exc, NoHostAvailable) and any(
+        isinstance(e, AuthenticationFailed) for e in exc.errors.values())
+
+
+def _cql_setup(setup: dict[str, Any], engines: Any, security: dict[str, Any],
+               datacenter: str | None) -> None:
+    """The logins and rights of the deployment (msgctl.infra.cassandra_auth), through the
+    seed node, once this node's data center is part of the cluster."""
+    from msgctl.infra import cassandra_auth
+
+    seed, port = str(setup["seed"]), int(setup["port"])
+    passwords = json.loads(Path(security["credentials"]).read_text())["passwords"]
+    # DDL waits for schema agreement: longer than a readiness answer
+    cluster = _cluster([seed], port, None, 30.0, engines)
+    try:
+        try:
+            session = cluster.connect()
+        except Exception as exc:
+            if not _refused_login(exc):
+                raise
+            cluster.shutdown()  # a fresh cluster: only the default superuser so far
+            cluster = _cluster([seed], port, None, 30.0, engines, cassandra_auth.DEFAULT)
+            cassandra_auth.bootstrap(cluster.connect(), engines.cassandra_user,
+                                     passwords[security["identity"]])
+            cluster.shutdown()
+            cluster = _cluster([seed], port, None, 30.0, engines)
+            session = cluster.connect()
+        if datacenter and datacenter not in cassandra_auth.datacenters(session):
+            raise RuntimeError(f"data center {datacenter} has not joined yet")
+        cassandra_auth.ensure(session, passwords, setup.get("keyspace"))
+    finally:
+        cluster.shutdown()
+
+
+def _cql(host: str, port: int, datacenter: str | None, timeout: float,
+         peers: int = 0, security: dict[str, Any] | None = None,
+         setup: dict[str, Any] | None = None) -> dict[str, Any]:
+    engines = identity(security)
+    if setup is not None and security:
+        _cql_setup(setup, engines, security, datacenter)
+    cluster = _cluster([host], port, datacenter or None, timeout, engines)
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version, data_center FROM system.local").one()
@@ -42,23 +96,31 @@ def _cql(host: str, port: int, datacenter: str | None, timeout: float,
         cluster.shutdown()
 
 
-def _kafka(bootstrap: str, timeout: float) -> dict[str, Any]:
+def _kafka_admin(bootstrap: str, timeout: float, security: dict[str, Any] | None) -> Any:
     from confluent_kafka.admin import AdminClient
 
     # log_level 0: librdkafka would print every refused connection to stderr
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
+                        "socket.connection.setup.timeout.ms": int(timeout * 1000),
+                        **engine_auth.kafka_settings(identity(security))})
+
+
+def _kafka(bootstrap: str, timeout: float, security: dict[str, Any] | None = None,
+           acls: list[str] | None = None) -> dict[str, Any]:
+    admin = _kafka_admin(bootstrap, timeout, security)
     meta = admin.list_topics(timeout=timeout)
     if not meta.brokers:
         raise RuntimeError("no broker in the metadata")
+    if acls is not None:  # the runtimes start once this is ready: their rights first
+        from msgctl.infra import kafka_acls
+
+        kafka_acls.ensure(admin, acls, timeout)
     return {"brokers": len(meta.brokers), "cluster_id": meta.cluster_id}
 
 
-def _kafka_topics(bootstrap: str, topics: list[str], timeout: float) -> dict[str, Any]:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0,
-                         "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+def _kafka_topics(bootstrap: str, topics: list[str], timeout: float,
+                  security: dict[str, Any] | None = None) -> dict[str, Any]:
+    admin = _kafka_admin(bootstrap, timeout, security)
     have = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in topics if t not in have]
     if missing:
@@ -66,13 +128,14 @@ def _kafka_topics(bootstrap: str, topics: list[str], timeout: float) -> dict[str
     return {"topics": len(topics)}
 
 
-def _s3(endpoint: str, access_key: str, secret_key: str, timeout: float) -> dict[str, Any]:
+def _s3(endpoint: str, access_key: str, secret_key: str, timeout: float,
+        ca: str = "") -> dict[str, Any]:
     import boto3
     from botocore.config import Config
 
     client = boto3.client(
         "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key, region_name="us-east-1",
+        aws_secret_access_key=secret_key, region_name="us-east-1", verify=ca or True,
         config=Config(signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout,
                       retries={"max_attempts": 1}, s3={"addressing_style": "path"}))
     buckets = client.list_buckets()["Buckets"]  # a signed request: the credentials work too
@@ -80,46 +143,57 @@ def _s3(endpoint: str, access_key: str, secret_key: str, timeout: float) -> dict
 
 
 async def s3(endpoint: str, access_key: str, secret_key: str,
-             timeout: float = 5.0) -> dict[str, Any] | None:
-    """A signed ListBuckets answered (S3 API and credentials both work)."""
+             timeout: float = 5.0, ca: str = "") -> dict[str, Any] | None:
+    """A signed ListBuckets answered (S3 API and credentials both work); an https
+    endpoint's certificate checked against `ca` (the system's roots when empty)."""
     try:
-        return await asyncio.to_thread(_s3, endpoint, access_key, secret_key, timeout)
+        return await asyncio.to_thread(_s3, endpoint, access_key, secret_key, timeout, ca)
     except Exception:  # noqa: BLE001
         return None
 
 
 async def cql(host: str, port: int, datacenter: str | None = None,
-              timeout: float = 5.0, peers: int = 0) -> dict[str, Any] | None:
+              timeout: float = 5.0, peers: int = 0, security: dict[str, Any] | None = None,
+              setup: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """``SELECT release_version FROM system.local`` answered by the node (and, with
-    `peers`, at least that many other nodes in its ``system.peers_v2``)."""
+    `peers`, at least that many other nodes in its ``system.peers_v2``), logged in as
+    msgctl with `security`; `setup` first makes the deployment's logins and rights
+    (msgctl.infra.cassandra_auth) through its `seed` node."""
     try:
-        return await asyncio.to_thread(_cql, host, port, datacenter, timeout, peers)
+        return await asyncio.to_thread(_cql, host, port, datacenter, timeout, peers,
+                                       security, setup)
     except Exception:  # noqa: BLE001 - any driver failure means "not ready yet"
         return None
 
 
-async def kafka(bootstrap: str, timeout: float = 5.0) -> dict[str, Any] | None:
-    """A metadata request answered with at least one broker."""
+async def kafka(bootstrap: str, timeout: float = 5.0, security: dict[str, Any] | None = None,
+                acls: list[str] | None = None) -> dict[str, Any] | None:
+    """A metadata request answered with at least one broker (as msgctl, over SSL with
+    `security`); with `acls` (the deployment's regions), the ACLs of
+    msgctl.infra.kafka_acls are made first."""
     try:
-        return await asyncio.to_thread(_kafka, bootstrap, timeout)
+        return await asyncio.to_thread(_kafka, bootstrap, timeout, security, acls)
     except Exception:  # noqa: BLE001
         return None
 
 
-async def mirror(bootstrap: str, topics: list[str],
-                 timeout: float = 5.0) -> dict[str, Any] | None:
+async def mirror(bootstrap: str, topics: list[str], timeout: float = 5.0,
+                 security: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """MirrorMaker 2 is replicating into `bootstrap`: the mirrored topics it names exist."""
     try:
-        return await asyncio.to_thread(_kafka_topics, bootstrap, topics, timeout)
+        return await asyncio.to_thread(_kafka_topics, bootstrap, topics, timeout, security)
     except Exception:  # noqa: BLE001
         return None
 
 
-async def redis(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
-    """PING answered with PONG."""
+async def redis(url: str, timeout: float = 5.0,
+                security: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """PING answered with PONG (as msgctl's ACL user, over TLS with `security`)."""
     import redis.asyncio as aioredis
 
-    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    auth = engine_auth.redis_kwargs(identity(security), url)
+    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                               **auth)
     try:
         if await client.ping():
             info = await client.info("server")
@@ -136,17 +210,19 @@ async def check(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | 
     kind = spec.get("kind")
     if kind == "cql":
         return await cql(spec["host"], int(spec["port"]), spec.get("datacenter"), timeout,
-                         int(spec.get("peers", 0)))
+                         int(spec.get("peers", 0)), spec.get("security"), spec.get("setup"))
     if kind == "mirror":
-        return await mirror(spec["bootstrap"], list(spec["topics"]), timeout)
+        return await mirror(spec["bootstrap"], list(spec["topics"]), timeout,
+                            spec.get("security"))
     if kind == "kafka":
-        return await kafka(spec["bootstrap"], timeout)
+        return await kafka(spec["bootstrap"], timeout, spec.get("security"), spec.get("acls"))
     if kind == "redis":
-        return await redis(spec["url"], timeout)
+        return await redis(spec["url"], timeout, spec.get("security"))
     if kind == "s3":
         try:
             creds = json.loads(Path(spec["credentials"]).read_text())
         except (OSError, ValueError):
             return None
-        return await s3(spec["endpoint"], creds["identity"], creds["credential"], timeout)
+        return await s3(spec["endpoint"], creds["identity"], creds["credential"], timeout,
+                        spec.get("ca", ""))
     raise ValueError(f"unknown probe kind {kind!r}")

@@ -12,11 +12,13 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from msgctl.errors import MsgctlError
 from msgctl.home import PRIVATE_UMASK, open_private
-from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3, toxiproxy
+from msgctl.infra import cassandra, fetch, kafka, mirror, redis, s3, security, toxiproxy
 from msgctl.infra.catalog import CASSANDRA, ENGINES, KAFKA, REDIS, S3
+from msgctl.infra.security import EngineSecurity
 from msgctl.infra.spec import EngineSpec
 from msgctl.supervisor.program import ENGINE, Program
 from runtime.config import EnginesConfig
@@ -24,6 +26,7 @@ from runtime.config import EnginesConfig
 # Cassandra needs ~40 s on a small machine, more under load; a slow start is not a failure
 ENGINE_START_TIMEOUT = 180.0
 ENGINE_STOP_TIMEOUT = 60.0  # Cassandra drains and flushes on SIGTERM
+KEYSPACE = "msgctl"  # the runtimes' Cassandra keyspace
 
 
 def java() -> str:
@@ -49,22 +52,25 @@ def _lib(spec: EngineSpec) -> Path:
     return hit.path / "lib"
 
 
-def engine_endpoint(spec: EngineSpec, host: str) -> str:
+def engine_endpoint(spec: EngineSpec, host: str, secure: bool = False) -> str:
+    """Where clients reach an engine; `secure`: a provisioned one serves TLS."""
     if spec.engine == REDIS:
-        return spec.external or f"redis://{host}:{spec.ports['port']}/0"
+        return spec.external or f"redis{'s' if secure else ''}://{host}:{spec.ports['port']}/0"
     if spec.engine == S3:
-        return spec.external or f"http://{host}:{spec.ports['port']}"
+        return spec.external or f"http{'s' if secure else ''}://{host}:{spec.ports['port']}"
     if spec.engine == CASSANDRA and spec.external:
         return ",".join(f"{h}:{spec.port}" for h in spec.external.split(","))
     return spec.external or f"{host}:{spec.ports['port']}"
 
 
 def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
-                   partitions: int = 8, seed: str | None = None, peers: int = 0) -> Program:
+                   partitions: int = 8, seed: str | None = None, peers: int = 0,
+                   sec: EngineSecurity | None = None) -> Program:
     """The supervised program of one provisioned engine (configs written now).
 
     Cassandra of a region after the first: `seed` is the first region's host and
-    `peers` the nodes started before this one (its probe waits to see them)."""
+    `peers` the nodes started before this one (its probe waits to see them).
+    `sec`: the deployment's engine security (TLS only, authenticated clients)."""
     base = engine_home(home_root, spec.engine, region)
     conf, data, logs = base / "conf", base / "data", base / "logs"
     for d in (conf, data, logs):
@@ -75,37 +81,51 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
     creates = None
     if spec.engine == KAFKA:
         lib, jvm = _lib(spec), java()
-        kafka.write_config(conf, data, host, ports["port"], ports["controller_port"], partitions)
+        settings = None
+        if sec is not None:
+            keystore = security.write_keystore(conf, *sec.server(KAFKA, region))
+            settings = kafka.security_settings(keystore, sec.ca, security.kafka_super_users(
+                region))
+        kafka.write_config(conf, data, host, ports["port"], ports["controller_port"], partitions,
+                           settings)
         argv = kafka.argv(jvm, lib, conf, logs, spec.heap_mb)
         prepare = kafka.format_argv(jvm, lib, conf, logs, data)
         creates = str(data / "log" / "meta.properties")
-        probe = {"kind": "kafka", "bootstrap": f"{host}:{ports['port']}"}
+        probe = {"kind": "kafka", "bootstrap": f"{host}:{ports['port']}", **_client(sec)}
         version = spec.version
     elif spec.engine == CASSANDRA:
         lib, jvm = _lib(spec), java()
+        settings = None
+        if sec is not None:
+            keystore = security.write_keystore(conf, *sec.server(CASSANDRA, region))
+            settings = cassandra.security_settings(keystore, sec.ca)
         cassandra.write_config(conf, data, host, ports["port"], ports["storage_port"], region,
-                               seed)
+                               seed, settings)
         argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb,
                               single_node=seed is None and not peers)
         probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region,
-                 **({"peers": peers} if peers else {})}
+                 **({"peers": peers} if peers else {}), **_client(sec)}
         version = spec.version
     elif spec.engine == S3:
         lib, jvm = _lib(spec), java()
-        s3.write_config(conf, data, host, ports["port"])
+        s3.write_config(conf, data, host, ports["port"],
+                        sec.server(S3, region) if sec is not None else None)
         argv = s3.argv(jvm, lib, conf, spec.heap_mb)
         # the probe names the credentials file: plan.json holds no secret
-        probe = {"kind": "s3", "endpoint": f"http://{host}:{ports['port']}",
-                 "credentials": str(conf / "credentials.json")}
+        probe = {"kind": "s3", "endpoint": engine_endpoint(spec, host, sec is not None),
+                 "credentials": str(conf / "credentials.json"),
+                 **({"ca": str(sec.ca)} if sec is not None else {})}
         version = spec.version
     else:
         binary = redis.binary()
-        argv = redis.argv(binary, host, ports["port"], data)
-        probe = {"kind": "redis", "url": f"redis://{host}:{ports['port']}/0"}
+        argv = redis.argv(binary, host, ports["port"], data, *_redis_security(sec, conf, region))
+        probe = {"kind": "redis", "url": engine_endpoint(spec, host, sec is not None),
+                 **_client(sec)}
         version = redis.version(binary)
     return Program(
         name=name, region=region, runtimes=[spec.engine], argv=argv, health_url="",
-        endpoint=engine_endpoint(spec, host), kind=ENGINE, probe=probe, cwd=str(base),
+        endpoint=engine_endpoint(spec, host, sec is not None), kind=ENGINE, probe=probe,
+        cwd=str(base),
         start_timeout=ENGINE_START_TIMEOUT, stop_timeout=ENGINE_STOP_TIMEOUT,
         prepare=prepare, prepare_creates=creates,
         info={"engine": spec.engine, "version": version, "ports": dict(ports),
@@ -113,20 +133,25 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
 
 
 def mirror_program(region: str, host: str, clusters: dict[str, str], kafka_spec: EngineSpec,
-                   home_root: Path, depends_on: list[str]) -> Program:
-    """MirrorMaker 2 (dedicated mode) replicating every other region into `region`."""
+                   home_root: Path, depends_on: list[str],
+                   sec: EngineSecurity | None = None) -> Program:
+    """MirrorMaker 2 (dedicated mode) replicating every other region into `region`; with
+    `sec`, over SSL as msgctl-mirror."""
     base = engine_home(home_root, "mirror", region)
     conf, logs = base / "conf", base / "logs"
     for d in (conf, logs):
         d.mkdir(parents=True, exist_ok=True)
-    mirror.write_config(conf, clusters)
+    ssl = None
+    if sec is not None:
+        ssl = (security.write_keystore(conf, *sec.identity(security.MIRROR)), sec.ca)
+    mirror.write_config(conf, clusters, ssl)
     argv = mirror.argv(java(), _lib(kafka_spec), conf, logs, region)
     peers = [c for c in clusters if c != region]
     return Program(
         name=f"mirror.{region}", region=region, runtimes=["mirror"], argv=argv, health_url="",
         endpoint=" ".join(f"{p}->{region}" for p in peers), kind=ENGINE,
         probe={"kind": "mirror", "bootstrap": clusters[region],
-               "topics": [f"{p}.heartbeats" for p in peers]},
+               "topics": [f"{p}.heartbeats" for p in peers], **_client(sec)},
         cwd=str(base), start_timeout=ENGINE_START_TIMEOUT, stop_timeout=30.0,
         depends_on=depends_on,
         info={"engine": "mirror", "version": kafka_spec.version, "ports": {},
@@ -151,6 +176,22 @@ def proxy_program(region: str, host: str, api_port: int, proxies: list[toxiproxy
               "conf_dir": str(conf), "host": host})
 
 
+def _client(sec: EngineSecurity | None) -> dict[str, Any]:
+    """What a probe needs to be let in: msgctl's own identity (paths only: plan.json holds
+    no secret)."""
+    return {} if sec is None else {"security": sec.client(security.ADMIN)}
+
+
+def _redis_security(sec: EngineSecurity | None, conf: Path, region: str
+                    ) -> tuple[tuple[Path, Path, Path] | None, Path | None]:
+    if sec is None:
+        return None, None
+    cert, key = sec.server(REDIS, region)
+    users = {security.redis_user(who): password for who, password in sec.passwords().items()}
+    acl = redis.write_acl(conf, users, admin=security.redis_user(security.ADMIN))
+    return (cert, key, sec.ca), acl
+
+
 def datacenter(specs: dict[str, EngineSpec], region: str) -> str:
     c = specs[CASSANDRA]
     return c.datacenter if c.external else region
@@ -159,29 +200,36 @@ def datacenter(specs: dict[str, EngineSpec], region: str) -> str:
 def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
                    partitions: int = 8, home_root: Path | None = None,
                    peers: dict[str, tuple[str, dict[str, EngineSpec]]] | None = None,
-                   ) -> EnginesConfig:
+                   secure: bool = False) -> EnginesConfig:
     """Where the runtimes of a region find Kafka, Cassandra, Redis and S3 (when it has one).
 
     `peers` are the other regions (name -> host, engines): their Kafka takes the sends
     of conversations homed there, their Redis says who is online there, and their
     data centers hold replicas of the keyspace.
-    A provisioned S3Proxy's credentials live in its engine folder (`home_root` needed)."""
+    A provisioned S3Proxy's credentials live in its engine folder (`home_root` needed).
+    `secure`: the provisioned engines serve TLS (the identity: security.for_role)."""
     k, c, r = specs[KAFKA], specs[CASSANDRA], specs[REDIS]
     dc = datacenter(specs, region)
+    # external engines: reached as the topology says (their own CA, Cassandra's login)
+    external = {name: s for name, s in specs.items() if s.external}
     hosts, port = (c.external.split(","), c.port) if c.external else ([host], c.ports["port"])
     peers = peers or {}
     replication = {dc: 1} | {datacenter(e, name): 1 for name, (_, e) in peers.items()}
     return EnginesConfig(
         kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
-        cassandra_dc=dc, keyspace="msgctl", replication=replication,
-        redis_url=engine_endpoint(r, host), partitions=partitions,
+        cassandra_dc=dc, keyspace=KEYSPACE, replication=replication,
+        redis_url=engine_endpoint(r, host, secure), partitions=partitions,
         peer_kafka={name: engine_endpoint(e[KAFKA], h) for name, (h, e) in peers.items()},
-        peer_redis={name: engine_endpoint(e[REDIS], h) for name, (h, e) in peers.items()},
-        **_s3_settings(specs.get(S3), region, host, home_root))
+        peer_redis={name: engine_endpoint(e[REDIS], h, secure)
+                    for name, (h, e) in peers.items()},
+        engine_ca={name: s.ca for name, s in external.items()},
+        kafka_tls=bool(k.external and k.ca), cassandra_tls=bool(c.external and c.ca),
+        cassandra_user=c.login.get("username", ""), cassandra_password=c.login.get("password", ""),
+        **_s3_settings(specs.get(S3), region, host, home_root, secure))
 
 
 def _s3_settings(spec: EngineSpec | None, region: str, host: str,
-                 home_root: Path | None) -> dict[str, str]:
+                 home_root: Path | None, secure: bool = False) -> dict[str, str]:
     if spec is None:
         return {}
     if spec.external:
@@ -192,7 +240,7 @@ def _s3_settings(spec: EngineSpec | None, region: str, host: str,
     if home_root is None:
         raise ValueError("a provisioned s3 needs the deployment home for its credentials")
     identity, credential = s3.credentials(engine_home(home_root, S3, region) / "conf")
-    return {"s3_endpoint": engine_endpoint(spec, host), "s3_access_key": identity,
+    return {"s3_endpoint": engine_endpoint(spec, host, secure), "s3_access_key": identity,
             "s3_secret_key": credential, "s3_bucket": s3.BUCKET, "s3_region": s3.REGION}
 
 

@@ -72,15 +72,16 @@ def assess(source: str, target: str, src_tail: dict[int, list[int]],
     return LinkLag(source, target, lag, age, stalled)
 
 
-def _tail(bootstrap: str, topic: str, timeout: float,
+def _tail(bootstrap: str, topic: str, timeout: float, client: dict[str, Any] | None = None,
           ) -> tuple[dict[int, list[int]], frozenset[int]]:
     """Timestamps (ms) of the last TAIL committed records of each partition, and the
-    partitions whose position stayed short of their end."""
+    partitions whose position stayed short of their end. `client`: msgctl's SSL settings
+    for that Kafka (deployment.json's `kafka_client` of the region)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"msgctl-lag-{uuid.uuid4()}",
                          "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "log_level": 0, "fetch.wait.max.ms": 10})
+                         "log_level": 0, "fetch.wait.max.ms": 10, **(client or {})})
     try:
         meta = consumer.list_topics(topic, timeout=timeout)
         info = meta.topics.get(topic)
@@ -125,11 +126,13 @@ def links(regions: list[dict[str, Any]], timeout: float = 3.0) -> list[LinkLag]:
     read, not one per link."""
     kafka = {r["name"]: r.get("engines", {}).get("kafka") for r in regions}
     kafka = {name: bootstrap for name, bootstrap in kafka.items() if bootstrap}
+    clients = {r["name"]: r.get("kafka_client") for r in regions}
     pairs = [(src, dst) for src in kafka for dst in kafka if src != dst]
     reads = {(name, topic) for name in kafka for topic in (EVENTS, "heartbeats")}
     reads |= {(dst, f"{src}.{topic}") for src, dst in pairs for topic in (EVENTS, "heartbeats")}
     with ThreadPoolExecutor(max_workers=min(16, len(reads) or 1)) as pool:
-        futures = {key: pool.submit(_tail, kafka[key[0]], key[1], timeout) for key in reads}
+        futures = {key: pool.submit(_tail, kafka[key[0]], key[1], timeout, clients[key[0]])
+                   for key in reads}
     out = []
     now = int(time.time() * 1000)
     for src, dst in pairs:

@@ -50,13 +50,44 @@ def credentials(conf: Path) -> tuple[str, str]:
     return identity, credential
 
 
-def write_config(conf: Path, data: Path, host: str, port: int) -> Path:
-    """s3proxy.properties and logback.xml; returns the properties file."""
+def write_keystore(conf: Path, cert: Path, key: Path) -> tuple[Path, str]:
+    """The server's key and certificate as a PKCS#12 key store for Jetty, under a password
+    made now (it is written again with each config)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    password = secrets.token_urlsafe(24)
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    if not isinstance(private, ec.EllipticCurvePrivateKey):  # what msgctl.tls makes
+        raise ValueError(f"{key}: not an EC private key")
+    blob = pkcs12.serialize_key_and_certificates(
+        b"s3proxy", private, x509.load_pem_x509_certificate(cert.read_bytes()), None,
+        serialization.BestAvailableEncryption(password.encode()))
+    path = conf / "keystore.p12"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+    return path, password
+
+
+def write_config(conf: Path, data: Path, host: str, port: int,
+                 tls: tuple[Path, Path] | None = None) -> Path:
+    """s3proxy.properties and logback.xml; returns the properties file. `tls`: the
+    server's (certificate, key): then https only."""
     conf.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     identity, credential = credentials(conf)
+    if tls is None:
+        listen = {"s3proxy.endpoint": f"http://{host}:{port}"}
+    else:
+        keystore, password = write_keystore(conf, *tls)
+        listen = {"s3proxy.secure-endpoint": f"https://{host}:{port}",
+                  "s3proxy.keystore-path": str(keystore),
+                  "s3proxy.keystore-password": password}
     props = {
-        "s3proxy.endpoint": f"http://{host}:{port}",
+        **listen,
         "s3proxy.authorization": "aws-v2-or-v4",
         "s3proxy.identity": identity,
         "s3proxy.credential": credential,

@@ -8,9 +8,10 @@
 
 or, for engines that already run elsewhere (then msgctl starts only the runtimes):
 
-      kafka: {external: "host1:9092,host2:9092"}
-      cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1}
-      redis: {external: "redis://host:6379/0"}
+      kafka: {external: "host1:9092,host2:9092", ca: ...}  # ca optional: then SSL
+      cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1,
+                  username: app, password: ..., ca: /etc/ssl/cassandra-ca.pem}  # optional
+      redis: {external: "rediss://user:password@host:6380/0", ca: ...}  # ca optional
       s3: {external: "https://s3.eu-west-1.amazonaws.com", access_key: ..., secret_key: ...,
            bucket: msgctl-media, region: eu-west-1}
 
@@ -20,6 +21,7 @@ Every mistake is one line naming the region, engine and setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from msgctl import yamltext
@@ -28,6 +30,10 @@ from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS, S3
 
 OPTIONAL = (S3,)  # a cluster region without s3 answers media requests `unavailable`
 S3_EXTERNAL = {"access_key", "secret_key", "bucket", "region"}
+# what an external engine may carry to be reached securely: `ca` (a CA file its
+# certificate chains to: TLS with that CA; Redis and S3 take TLS from their URL's scheme
+# and trust the system's roots without it), and Cassandra's login
+CASSANDRA_LOGIN = {"username", "password"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class EngineSpec:
     port: int = 0  # external cassandra: its CQL port
     datacenter: str = ""  # external cassandra: the local data center
     s3: dict[str, str] = field(default_factory=dict)  # external s3: access_key, secret_key..
+    ca: str = ""  # external: the CA file to trust ("" = the system's roots)
+    login: dict[str, str] = field(default_factory=dict)  # external cassandra: username, ..
 
     @property
     def provisioned(self) -> bool:
@@ -55,9 +63,22 @@ def _port(value: Any, where: str, offset: int) -> int:
     return port
 
 
+def _ca(raw: dict[str, Any], where: str) -> str:
+    value = raw.get("ca")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{where}.ca must be the path of a CA file (PEM)")
+    path = Path(value.strip()).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{where}.ca: no such file {path}")
+    return str(path.resolve())
+
+
 def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
-    allowed = {"external"} | ({"port", "datacenter"} if engine == CASSANDRA else
-                              S3_EXTERNAL if engine == S3 else set())
+    allowed = {"external", "ca"} | (
+        {"port", "datacenter"} | CASSANDRA_LOGIN if engine == CASSANDRA else
+        S3_EXTERNAL if engine == S3 else set())
     unknown = set(raw) - allowed
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)} for an "
@@ -66,13 +87,15 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{where}.external must be a non-empty string")
     value = value.strip()
+    ca = _ca(raw, where)
     if engine == KAFKA:
         for hp in value.split(","):
             host, _, port = hp.strip().rpartition(":")
             if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise UsageError(f"{where}.external: '{hp.strip()}' is not host:port "
                                  "(a comma-separated bootstrap list)")
-        return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")))
+        return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")),
+                          ca=ca)
     if engine == S3:
         if not value.startswith(("http://", "https://")):
             raise UsageError(f"{where}.external must be an http(s):// S3 endpoint URL, e.g. "
@@ -87,12 +110,12 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
         missing = [k for k in ("access_key", "secret_key") if k not in extra]
         if missing:
             raise UsageError(f"{where}: an external s3 needs {' and '.join(missing)}")
-        return EngineSpec(engine, external=value.rstrip("/"), s3=extra)
+        return EngineSpec(engine, external=value.rstrip("/"), s3=extra, ca=ca)
     if engine == REDIS:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise UsageError(f"{where}.external must be a redis:// URL, e.g. "
                              "redis://host:6379/0")
-        return EngineSpec(engine, external=value)
+        return EngineSpec(engine, external=value, ca=ca)
     hosts = [h.strip() for h in value.split(",")]
     if not all(hosts) or any(":" in h for h in hosts):
         raise UsageError(f"{where}.external must be a comma-separated list of hosts "
@@ -102,7 +125,12 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
         raise UsageError(f"{where}: an external cassandra needs 'datacenter' (the local "
                          "data center for LOCAL_QUORUM)")
     port = _port(raw.get("port", 9042), f"{where}.port", 0)
-    return EngineSpec(engine, external=",".join(hosts), port=port, datacenter=dc)
+    login = {k: raw[k] for k in sorted(CASSANDRA_LOGIN) if k in raw}
+    if any(not isinstance(v, str) or not v for v in login.values()) or len(login) == 1:
+        raise UsageError(f"{where}: username and password go together, each a non-empty "
+                         "string")
+    return EngineSpec(engine, external=",".join(hosts), port=port, datacenter=dc, ca=ca,
+                      login=login)
 
 
 def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> EngineSpec:

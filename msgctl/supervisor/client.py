@@ -11,6 +11,8 @@ from msgctl.home import Home
 
 
 def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    """Send `op` to the supervisor of `home` and return its reply; `timeout` bounds the
+    whole exchange, so a command that restarts engines passes their own deadlines."""
     if home.supervisor_pid() is None:
         raise MsgctlError(f"nothing is running under {home.root} (run 'msgctl up')",
                           EXIT_NOT_RUNNING)
@@ -25,7 +27,11 @@ def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[st
                 if not chunk:
                     break
                 buf += chunk
-    except (OSError, TimeoutError) as exc:
+    except TimeoutError:
+        # the supervisor took the command and is still at it (an engine can take minutes)
+        raise MsgctlError(f"the supervisor did not answer '{op}' within {timeout:.0f}s; it "
+                          "may still be working on it: see 'msgctl status'") from None
+    except OSError as exc:
         raise MsgctlError(f"cannot reach the supervisor at {home.socket_file}: {exc}") from None
     try:
         reply = json.loads(buf)

@@ -10,7 +10,8 @@ a program that exits with exponential backoff and jitter, up to a retry cap
 that ends in FATAL; and on shutdown stops them in reverse order, SIGTERM then
 SIGKILL of the group after a timeout. Its view is written to
 ``run/state.json`` on every change; ``run/supervisor.sock`` takes commands
-(status, restart, shutdown, and the chaos ones) as JSON lines.
+(status, restart, stop, start, kill, shutdown, and the chaos ones) as JSON
+lines.
 
 Everything it writes into the home is private (see `msgctl.home`): it runs
 under `PRIVATE_UMASK`, and so does every program it spawns (their data, logs
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fnmatch
 import functools
 import json
 import os
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaos.faults import FaultError
+from chaos.faults import FaultError, signal_number
 from chaos.host import ChaosHost, ChaosPlan
 from msgctl.home import (
     FILE_MODE,
@@ -52,7 +52,8 @@ from msgctl.home import (
     write_private,
 )
 from msgctl.supervisor.policy import RestartPolicy, RestartTracker
-from msgctl.supervisor.program import ENGINE, Program
+from msgctl.supervisor.program import ENGINE, Program, engine_dependents
+from msgctl.supervisor.program import match as match_programs
 from msgctl.tls import client_context
 
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, FATAL = (
@@ -424,15 +425,26 @@ class Supervisor:
                 pattern = str(cmd.get("glob", "*"))
                 names = self.match(pattern)
                 if not names:
-                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'"}
+                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'",
+                             "code": 2}
                 else:
-                    await self.restart(names)
-                    reply = {"ok": True, "restarted": names, **self.snapshot()}
+                    # what depends on a restarted engine is named either way; it restarts
+                    # too only when asked (a runtime rides out an engine restart itself)
+                    programs = [self.managed[n].program for n in self.order]
+                    dependents = engine_dependents(programs, names)
+                    both = bool(cmd.get("dependents"))
+                    await self.restart(names + dependents if both else names)
+                    reply = {"ok": True, "restarted": [n for n in self.order if n in names
+                                                       or (both and n in dependents)],
+                             "dependents": dependents, **self.snapshot()}
+            elif op == "kill":
+                reply = self.kill(str(cmd.get("glob", "")), cmd.get("signal"))
             elif op in ("stop", "start"):
                 pattern = str(cmd.get("glob", ""))
                 names = self.match(pattern) if pattern else []
                 if not names:
-                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'"}
+                    reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'",
+                             "code": 2}
                 else:
                     done = await (self.stop_some(names) if op == "stop"
                                   else self.start_some(names))
@@ -473,14 +485,29 @@ class Supervisor:
 
     def match(self, pattern: str) -> list[str]:
         """Programs matching a glob on the program or on a runtime it hosts (gateway.local)."""
-        out = []
-        for name in self.order:
-            m = self.managed[name]
-            instances = [f"{r}.{m.program.region}" for r in m.program.runtimes]
-            if fnmatch.fnmatch(name, pattern) or any(fnmatch.fnmatch(i, pattern)
-                                                     for i in instances):
-                out.append(name)
-        return out
+        return match_programs([self.managed[n].program for n in self.order], pattern)
+
+    def kill(self, pattern: str, sig: Any) -> dict[str, Any]:
+        """Signal the process group of every matching program that runs (``msgctl kill``);
+        unlike `stop_some` the program stays wanted, so its restart policy brings it back."""
+        names = self.match(pattern) if pattern else []
+        if not names:
+            return {"ok": False, "error": f"no program or runtime matches '{pattern}'",
+                    "code": 2}
+        try:
+            num = signal_number(sig if isinstance(sig, str | int) else "KILL")
+        except FaultError as exc:
+            return {"ok": False, "error": str(exc), "code": 2}
+        signalled = []
+        for name in names:
+            pid = self.live_pid(name)
+            if pid is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, num)
+                signalled.append({"name": name, "pid": pid})
+        return {"ok": True, "signal": signal.Signals(num).name.removeprefix("SIG"),
+                "matched": names, "signalled": signalled, **self.snapshot()}
 
 
 def load_plan(home: Home) -> list[Program]:

@@ -8,6 +8,7 @@ topology to act on it.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -58,3 +59,60 @@ class Program:
     def from_dict(cls, raw: dict[str, Any]) -> Program:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def match(programs: list[Program], pattern: str) -> list[str]:
+    """Programs (in plan order) matching a glob on the program or on a runtime it hosts
+    (``gateway.local``)."""
+    out = []
+    for p in programs:
+        instances = [f"{r}.{p.region}" for r in p.runtimes]
+        if fnmatch.fnmatch(p.name, pattern) or any(fnmatch.fnmatch(i, pattern)
+                                                    for i in instances):
+            out.append(p.name)
+    return out
+
+
+def engine_dependents(programs: list[Program], names: list[str]) -> list[str]:
+    """The runtime programs (in plan order, not in `names`) that depend on an engine among
+    `names`, directly or through other programs, in the engine's own region.
+
+    A runtime keeps clients and producers open on its region's engines and reconnects
+    them itself when the engine comes back; `msgctl restart` names these so the operator
+    knows what rides out the restart, and restarts them too with ``--with-dependents``.
+    Engines that wait for each other (a Cassandra node joining its seed) and another
+    region's runtimes (waiting once for the first sequencer's schema) only wait at their
+    first start, and are not counted.
+    """
+    by_name = {p.name: p for p in programs}
+    dependents: dict[str, set[str]] = {p.name: set() for p in programs}
+    for p in programs:
+        for dep in p.depends_on:
+            if dep in dependents:
+                dependents[dep].add(p.name)
+    out: set[str] = set()
+    for name in names:
+        engine = by_name.get(name)
+        if engine is None or engine.kind != ENGINE:
+            continue
+        todo, seen = [name], {name}
+        while todo:
+            for nxt in dependents[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        out |= {n for n in seen if by_name[n].kind == RUNTIME
+                and by_name[n].region == engine.region}
+    return [p.name for p in programs if p.name in out and p.name not in names]
+
+
+def restart_wait(programs: list[Program], names: list[str], start_timeout: float,
+                 stop_timeout: float) -> float:
+    """Seconds a restart of `names` may take before the supervisor answers: each one stopped
+    (its stop timeout) and started until its probe passes (its own start timeout: 180 s
+    for an engine), one after the other, as `Supervisor.restart` does; and a margin."""
+    total = 30.0
+    for p in programs:
+        if p.name in names:
+            total += (p.stop_timeout or stop_timeout) + (p.start_timeout or start_timeout)
+    return total

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runtime.adapters.cluster import envelopes as env
-from runtime.adapters.cluster.kafka import EVENTS, INGRESS, AsyncProducer
+from runtime.adapters.cluster.kafka import INGRESS, TYPING, AsyncProducer
 from runtime.adapters.cluster.redis_bus import (
     PRESENCE_IN,
     PRESENCE_RESYNC,
@@ -39,6 +39,7 @@ from runtime.metrics import METRICS
 from runtime.ports import (
     DeviceState,
     Event,
+    HomeStore,
     Message,
     MessageStore,
     Send,
@@ -51,32 +52,67 @@ log = logging.getLogger("msgctl.gateway")
 
 BOUND = 100_000  # entries kept per in-memory map (conversations, devices)
 SEND_TIMEOUT = 10.0  # seconds a send waits for its seq before the client is told to retry
+HOME_TTL = 2.0  # seconds a gateway keeps a conversation's current home
 
 
 class Ingresses:
     """`msg.ingress` of each conversation's home region: this region's Kafka, or a peer's.
 
     A conversation is sequenced only in its home region (set at creation, stored with
-    it); a send or receipt from a device here for a conversation homed elsewhere is
+    it, and moved by `msgctl region failover|move|failback`, which writes a new epoch);
+    a send or receipt from a device here for a conversation homed elsewhere is
     produced straight to that region's ingress over the inter-region link, and what
-    the home sequences comes back through MirrorMaker 2.
+    the home sequences comes back through MirrorMaker 2. The current home is read
+    from the conversation's epochs and kept HOME_TTL seconds, or until a send to it
+    fails, so a failover reaches every gateway within seconds.
     """
 
     def __init__(self, local: AsyncProducer, region: str, peers: dict[str, str],
-                 conversations: Conversations) -> None:
+                 conversations: Conversations, homes: HomeStore | None = None) -> None:
         self.local = local
         self.region = region
         self.peers = dict(peers)  # region -> Kafka bootstrap
         self.conversations = conversations
+        self.homes = homes
         self._producers: dict[str, AsyncProducer] = {}
+        self._moved: OrderedDict[str, tuple[str, float]] = OrderedDict()  # conv -> home, until
 
     async def home(self, conv: str) -> str:
+        moved = await self._moved_home(conv) if self.homes is not None else ""
+        if moved:
+            return moved
         found = await self.conversations.get(conv)
         return found.home if found is not None and found.home else self.region
 
+    async def _moved_home(self, conv: str) -> str:
+        """The home of the conversation's newest epoch; "" while it never moved."""
+        assert self.homes is not None
+        cached = self._moved.get(conv)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            record = await self.homes.home_record(conv)
+        except Unavailable:
+            # the store is away: what was known, else the home named at creation
+            return cached[0] if cached is not None else ""
+        home = record.home if record is not None else ""
+        self._moved[conv] = (home, time.monotonic() + HOME_TTL)
+        self._moved.move_to_end(conv)
+        while len(self._moved) > BOUND:
+            self._moved.popitem(last=False)
+        return home
+
+    def forget(self, conv: str) -> None:
+        """A send to the cached home failed: read the home again next time."""
+        self._moved.pop(conv, None)
+
     async def send(self, conv: str, value: bytes) -> None:
         home = await self.home(conv) if self.peers else self.region
-        await self.producer(home).send(INGRESS, conv.encode(), value)
+        try:
+            await self.producer(home).send(INGRESS, conv.encode(), value)
+        except Exception:
+            self.forget(conv)
+            raise
 
     def producer(self, home: str) -> AsyncProducer:
         if home == self.region:
@@ -253,7 +289,7 @@ class KafkaTypingLog:
 
     def publish(self, event: Event) -> None:
         if isinstance(event, TypingEvent):
-            fut = self.producer.send(EVENTS, event.conv.encode(), env.typing_event(event))
+            fut = self.producer.send(TYPING, event.conv.encode(), env.typing_event(event))
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 

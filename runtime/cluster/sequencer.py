@@ -38,10 +38,11 @@ from runtime.adapters.cluster.kafka import (
     stop_loop,
     take,
 )
+from runtime.core.homes import HomeRecord
 from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
 from runtime.core.watermarks import MarkOp, Watermark
 from runtime.metrics import METRICS
-from runtime.ports import MessageStore, Receipt, Send, StateStore
+from runtime.ports import HomeStore, MessageStore, Receipt, Send, StateStore
 from runtime.sequencing import SequencingKernel, load_marks
 
 log = logging.getLogger("msgctl.sequencer")
@@ -61,10 +62,14 @@ def _exit(reason: str) -> NoReturn:
 
 class KafkaSequencer:
     def __init__(self, bootstrap: str, region: str, store: MessageStore, state: StateStore,
-                 *, group: str | None = None) -> None:
+                 *, group: str | None = None, homes: HomeStore | None = None) -> None:
         self.bootstrap = bootstrap
         self.region = region
         self.store = store
+        # epochs of conversations that moved region: looked up once per conversation per
+        # process, then kept current by `home` records on the ingress
+        self.homes = homes
+        self._homes_checked: set[str] = set()
         self.marks_store = state
         self.group = group or f"msgctl-sequencer-{region}"
         self.kernel = SequencingKernel(store)
@@ -242,6 +247,7 @@ class KafkaSequencer:
         sends: list[Send] = []
         answer_to: list[tuple[str, str]] = []  # (gateway, region) waiting for each send
         ops: list[MarkOp] = []
+        changes: list[env.HomeChange] = []
         for rec in records:
             try:
                 req = env.decode_ingress(rec.value())
@@ -254,14 +260,26 @@ class KafkaSequencer:
             if isinstance(req, env.SendRequest):
                 sends.append(req.send)
                 answer_to.append((req.gw, req.rg))
+            elif isinstance(req, env.HomeChange):
+                changes.append(req)
             else:
                 ops.append(req.op)
         if sends:
             METRICS.ingress_lag_seconds.observe(max(0.0, time.time() - sends[0].ts / 1000))
+        # a home change applies to the whole batch, sends before it included: refusing a
+        # send that was never acknowledged is always safe (its client retries)
+        fenced_now = await self._homes({s.conv for s in sends} | {op.conv for op in ops},
+                                       changes)
+        state = self.kernel.state
+        ops = [op for op in ops if op.conv not in state.fenced]
         batch = await self.kernel.plan(sends, also={op.conv for op in ops})
         out: list[tuple[str, bytes, bytes]] = []  # (topic, key, value)
         for i, (send, (gw, rg)) in enumerate(zip(sends, answer_to, strict=True)):
             a = batch.plan.assignments[i]
+            if a.fenced:
+                # homed elsewhere now: its gateway times out and the client retries there
+                METRICS.errors.labels("send_to_old_home").inc()
+                continue
             if a.duplicate:
                 out.append((EVENTS, a.conv.encode(), env.duplicate_event(
                     a.conv, send.sender, send.cid, a.seq, a.prev, gw, rg)))
@@ -296,7 +314,55 @@ class KafkaSequencer:
         for k, mark in marks.marks.items():
             self.marks.put(k, mark)
         METRICS.messages.inc(len(batch.made))
+        await self._report_fences(fenced_now)
         METRICS.append_seconds.observe(time.perf_counter() - t0)
+
+    # -- homes (region failover) ----------------------------------------------
+    def _apply_home(self, record: HomeRecord | env.HomeChange) -> bool:
+        """Take a conversation's epoch into the state; True when it fences this region."""
+        state = self.kernel.state
+        if record.home == self.region:
+            if record.base is None:  # a planned move still waiting for the old home
+                state.fence(record.conv, record.epoch)
+            else:
+                state.adopt(record.conv, record.epoch, record.base)
+            return False
+        state.fence(record.conv, record.epoch)
+        return record.conv in state.fenced
+
+    async def _homes(self, convs: set[str], changes: list[env.HomeChange]
+                     ) -> dict[str, int]:
+        """Apply the epochs of `convs` seen for the first time (from the store) and the
+        in-band `changes`; the conversations this region is fenced from now, by epoch."""
+        fenced: dict[str, int] = {}
+        if self.homes is not None:
+            first = [c for c in convs if c not in self._homes_checked]
+            records = await asyncio.gather(*(self.homes.home_record(c) for c in first))
+            for conv, record in zip(first, records, strict=True):
+                if record is not None and self._apply_home(record) and \
+                        record.fenced_last is None:
+                    fenced[conv] = record.epoch
+            self._homes_checked.update(first)
+        for change in changes:
+            log.info("conversation %s: epoch %d homed in %s (base %s)", change.conv,
+                     change.epoch, change.home, change.base)
+            self._homes_checked.add(change.conv)
+            if self._apply_home(change):
+                fenced[change.conv] = change.epoch
+        return fenced
+
+    async def _report_fences(self, fenced: dict[str, int]) -> None:
+        """Tell the new home the last seq made here (after this batch's commit, so the
+        head is final): its reconciliation waits for it."""
+        if self.homes is None:
+            return
+        for conv, epoch in fenced.items():
+            last = await self.kernel.head(conv)
+            try:
+                await self.homes.set_fenced(conv, epoch, last)
+                log.info("conversation %s fenced by epoch %d at seq %d", conv, epoch, last)
+            except Exception as exc:  # the new home sends the fence again until it sees it
+                log.warning("could not record the fence of %s: %s", conv, exc)
 
     def _transact(self, out: list[tuple[str, bytes, bytes]]) -> None:
         assert self.producer is not None and self.consumer is not None

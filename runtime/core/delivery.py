@@ -35,6 +35,7 @@ class ConvStream:
         self.last = last
         self.filling = False
         self._pending = False
+        self.hole = False  # the last page stopped at a hole (see `filled`)
 
     def offer(self, entry: Entry) -> Offer:
         if entry.seq <= self.last:
@@ -56,16 +57,27 @@ class ConvStream:
         self.filling = True
         return True
 
-    def filled(self, page: Iterable[Entry], page_full: bool) -> tuple[list[Entry], bool]:
+    def filled(self, page: Iterable[Entry], page_full: bool,
+               accept_holes: bool = True) -> tuple[list[Entry], bool]:
         """Take one page read from the store after `last`.
 
         Returns the entries to send, in order, and whether to read another page.
-        The store is the authority, so the page is taken as the chain.
+        The store is the authority, so the page is taken as the chain; unless
+        `accept_holes` is False, in which case the page is taken only up to a hole (an
+        entry whose `prev` is above `last`: a store that is still receiving what another
+        data center wrote during a partition), `hole` is set, and the caller reads again
+        after a pause. An entry of a later epoch whose `prev` is below `last` is no hole:
+        the seqs in between were an old home's, moved by a failover.
         """
         out: list[Entry] = []
+        self.hole = False
         for entry in page:
             if entry.seq <= self.last:
                 continue
+            if not accept_holes and entry.prev > self.last:
+                self.hole = True
+                self._pending = False
+                return out, True
             self.last = entry.seq
             if not entry.own:
                 out.append(entry)

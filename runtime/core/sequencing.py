@@ -6,7 +6,10 @@ Nothing is assigned twice: a plan never mutates state, so a failed append
 leaves the state as it was and the same batch can be planned again.
 
 A seq is ``epoch << 40 | counter``. The counter restarts at 1 in a new epoch,
-so seq stays strictly increasing when a conversation is re-homed.
+so seq stays strictly increasing when a conversation is re-homed. A conversation
+that moved (`runtime.core.homes`) has its own epoch and base here (`adopt`), or is
+`fence`d: its sends are refused, never sequenced, so an old home cannot add to a
+history that moved on.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Assignment:
     seq: int
     prev: int
     duplicate: bool
+    fenced: bool = False  # refused: the conversation is homed elsewhere now (seq 0)
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Plan:
 
     @property
     def new(self) -> list[Assignment]:
-        return [a for a in self.assignments if not a.duplicate]
+        return [a for a in self.assignments if not a.duplicate and not a.fenced]
 
 
 class SequencerState:
@@ -79,9 +83,44 @@ class SequencerState:
         # conversations whose every cid is in the cache: they were empty when first loaded
         # and have lost nothing to eviction, so the store need not be asked about a new cid
         self._complete: set[str] = set()
+        # conversations that moved: conv -> (epoch, base) here, or fenced (homed elsewhere)
+        self.moved: dict[str, tuple[int, int]] = {}
+        self.fenced: dict[str, int] = {}  # conv -> the epoch that fenced it
+
+    def adopt(self, conv: str, epoch: int, base: int) -> None:
+        """This sequencer homes `conv` in `epoch`, continuing after `base`: a head above
+        `base` in an older epoch is an orphan (reconciled later), not the head."""
+        if self.fenced.get(conv, -1) > epoch or self.moved.get(conv, (-1, 0))[0] > epoch:
+            return  # a stale record: a later epoch is known here
+        self.fenced.pop(conv, None)
+        self.moved[conv] = (epoch, base)
+        head = self.heads.get(conv, 0)
+        if head > base and (head >> EPOCH_SHIFT) < epoch:
+            head = base
+        # the base is held (the new home read it from its store, or waited for it)
+        self.heads[conv] = max(head, base)
+        # the cached cids of orphans are not this epoch's: ask the store (which ignores them)
+        self._complete.discard(conv)
+
+    def fence(self, conv: str, epoch: int) -> None:
+        """`conv` is homed elsewhere from `epoch` on: refuse its sends."""
+        if self.moved.get(conv, (-1, 0))[0] >= epoch:
+            return  # a stale record: this sequencer already homes a later epoch
+        self.moved.pop(conv, None)
+        self.fenced[conv] = max(epoch, self.fenced.get(conv, 0))
+
+    def epoch_of(self, conv: str) -> int:
+        return self.moved[conv][0] if conv in self.moved else self.epoch
+
+    def orphan(self, conv: str, seq: int) -> bool:
+        """`seq` is of an older epoch above this home's base (see runtime.core.homes)."""
+        moved = self.moved.get(conv)
+        return moved is not None and (seq >> EPOCH_SHIFT) < moved[0] and seq > moved[1]
 
     def load_head(self, conv: str, head: int) -> None:
         first = conv not in self.heads
+        if self.orphan(conv, head):
+            head = self.moved[conv][1]
         self.heads[conv] = max(self.heads.get(conv, 0), head)
         if first and head == 0:
             self._complete.add(conv)
@@ -137,16 +176,24 @@ class SequencerState:
                 first = seen[key]
                 out.append(Assignment(req.conv, req.key, first.seq, first.prev, True))
                 continue
+            if req.conv in self.fenced:
+                a = Assignment(req.conv, req.key, 0, 0, False, fenced=True)
+                seen[key] = a
+                out.append(a)
+                continue
             found = self._recent.get(key) or lookup(req.conv, req.key)
+            if found is not None and self.orphan(req.conv, found[0]):
+                found = None  # reconciliation sequences it again in this epoch
             if found is not None:
                 a = Assignment(req.conv, req.key, found[0], found[1], True)
             else:
                 prev = heads.get(req.conv, self.head(req.conv))
                 epoch, counter = split_seq(prev)
+                mine = self.epoch_of(req.conv)
                 # a new epoch starts its counter again at 1, above every older seq
-                seq = make_seq(self.epoch, counter + 1 if epoch == self.epoch else 1)
+                seq = make_seq(mine, counter + 1 if epoch == mine else 1)
                 if seq <= prev:
-                    raise ValueError(f"epoch {self.epoch} is behind conversation {req.conv} "
+                    raise ValueError(f"epoch {mine} is behind conversation {req.conv} "
                                      f"head {prev}")
                 heads[req.conv] = seq
                 a = Assignment(req.conv, req.key, seq, prev, False)
@@ -159,4 +206,5 @@ class SequencerState:
         for conv, head in plan.heads.items():
             self.load_head(conv, head)
         for a in plan.assignments:
-            self.remember(a.conv, a.key, a.seq, a.prev)
+            if not a.fenced:
+                self.remember(a.conv, a.key, a.seq, a.prev)

@@ -90,6 +90,7 @@ class Fill:
 
     conv: str
     after: int
+    hole: bool = False  # the page before stopped at a hole: read again after a pause
 
 
 @dataclass(frozen=True)
@@ -541,9 +542,11 @@ class SessionMachine:
             return []
         return [Reply(presence_frame(state))]
 
-    def filled(self, conv: str, page: Sequence[MessageRecord], page_full: bool) -> list[Action]:
+    def filled(self, conv: str, page: Sequence[MessageRecord], page_full: bool,
+               accept_holes: bool = True) -> list[Action]:
         """One page a `Fill` read: the messages to send, in order, then another `Fill` if
-        there is more to read."""
+        there is more to read (`hole` set when the page stopped at a hole, see
+        `ConvStream.filled`)."""
         stream = self.stream(conv)
         if self.closing:
             stream.abort_fill()
@@ -552,10 +555,10 @@ class SessionMachine:
         if fit < len(page):  # the rest is read again after the last one sent
             page, page_full = page[:fit], True
         by_seq = {m.seq: m for m in page}
-        entries, more = stream.filled([self._entry(m) for m in page], page_full)
+        entries, more = stream.filled([self._entry(m) for m in page], page_full, accept_holes)
         out: list[Action] = [Deliver(by_seq[e.seq], paced=True) for e in entries]
         if more:
-            out.append(Fill(conv, stream.last))
+            out.append(Fill(conv, stream.last, stream.hole))
         return out
 
     def fill_failed(self, conv: str) -> None:
@@ -569,9 +572,11 @@ class SessionMachine:
         return stream
 
     def _entry(self, msg: MessageRecord) -> Entry:
-        # the sending device got `sent` for its own message, not a `msg`
+        # the sending device got `sent` for its own message, not a `msg`; a message that a
+        # failover moved is sent to it too, since its `sent` named the seq it had before
         return Entry(msg.seq, msg.prev, own=msg.sender == self.user and
-                     msg.from_device == self.device)
+                     msg.from_device == self.device and
+                     msg.moved_from is None)
 
     def _start_fill(self, conv: str) -> list[Action]:
         stream = self.stream(conv)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger("msgctl.gateway")
 
 FILL_RETRY_S = 1.0  # seconds before a failed store read of a fill is retried
 FILL_PAGE = 200
+HOLE_WAIT_S = 30.0  # seconds a fill waits for a hole in the store to fill
 CLOSE_GRACE = 2.0  # seconds a closing handshake may take before the socket is dropped
 
 # close tasks outlive their session's own tasks, which are cancelled on disconnect
@@ -246,6 +248,7 @@ class Session:
     # -- fills ------------------------------------------------------------
     async def _fill(self, fill: Fill) -> None:
         conv, after = fill.conv, fill.after
+        holes_until: float | None = None  # past this, a hole is taken as the chain
         try:
             while not self.closing:
                 await self.wait_room()
@@ -261,13 +264,24 @@ class Session:
                 more: Fill | None = None
                 # no await from here to the last enqueue: a live message offered now
                 # would otherwise overtake the rest of the page
-                for action in self.machine.filled(conv, page, len(page) == FILL_PAGE):
+                accept = holes_until is not None and time.monotonic() > holes_until
+                for action in self.machine.filled(conv, page, len(page) == FILL_PAGE,
+                                                  accept_holes=accept):
                     if isinstance(action, Fill):
                         more = action
                     elif not self.apply(action):
                         return
                 if more is None:
                     return
+                if more.hole:
+                    # the store is still catching up with another data center (after a
+                    # partition): wait for the missing messages rather than skip them,
+                    # for at most HOLE_WAIT_S, then take the store's word for it
+                    if holes_until is None:
+                        holes_until = time.monotonic() + HOLE_WAIT_S
+                    await asyncio.sleep(FILL_RETRY_S / 4)
+                else:
+                    holes_until = None
                 after = more.after
         except Exception:
             log.exception("fill of %s for session %s failed", conv, self.id)

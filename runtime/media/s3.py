@@ -64,10 +64,12 @@ def unquote_etag(raw: Any) -> str:
 
 
 def s3_client(endpoint: str, access_key: str, secret_key: str, region: str,
-              timeout: float = 10.0) -> Any:
+              timeout: float = 10.0, verify: str | bool = True) -> Any:
+    """`verify`: the CA file an https endpoint's certificate must chain to (msgctl's
+    deployment CA for a provisioned S3Proxy), or True for the system's roots."""
     return boto3.client(
         "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key, region_name=region,
+        aws_secret_access_key=secret_key, region_name=region, verify=verify,
         config=Config(signature_version="s3v4", connect_timeout=timeout, read_timeout=timeout,
                       max_pool_connections=64, retries={"max_attempts": 3, "mode": "standard"},
                       # no default CRC trailers (boto3 >= 1.36): S3Proxy and other
@@ -75,6 +77,12 @@ def s3_client(endpoint: str, access_key: str, secret_key: str, region: str,
                       request_checksum_calculation="when_required",
                       response_checksum_validation="when_required",
                       s3={"addressing_style": "path"}))
+
+
+def _verify(engines: EnginesConfig) -> str | bool:
+    """An https endpoint msgctl provisioned has a certificate from the deployment CA."""
+    ca = engines.engine_ca.get("s3", engines.tls_ca)  # "" for an external one: system roots
+    return ca if engines.s3_endpoint.startswith("https://") and ca else True
 
 
 class S3BlobStore:
@@ -94,7 +102,7 @@ class S3BlobStore:
     @classmethod
     def from_config(cls, engines: EnginesConfig, secret: bytes, tmp: Path) -> S3BlobStore:
         client = s3_client(engines.s3_endpoint, engines.s3_access_key, engines.s3_secret_key,
-                           engines.s3_region)
+                           engines.s3_region, verify=_verify(engines))
         return cls(client, engines.s3_bucket, secret, tmp)
 
     def _ensure_bucket(self) -> bool:

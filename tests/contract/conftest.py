@@ -21,9 +21,13 @@ from cassandra.policies import DCAwareRoundRobinPolicy
 from runtime.adapters.cluster.cassandra_store import CassandraStore
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.ports import Message
+from tests import engines
 
 # small, so a few dozen messages cross several bucket boundaries
 TEST_BUCKET_SIZE = 10
+# the driver's login and TLS context for that Cassandra (set with the endpoint: the
+# deployment's own engines want msgctl's identity, tests.engines)
+CLUSTER_AUTH: dict[str, Any] = {}
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +44,7 @@ def cassandra_endpoint(request: pytest.FixtureRequest) -> tuple[str, int, str]:
     if raw is None:
         dep = request.getfixturevalue("cluster_deployment")
         raw = f"127.0.0.1:{dep.port + 22}"  # see tests.conftest.write_cluster_topology
+        CLUSTER_AUTH.update(engines.cassandra_kwargs(dep.home))
     host, _, port_s = raw.rpartition(":")
     if not host or not port_s.isdigit():
         pytest.fail(f"MSGCTL_TEST_CASSANDRA={raw!r}: expected host:port")
@@ -60,7 +65,7 @@ def cassandra_keyspace(cassandra_endpoint: tuple[str, int, str]) -> Iterator[str
     host, port, dc = cassandra_endpoint
     profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(dc))
     cluster = Cluster([host], port=port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **CLUSTER_AUTH)
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
     finally:
@@ -71,6 +76,7 @@ async def cassandra_store(endpoint: tuple[str, int, str], keyspace: str,
                           **kwargs: Any) -> CassandraStore:
     host, port, dc = endpoint
     kwargs.setdefault("bucket_size", TEST_BUCKET_SIZE)
+    kwargs.setdefault("auth", CLUSTER_AUTH)
     store = CassandraStore([host], port, keyspace, dc, {dc: 1}, **kwargs)
     await store.connect()
     return store

@@ -19,7 +19,7 @@ from runtime.adapters.cluster.cassandra_store import CassandraStore, StoreUnavai
 from runtime.config import EnginesConfig
 from runtime.core.watermarks import Watermark
 from runtime.ports import Conversation, Message
-from tests.contract.conftest import TEST_BUCKET_SIZE, cassandra_store
+from tests.contract.conftest import CLUSTER_AUTH, TEST_BUCKET_SIZE, cassandra_store
 
 Endpoint = tuple[str, int, str]
 
@@ -107,7 +107,8 @@ async def test_a_partition_raises_store_unavailable_without_blocking_the_loop(
         proxy: FreezableProxy, cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
     host, _, dc = cassandra_endpoint
     store = CassandraStore([host], proxy.port, cassandra_keyspace, dc, {dc: 1},
-                           bucket_size=TEST_BUCKET_SIZE, request_timeout=1.5)
+                           bucket_size=TEST_BUCKET_SIZE, request_timeout=1.5,
+                           auth=CLUSTER_AUTH)
     await store.connect()
     try:
         conv = f"conv-{uuid.uuid4().hex[:8]}"
@@ -141,7 +142,8 @@ async def test_a_down_store_raises_promptly(
         proxy: FreezableProxy, cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
     host, _, dc = cassandra_endpoint
     store = CassandraStore([host], proxy.port, cassandra_keyspace, dc, {dc: 1},
-                           bucket_size=TEST_BUCKET_SIZE, request_timeout=2.0)
+                           bucket_size=TEST_BUCKET_SIZE, request_timeout=2.0,
+                           auth=CLUSTER_AUTH)
     await store.connect()
     try:
         proxy.close()  # every connection drops, nothing listens any more
@@ -165,7 +167,7 @@ def session(cassandra_endpoint: Endpoint) -> Iterator[object]:
     host, port, dc = cassandra_endpoint
     profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(dc))
     cluster = Cluster([host], port=port, protocol_version=5,
-                      execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **CLUSTER_AUTH)
     yield cluster.connect()
     cluster.shutdown()
 

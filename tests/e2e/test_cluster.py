@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from runtime.adapters.cluster.kafka import SEQ_STATE
 from runtime.core.seqsnapshot import head_key
 from runtime.core.sequencing import sender_key
+from tests import engines
 from tests.conftest import Deployment, msgctl
 from tests.wsclient import Client
 
@@ -64,7 +65,8 @@ async def test_hello_means_the_session_is_routable(cluster_deployment: Deploymen
     """A router that looks a user up right after their hello finds the session (a typing
     event sent in that window used to go nowhere)."""
     dep = cluster_deployment
-    r = aioredis.Redis(port=dep.port + 25)
+    r = aioredis.Redis.from_url(engines.redis_url(dep.home, dep.port + 25),
+                                **engines.redis_kwargs(dep.home, dep.port + 25))
     clients = []
     try:
         for i in range(12):
@@ -115,7 +117,7 @@ async def test_a_sequencer_state_log_that_lost_its_tail_never_reuses_a_seq(
         assert time.monotonic() < deadline, (status, body)
         await asyncio.sleep(0.2)
     stale = {"head": 1, "recent": [[sender_key(alice, "c0"), 1, 0]]}
-    producer = Producer({"bootstrap.servers": f"127.0.0.1:{dep.port + 20}"})
+    producer = Producer(engines.kafka_config(dep.home, f"127.0.0.1:{dep.port + 20}"))
     producer.produce(SEQ_STATE, key=head_key(conv), value=json.dumps(stale).encode())
     assert producer.flush(30) == 0
     msgctl("restart", "sequencer.local", "--home", str(dep.home), timeout=120)

@@ -250,7 +250,7 @@ def test_up_status_token_logs_restart_down_with_port_offset(tmp_path: Path) -> N
         r = msgctl("restart", env=env, check=False)
         assert r.returncode == 2 and "--yes" in r.stderr
         r = msgctl("restart", "nothing-like-this*", env=env, check=False)
-        assert r.returncode == 1 and "no program or runtime matches" in r.stderr
+        assert r.returncode == 2 and "no program or runtime matches" in r.stderr
         # stop keeps a program down (no restart by the supervisor) until start
         out = msgctl("stop", "gateway*", env=env).stdout
         assert "stopped node.local" in out
@@ -262,7 +262,7 @@ def test_up_status_token_logs_restart_down_with_port_offset(tmp_path: Path) -> N
         assert "started node.local" in out and "RUNNING" in out
         assert "nothing to start" in msgctl("start", "node*", env=env).stdout
         r = msgctl("stop", "nothing-like-this*", env=env, check=False)
-        assert r.returncode == 1 and "no program or runtime matches" in r.stderr
+        assert r.returncode == 2 and "no program or runtime matches" in r.stderr
     finally:
         msgctl("down", env=env)
     st3 = json.loads(msgctl("status", "--json", env=env, check=False).stdout)

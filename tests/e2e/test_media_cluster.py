@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from runtime.core import media as m
+from tests import engines
 from tests.conftest import Deployment, msgctl
 from tests.e2e.test_media import (
     PNG,
@@ -57,7 +58,9 @@ async def uploaded(c: Client, data: bytes = PNG, **kw: Any) -> dict[str, Any]:
 
 
 def s3_url(dep: Deployment) -> str:
-    return f"http://127.0.0.1:{dep.port + 26}/{BUCKET}"
+    """The bucket on S3Proxy (https only with engine TLS; its CA is the session's, which
+    SSL_CERT_FILE trusts)."""
+    return f"{engines.s3_endpoint(dep.home, dep.port + 26)[0]}/{BUCKET}"
 
 
 def media_port(dep: Deployment, n: int = 1) -> str:
@@ -240,8 +243,8 @@ def _s3_as_engine(dep: Deployment) -> Any:
 
     conf = next(dep.home.glob("engines/s3.*/conf"))
     identity, credential = s3_infra.credentials(conf)
-    return s3_client(f"http://127.0.0.1:{dep.port + 26}", identity, credential,
-                     s3_infra.REGION)
+    url, verify = engines.s3_endpoint(dep.home, dep.port + 26)
+    return s3_client(url, identity, credential, s3_infra.REGION, verify=verify)
 
 
 async def test_cluster_a_replaced_object_is_never_served(

@@ -1,8 +1,10 @@
-"""Three regions start on this machine and every pair is linked both ways."""
+"""Three regions start on this machine, every pair is linked both ways, and a
+conversation moves its home between them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -36,6 +38,18 @@ async def test_three_regions_start_and_a_message_crosses_every_link(tmp_path: Pa
             got = await c.wait_msgs(conv, 2, timeout=30)
             assert sorted(m["cid"] for m in got) == sorted(
                 f"from-{k}" for k in range(3) if k != i)
+        # a planned move with three regions: ap-south is fenced, us-east and ap-south's
+        # gateways send to eu-west now, and every region keeps one chain
+        out = await asyncio.to_thread(msgctl, "region", "move", conv, "--to", "eu-west",
+                                      "--json", "--home", str(dep.home), timeout=180)
+        assert json.loads(out.stdout)["moved"][0]["epoch"] == 1, out.stdout
+        sent = [await c.send_text(conv, f"after-{i}", timeout=30)
+                for i, c in enumerate(clients)]
+        assert all(s["seq"] >> 40 == 1 for s in sent), sent
+        assert sent[0]["prev"] == 3  # right after the three sends of epoch 0
+        for i, c in enumerate(clients):
+            got = await c.wait_msgs(conv, 4, timeout=30)
+            assert [m["cid"] for m in got][-2:] == [f"after-{k}" for k in range(3) if k != i]
         for c in clients:
             await c.close()
     finally:

@@ -21,6 +21,7 @@ import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests import engines
 from tests.conftest import Deployment, msgctl
 from tests.wsclient import Client
 
@@ -221,7 +222,8 @@ async def test_redis_restart_sessions_reregister(cluster_deployment: Deployment)
     await a.send_text(conv, "before")
     await b.wait_msgs(conv, 1)
     port = dep.port + 25
-    r = redis.Redis(port=port)
+    r = redis.Redis.from_url(engines.redis_url(dep.home, port),
+                             **engines.redis_kwargs(dep.home, port))
     assert r.hlen(f"sessions:{bob}") == 1
     os.kill(pid_of(dep, "redis.local"), signal.SIGKILL)
     await asyncio.get_running_loop().run_in_executor(None, wait_running, dep)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from msgctl.infra import probes
+from msgctl.infra import probes, security
 from tests.conftest import free_port, msgctl
 
 
@@ -64,23 +64,29 @@ def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> No
         assert row["state"] == "RUNNING" and row["kind"] == "engine" and row["pid"]
     p = stack.ports
     assert rows["kafka.lab"]["endpoint"] == f"127.0.0.1:{p['kafka']}"
-    assert rows["redis.lab"]["endpoint"] == f"redis://127.0.0.1:{p['redis']}/0"
-    assert rows["s3.lab"]["endpoint"] == f"http://127.0.0.1:{p['s3']}"
+    # engine TLS is on by default (the topology has no `tls:`): rediss://, https://
+    assert rows["redis.lab"]["endpoint"] == f"rediss://127.0.0.1:{p['redis']}/0"
+    assert rows["s3.lab"]["endpoint"] == f"https://127.0.0.1:{p['s3']}"
     conf = stack.home / "engines" / "s3.lab" / "conf"
     creds = json.loads((conf / "credentials.json").read_text())
     assert (conf / "credentials.json").stat().st_mode & 0o077 == 0  # generated, private
 
+    sec = security.load(stack.home)
+    assert sec is not None
+    me = sec.client(security.ADMIN)  # msgctl's own identity
+
     async def ask() -> tuple[Any, Any, Any]:
         return await asyncio.gather(
-            probes.cql("127.0.0.1", p["cql"], "lab"),
-            probes.kafka(f"127.0.0.1:{p['kafka']}"),
-            probes.redis(f"redis://127.0.0.1:{p['redis']}/0"))
+            probes.cql("127.0.0.1", p["cql"], "lab", security=me),
+            probes.kafka(f"127.0.0.1:{p['kafka']}", security=me),
+            probes.redis(f"rediss://127.0.0.1:{p['redis']}/0", security=me))
 
     cql, kafka, redis = asyncio.run(ask())
-    s3_url = f"http://127.0.0.1:{p['s3']}"
-    assert asyncio.run(probes.s3(s3_url, creds["identity"], creds["credential"])) is not None
+    s3_url, ca = f"https://127.0.0.1:{p['s3']}", str(sec.ca)
+    assert asyncio.run(probes.s3(s3_url, creds["identity"], creds["credential"],
+                                 ca=ca)) is not None
     # a real signed S3 call: wrong credentials are refused
-    assert asyncio.run(probes.s3(s3_url, creds["identity"], "wrong" * 8)) is None
+    assert asyncio.run(probes.s3(s3_url, creds["identity"], "wrong" * 8, ca=ca)) is None
     assert cql == {"version": "5.0.6", "datacenter": "lab"}  # the region is the data center
     assert kafka is not None and kafka["brokers"] == 1
     assert redis is not None and redis["version"]
@@ -116,8 +122,9 @@ def test_s3proxy_keeps_objects_on_the_filesystem(stack: Stack) -> None:
 
     creds = json.loads((stack.home / "engines" / "s3.lab" / "conf" / "credentials.json")
                        .read_text())
-    client = s3_client(f"http://127.0.0.1:{stack.ports['s3']}", creds["identity"],
-                       creds["credential"], "us-east-1")
+    client = s3_client(f"https://127.0.0.1:{stack.ports['s3']}", creds["identity"],
+                       creds["credential"], "us-east-1",
+                       verify=str(stack.home / "tls" / "ca.pem"))
     client.create_bucket(Bucket="probe-test")
     client.put_object(Bucket="probe-test", Key="a/b", Body=b"hello", ContentType="text/plain")
     head = client.head_object(Bucket="probe-test", Key="a/b")

@@ -41,7 +41,16 @@ def test_two_regions_plan_one_cassandra_cluster_and_a_mirror_each(tmp_path: Path
         assert m.argv[-2:] == ["--clusters", region]
         assert set(m.depends_on) == {"kafka.us-east", "kafka.eu-west"}
         assert m.probe_spec == {"kind": "mirror", "bootstrap": programs[
-            f"kafka.{region}"].endpoint, "topics": [f"{peer}.heartbeats"]}
+            f"kafka.{region}"].endpoint, "topics": [f"{peer}.heartbeats"],
+            "security": programs[f"kafka.{region}"].probe_spec["security"]}
+        props = (tmp_path / f"engines/mirror.{region}/conf/mm2.properties").read_text()
+        assert f"{peer}.security.protocol = SSL" in props  # MM2 speaks SSL to every Kafka
+    # the Kafka ACLs name every region (a gateway sends to a peer's ingress); the logins
+    # and rights of Cassandra are made once the last node joined, through the seed
+    assert programs["kafka.eu-west"].probe_spec["acls"] == ["us-east", "eu-west"]
+    assert east.probe_spec["setup"] == {"seed": "127.0.0.1", "port": 9042}
+    assert west.probe_spec["setup"] == {"seed": "127.0.0.1", "port": 9042,
+                                        "keyspace": "msgctl"}
     seq_west = NodeConfig.load(Path(programs["sequencer.eu-west"].argv[-1]))
     assert "sequencer.us-east" in programs["sequencer.eu-west"].depends_on
     assert not any(d.startswith("mirror.") for d in programs["sequencer.eu-west"].depends_on)
@@ -51,7 +60,8 @@ def test_two_regions_plan_one_cassandra_cluster_and_a_mirror_each(tmp_path: Path
     assert e.cassandra_dc == "eu-west" and e.cassandra_hosts == ["127.0.0.2"]
     assert e.replication == {"eu-west": 1, "us-east": 1}
     assert e.peer_kafka == {"us-east": "127.0.0.1:9092"}
-    assert e.peer_redis == {"us-east": "redis://127.0.0.1:6379/0"}
+    assert e.peer_redis == {"us-east": "rediss://127.0.0.1:6379/0"}
+    assert e.kafka_tls and e.tls_cert.endswith("client-msgctl-sequencer.pem")
 
 
 def test_three_regions_join_in_order_and_mirror_every_pair(tmp_path: Path) -> None:
@@ -64,7 +74,7 @@ def test_three_regions_join_in_order_and_mirror_every_pair(tmp_path: Path) -> No
     flows = {line.split(".enabled")[0] for line in props.splitlines() if "->" in line}
     assert len(flows) == 6  # every ordered pair; --clusters picks those into the region
     assert "us-east.consumer.isolation.level = read_committed" in props
-    assert r"topics = msg\.events|presence\.events" in props
+    assert r"topics = msg\.events|msg\.typing|presence\.events" in props
 
 
 def test_mirror_properties_never_mirror_a_mirrored_topic() -> None:
@@ -73,6 +83,7 @@ def test_mirror_properties_never_mirror_a_mirrored_topic() -> None:
     props = mirror.properties({"a": "h1:9092", "b": "h2:9092"})
     pattern = re.compile(props["topics"])
     assert pattern.fullmatch("msg.events") and pattern.fullmatch("presence.events")
+    assert pattern.fullmatch("msg.typing")
     assert not pattern.fullmatch("a.msg.events") and not pattern.fullmatch("msg.ingress")
 
 

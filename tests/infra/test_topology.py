@@ -76,20 +76,32 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     assert names == ["cassandra.eu", "redis.eu", "sequencer.eu", "presence.eu", "push.eu",
                      "gateway-1.eu"]
     cass, red = programs[0], programs[1]
+    # TLS is on (the default): the probes log in as msgctl (paths only, no secret), and
+    # the last Cassandra node makes the logins and rights through the seed
+    me = {"ca": str(tmp_path / "tls" / "ca.pem"),
+          "cert": str(tmp_path / "tls" / "client-msgctl-admin.pem"),
+          "key": str(tmp_path / "tls" / "client-msgctl-admin.key"),
+          "credentials": str(tmp_path / "credentials" / "engines.json"), "identity": "admin"}
     assert cass.kind == "engine" and cass.probe == {
-        "kind": "cql", "host": "127.0.0.1", "port": 10042, "datacenter": "eu"}
+        "kind": "cql", "host": "127.0.0.1", "port": 10042, "datacenter": "eu", "security": me,
+        "setup": {"seed": "127.0.0.1", "port": 10042, "keyspace": "msgctl"}}
     assert cass.info["ports"] == {"port": 10042, "storage_port": 8000, "jmx_port": 8199}
     assert "-Xmx512m" in cass.argv and "-Dcassandra.jmx.local.port=8199" in cass.argv
     rackdc = (tmp_path / "engines" / "cassandra.eu" / "conf" / "cassandra-rackdc.properties")
     assert rackdc.read_text() == "dc=eu\nrack=rack1\n"
     conf = yaml.safe_load((rackdc.parent / "cassandra.yaml").read_text())
     assert conf["native_transport_port"] == 10042 and conf["commitlog_sync"] == "group"
-    assert red.probe == {"kind": "redis", "url": "redis://127.0.0.1:7379/0"}
+    assert red.probe == {"kind": "redis", "url": "rediss://127.0.0.1:7379/0", "security": me}
     assert programs[2].depends_on == ["cassandra.eu", "redis.eu"]
     cfg = NodeConfig.load(Path(programs[2].argv[-1]))
     assert cfg.engines.kafka_bootstrap == "k:9092"
     assert cfg.engines.cassandra_hosts == ["127.0.0.1"] and cfg.engines.cassandra_dc == "eu"
-    assert cfg.engines.redis_url == "redis://127.0.0.1:7379/0"
+    assert cfg.engines.redis_url == "rediss://127.0.0.1:7379/0"
+    # the sequencer's identity for the provisioned engines; the external Kafka stays plain
+    assert not cfg.engines.kafka_tls and cfg.engines.cassandra_tls
+    assert (cfg.engines.cassandra_user, cfg.engines.redis_user) == ("msgctl_sequencer",
+                                                                    "msgctl-sequencer")
+    assert cfg.engines.tls_cert == str(tmp_path / "tls" / "client-msgctl-sequencer.pem")
 
 
 @pytest.mark.parametrize(("engines", "message"), [
@@ -149,11 +161,12 @@ def test_one_region_yaml_parses_as_documented() -> None:
 def test_doctor_checks_engine_prerequisites_for_a_cluster_topology() -> None:
     proc = msgctl("doctor", "-t", "regions/one-region.yaml", "--port-offset", "31000", "--json",
                   check=False)
-    checks = {c["check"]: c for c in json.loads(proc.stdout)}
+    checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["java"]["result"] == "ok" and "17" in checks["java"]["detail"]
     assert checks["redis-server"]["result"] == "ok"
     assert "port 127.0.0.1:40042 (cassandra)" in checks
-    embedded = {c["check"] for c in json.loads(msgctl("doctor", "--json", check=False).stdout)}
+    embedded = {c["check"] for c in json.loads(msgctl("doctor", "--json",
+                                                      check=False).stdout)["checks"]}
     assert "java" not in embedded and "redis-server" not in embedded
 
 
@@ -185,17 +198,23 @@ def test_provisioned_s3proxy_program_and_generated_credentials(tmp_path: Path) -
     s3 = programs["s3.eu"]
     conf = tmp_path / "engines" / "s3.eu" / "conf"
     creds = json.loads((conf / "credentials.json").read_text())
-    assert s3.probe_spec == {"kind": "s3", "endpoint": "http://127.0.0.1:9100",
-                             "credentials": str(conf / "credentials.json")}
+    # https only (engine TLS, on by default), its certificate checked against the CA
+    assert s3.probe_spec == {"kind": "s3", "endpoint": "https://127.0.0.1:9100",
+                             "credentials": str(conf / "credentials.json"),
+                             "ca": str(tmp_path / "tls" / "ca.pem")}
     assert "org.gaul.s3proxy.Main" in s3.argv
     props = (conf / "s3proxy.properties").read_text()
     assert "s3proxy.authorization=aws-v2-or-v4" in props
     assert "jclouds.provider=filesystem" in props
     assert f"jclouds.filesystem.basedir={tmp_path / 'engines' / 's3.eu' / 'data'}" in props
     assert f"s3proxy.credential={creds['credential']}" in props
+    assert "s3proxy.secure-endpoint=https://127.0.0.1:9100" in props
+    assert "s3proxy.endpoint=" not in props  # no plain http listener
+    assert (conf / "keystore.p12").stat().st_mode & 0o077 == 0
     gw = NodeConfig.load(Path(programs["gateway-1.eu"].argv[-1]))
     assert (gw.engines.s3_endpoint, gw.engines.s3_access_key, gw.engines.s3_secret_key) == (
-        "http://127.0.0.1:9100", creds["identity"], creds["credential"])
+        "https://127.0.0.1:9100", creds["identity"], creds["credential"])
+    assert gw.engines.tls_ca == str(tmp_path / "tls" / "ca.pem")
     # a second plan (down, up) keeps the same credentials
     again = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL | {"s3": {"port": 9100}}))}
     gw_again = NodeConfig.load(Path(again["gateway-1.eu"].argv[-1]))
@@ -220,3 +239,33 @@ def test_media_ports_of_the_gateways_must_not_collide(tmp_path: Path) -> None:
     raw["media"] = {"port": 7401}
     with pytest.raises(UsageError, match="both use port 7401"):
         plan(tmp_path, raw)
+
+
+def test_external_engines_carry_their_own_ca_and_login(tmp_path: Path) -> None:
+    ca = tmp_path / "their-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    engines = {
+        "kafka": {"external": "10.0.0.5:9093", "ca": str(ca)},
+        "cassandra": {"external": "10.0.0.7", "datacenter": "dc1", "username": "app",
+                      "password": "pw", "ca": str(ca)},
+        "redis": {"external": "rediss://u:p@10.0.0.9:6380/0"},
+        "s3": {"external": "https://s3.example.com", "access_key": "a", "secret_key": "b"}}
+    programs = {p.name: p for p in plan(tmp_path, cluster(engines))}
+    e = NodeConfig.load(Path(programs["gateway-1.eu"].argv[-1])).engines
+    assert e.kafka_tls and e.cassandra_tls
+    assert (e.cassandra_user, e.cassandra_password) == ("app", "pw")
+    # their own CA, or the system's roots: never the deployment's CA, which did not sign them
+    assert e.engine_ca == {"kafka": str(ca), "cassandra": str(ca), "redis": "", "s3": ""}
+    assert e.redis_url == "rediss://u:p@10.0.0.9:6380/0" and e.redis_user == ""
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"ca": "/no/such/ca.pem"}, "cassandra.ca: no such file /no/such/ca.pem"),
+    ({"username": "app"}, "username and password go together"),
+    ({"username": "app", "password": 3}, "username and password go together"),
+])
+def test_external_engine_security_mistakes_are_one_line(
+        tmp_path: Path, setting: dict[str, Any], message: str) -> None:
+    engines = dict(EXTERNAL, cassandra={**EXTERNAL["cassandra"], **setting})
+    with pytest.raises(UsageError, match=message):
+        topo_mod.parse(cluster(engines), str(tmp_path / "t.yaml"), 0)

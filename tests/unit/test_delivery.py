@@ -292,3 +292,29 @@ def test_resume_fill_then_live_in_any_order(n, own, initial_last, rnd):
             out, reading = stream.filled(rows[:PAGE], len(rows) >= PAGE)
             delivered.extend(out)
     assert delivered == [e for e in entries if e.seq > initial_last and not e.own]
+
+
+def test_a_fill_that_may_not_accept_holes_stops_at_one_and_asks_again() -> None:
+    s = ConvStream(last=3)
+    assert s.offer(Entry(9, 8)) is Offer.FILL
+    # the store holds 4, 5 and 9 (6..8 are still on their way from another data center)
+    out, more = s.filled([Entry(4, 3), Entry(5, 4), Entry(9, 8)], False, accept_holes=False)
+    assert [e.seq for e in out] == [4, 5] and more and s.hole and s.last == 5
+    out, more = s.filled([Entry(6, 5), Entry(7, 6), Entry(8, 7), Entry(9, 8)], False,
+                         accept_holes=False)
+    assert [e.seq for e in out] == [6, 7, 8, 9] and not more and not s.hole
+
+
+def test_a_new_epoch_below_what_the_device_has_is_no_hole() -> None:
+    epoch1 = 1 << 40
+    s = ConvStream(last=12)  # 11 and 12 were an old home's orphans, moved by a failover
+    out, more = s.filled([Entry(epoch1 + 1, 10), Entry(epoch1 + 2, epoch1 + 1)], False,
+                         accept_holes=False)
+    assert [e.seq for e in out] == [epoch1 + 1, epoch1 + 2] and not more and not s.hole
+
+
+def test_holes_are_taken_as_the_chain_once_accepted() -> None:
+    s = ConvStream(last=3)
+    s.start_fill()
+    out, more = s.filled([Entry(4, 3), Entry(9, 8)], False)
+    assert [e.seq for e in out] == [4, 9] and not more

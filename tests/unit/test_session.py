@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -282,6 +283,19 @@ def test_own_message_is_not_echoed_to_the_sending_device():
     assert m.deliver_message(mine) == []
     other_device = msg("c1", 2, sender=ME, device=LAPTOP)
     assert m.deliver_message(other_device) == [sm.Deliver(other_device)]
+
+
+def test_own_message_moved_by_a_failover_reaches_the_sending_device_too():
+    m = opened({"c1": 2})
+    mine = msg("c1", 3, sender=ME, device=PHONE)
+    assert m.deliver_message(mine) == []  # it got `sent` seq 3
+    # after the heal, seq 3 moved to the new epoch: the device learns its new seq
+    new_epoch = 1 << 40
+    moved = dataclasses.replace(msg("c1", new_epoch + 1, prev=2, sender=ME, device=PHONE),
+                                moved_from=3)
+    assert m.deliver_message(moved) == [sm.Fill("c1", 3)]  # prev below what it has
+    assert m.filled("c1", [moved], page_full=False) == [sm.Deliver(moved, paced=True)]
+    assert sm.msg_frame(moved)["moved_from"] == 3
 
 
 def test_a_full_page_asks_for_the_next_and_a_failed_fill_can_restart():

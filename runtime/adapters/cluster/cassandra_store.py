@@ -55,12 +55,15 @@ from cassandra.query import (
     tuple_factory,
 )
 
+from runtime.adapters.cluster import engine_auth
 from runtime.adapters.cluster.cql_schema import (
     DEFAULT_BUCKET_SIZE,
     check_keyspace,
     ensure_schema,
 )
 from runtime.config import EnginesConfig
+from runtime.core.homes import HomeRecord
+from runtime.core.sequencing import EPOCH_SHIFT
 from runtime.core.watermarks import Watermark
 from runtime.ports import Conversation, DeviceState, Message, PushToken
 from runtime.ports import Unavailable as TryAgain
@@ -68,7 +71,9 @@ from runtime.ports import Unavailable as TryAgain
 log = logging.getLogger("msgctl.store.cassandra")
 
 _LWT = "lwt"
-_MSG_COLS = "conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, media"
+_MSG_COLS = ("conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, media, "
+             "moved_from")
+_HOME_COLS = "conv, epoch, home, previous, kind, base, at, fenced_last, reconciled, held"
 # unlogged batches only ever hold one partition's rows (Cassandra skips its batch size
 # guard for those); these bound one request's size all the same
 _BATCH_ROWS = 100
@@ -76,6 +81,8 @@ _BATCH_BYTES = 256 * 1024
 # head reads of one `heads` call in flight at once: a user in 10,000 conversations must
 # not take the whole `max_inflight` budget (every other request of the process waits on it)
 HEADS_IN_FLIGHT = 32
+# empty buckets in a row after which a history walk skips to the next epoch's first
+EMPTY_RUN = 8
 
 # errors that mean "the store cannot answer now", as opposed to a bad request
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -117,10 +124,30 @@ def _bucket(seq: int, size: int) -> int:
     return seq // size
 
 
+def _next_bucket(bucket: int, size: int, *, empty_run: int) -> int:
+    """The bucket a walk reads after `bucket`, which closed a run of `empty_run` empty
+    buckets. A conversation moved by a failover has a new epoch of seqs 2^40 above the
+    old ones; past EMPTY_RUN empty buckets the walk goes on at the next epoch's first
+    bucket instead of across ~10^9 empty ones (an epoch's counters are contiguous, so
+    a long run of empty buckets means that epoch has ended)."""
+    if empty_run >= EMPTY_RUN:
+        epoch = ((bucket + 1) * size - 1) >> EPOCH_SHIFT  # the epoch of its highest seq
+        return max(bucket + 1, _bucket((epoch + 1) << EPOCH_SHIFT, size))
+    return bucket + 1
+
+
 def _row_to_message(row: Sequence[Any]) -> Message:
-    conv, seq, prev, mid, cid, sender, device, ts, kind, body, media = row
+    conv, seq, prev, mid, cid, sender, device, ts, kind, body, media, moved_from = row
     return Message(conv, seq, prev, mid, cid, sender, device, ts, kind, body,
-                   json.loads(media) if media else None)
+                   json.loads(media) if media else None, moved_from)
+
+
+def _row_to_home(row: Sequence[Any]) -> HomeRecord:
+    conv, epoch, home, previous, kind, base, at, fenced_last, reconciled, held = row
+    # home "" : only the old home's fence reached this data center so far (a partition
+    # held the record back); it still says the conversation moved away from there
+    return HomeRecord(conv, epoch, home or "", previous or "", kind or "", base, at or 0,
+                      fenced_last, bool(reconciled), held or 0)
 
 
 def _row_to_conversation(row: dict[str, Any]) -> Conversation:
@@ -136,7 +163,7 @@ class CassandraStore:
                  consistency: str = "LOCAL_QUORUM", *, request_timeout: float = 5.0,
                  connect_timeout: float = 5.0, bucket_size: int | None = None,
                  max_inflight: int = 256, create_schema: bool = True,
-                 protocol_version: int = 5) -> None:
+                 protocol_version: int = 5, auth: dict[str, Any] | None = None) -> None:
         if not hosts:
             raise ValueError("CassandraStore needs at least one contact host")
         self.hosts = list(hosts)
@@ -154,6 +181,8 @@ class CassandraStore:
         # pinned: negotiating down from the driver's newest version costs reconnects and
         # warnings; 5 is what Cassandra 4.0+ speaks
         self.protocol_version = protocol_version
+        # the login and TLS context (engine_auth.cassandra_kwargs), given to the driver
+        self.auth = dict(auth or {})
         self._cluster: Cluster | None = None
         self._session: Session | None = None
         self._ps: dict[str, PreparedStatement] = {}
@@ -161,6 +190,7 @@ class CassandraStore:
 
     @classmethod
     def from_config(cls, engines: EnginesConfig, **kwargs: Any) -> CassandraStore:
+        kwargs.setdefault("auth", engine_auth.cassandra_kwargs(engines))
         return cls(engines.cassandra_hosts, engines.cassandra_port, engines.keyspace,
                    engines.cassandra_dc, engines.replication, **kwargs)
 
@@ -205,7 +235,8 @@ class CassandraStore:
             connect_timeout=self.connect_timeout,
             control_connection_timeout=self.connect_timeout,
             reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
-            idle_heartbeat_interval=10, idle_heartbeat_timeout=self.request_timeout)
+            idle_heartbeat_interval=10, idle_heartbeat_timeout=self.request_timeout,
+            **self.auth)
         try:
             session = cluster.connect()
             if self.create_schema:
@@ -249,7 +280,21 @@ class CassandraStore:
             "set_head": f"INSERT INTO {ks}.conv_heads (conv, head) VALUES (?, ?) "
                         "USING TIMESTAMP ?",
             "ins_msg": f"INSERT INTO {ks}.messages (bucket, {_MSG_COLS}) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "del_msg": f"DELETE FROM {ks}.messages WHERE conv = ? AND bucket = ? AND seq = ?",
+            "sel_home": f"SELECT {_HOME_COLS} FROM {ks}.conv_homes WHERE conv = ? LIMIT 1",
+            "sel_homes": f"SELECT {_HOME_COLS} FROM {ks}.conv_homes WHERE conv = ?",
+            "ins_home": f"INSERT INTO {ks}.conv_homes ({_HOME_COLS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+            "set_base": f"UPDATE {ks}.conv_homes SET base = ? WHERE conv = ? AND epoch = ?",
+            "set_fenced": f"UPDATE {ks}.conv_homes SET fenced_last = ? WHERE conv = ? "
+                          "AND epoch = ?",
+            "set_reconciled": f"UPDATE {ks}.conv_homes SET reconciled = true WHERE conv = ? "
+                              "AND epoch = ?",
+            "ins_moved": f"INSERT INTO {ks}.moved_to (home, conv, epoch) VALUES (?, ?, ?)",
+            "sel_moved": f"SELECT conv, epoch FROM {ks}.moved_to WHERE home = ?",
+            "del_moved": f"DELETE FROM {ks}.moved_to WHERE home = ? AND conv = ?",
+            "sel_all_convs": f"SELECT conv, home FROM {ks}.conversations",
             "sel_msgs": f"SELECT {_MSG_COLS} FROM {ks}.messages WHERE conv = ? AND bucket = ? "
                         "AND seq > ? ORDER BY seq ASC LIMIT ?",
             "sel_msg": f"SELECT {_MSG_COLS} FROM {ks}.messages WHERE conv = ? AND bucket = ? "
@@ -363,7 +408,7 @@ class CassandraStore:
                     size = 0
                 batch.add(self._ps["ins_msg"], (bucket, m.conv, m.seq, m.prev, m.mid, m.cid,
                                                  m.sender, m.from_device, m.ts, m.kind, m.body,
-                                                 media))
+                                                 media, m.moved_from))
                 size += len(m.body) + len(media or "") + 128
                 requests.append(self._run(self._bind(
                     "ins_cid", (m.conv, m.sender, m.cid, m.seq, m.prev))))
@@ -438,6 +483,7 @@ class CassandraStore:
         after = max(after, 0)
         bucket = _bucket(after + 1, self.bucket_size)
         last_bucket: int | None = None  # read only when the walk leaves the first bucket
+        empty_run = 0
         while len(out) < limit:
             rows = await self._run(self._bind("sel_msgs", (conv, bucket, after,
                                                            limit - len(out))))
@@ -448,7 +494,8 @@ class CassandraStore:
                 last_bucket = _bucket(await self.head(conv), self.bucket_size)
             if bucket >= last_bucket:
                 break
-            bucket += 1
+            empty_run = 0 if rows else empty_run + 1
+            bucket = _next_bucket(bucket, self.bucket_size, empty_run=empty_run)
         return out
 
     async def message(self, conv: str, seq: int) -> Message | None:
@@ -459,6 +506,55 @@ class CassandraStore:
     async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None:
         rows = await self._run(self._bind("sel_cid", (conv, sender, cid)))
         return (rows[0][0], rows[0][1]) if rows else None
+
+    # -- homes and epochs (region failover, runtime.core.homes) -----------
+    async def home_record(self, conv: str) -> HomeRecord | None:
+        """The conversation's newest epoch record; None while it never moved."""
+        rows = await self._run(self._bind("sel_home", (conv,)))
+        return _row_to_home(rows[0]) if rows else None
+
+    async def home_records(self, conv: str) -> list[HomeRecord]:
+        """Every epoch record of `conv`, newest first."""
+        return [_row_to_home(r) for r in await self._run(self._bind("sel_homes", (conv,)))]
+
+    async def put_home(self, record: HomeRecord) -> HomeRecord | None:
+        """Insert `record` unless its epoch exists (compare-and-set in the local data
+        center: during a partition the operator's failover is the authority); None when
+        applied, else the record that holds the epoch."""
+        rows = await self._run(self._bind("ins_home", (
+            record.conv, record.epoch, record.home, record.previous, record.kind, record.base,
+            record.at, record.fenced_last, record.reconciled, record.held)), profile=_LWT)
+        if rows[0]["[applied]"]:
+            await self._run(self._bind("ins_moved", (record.home, record.conv, record.epoch)))
+            return None
+        return await self.home_record(record.conv)
+
+    async def set_home_base(self, conv: str, epoch: int, base: int) -> None:
+        await self._run(self._bind("set_base", (base, conv, epoch)))
+
+    async def set_fenced(self, conv: str, epoch: int, last: int) -> None:
+        await self._run(self._bind("set_fenced", (last, conv, epoch)))
+
+    async def set_reconciled(self, conv: str, epoch: int) -> None:
+        await self._run(self._bind("set_reconciled", (conv, epoch)))
+
+    async def moved_to(self, home: str) -> dict[str, int]:
+        """Conversations moved to `home` (conv -> the epoch that moved it there)."""
+        return {c: e for c, e in await self._run(self._bind("sel_moved", (home,)))}
+
+    async def forget_moved(self, home: str, conv: str) -> None:
+        await self._run(self._bind("del_moved", (home, conv)))
+
+    async def all_conversations(self) -> list[tuple[str, str]]:
+        """(conv, home at creation) of every conversation: a full scan, for the operator's
+        `region failover --conversations all` and `region status`."""
+        return [(c, h) for c, h in await self._run(self._bind("sel_all_convs", ()))]
+
+    async def delete_messages(self, conv: str, seqs: list[int]) -> None:
+        """Remove orphans once reconciled (a delete at wall-clock time shadows their
+        writes, replayed or late, which carry the old home's earlier timestamps)."""
+        await self._all(self._run(self._bind("del_msg", (conv, _bucket(s, self.bucket_size),
+                                                         s))) for s in seqs)
 
     # -- state store ------------------------------------------------------
     async def device_state(self, user: str, device: str) -> DeviceState:

@@ -19,6 +19,9 @@ Layout and the invariants it keeps:
   every later value.
 - `store_settings` pins the bucket size chosen when the keyspace was created:
   readers and writers must agree on it.
+- `conv_homes` holds a conversation's epochs after its first (region failover): the
+  newest row is its home. Rows are inserted with IF NOT EXISTS; `fenced_last` is
+  written by the old home, `base` (of a planned move) and `reconciled` by the new.
 - `push_tokens` is indexed by token (migration 2) so that registering a token
   takes it from whichever account or device held it: a token addresses one
   installed app, and only the account that registered it last is notified there.
@@ -81,6 +84,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     # not a second table that would have to be kept in step with the first
     Migration(2, "push tokens by token", (
         "CREATE INDEX IF NOT EXISTS push_tokens_by_token ON {ks}.push_tokens (push_token)",
+    )),
+    # region failover (runtime.core.homes): a conversation's epochs, newest first, each
+    # written once (IF NOT EXISTS), and the conversations moved to each region
+    Migration(3, "homes and epochs", (
+        """CREATE TABLE IF NOT EXISTS {ks}.conv_homes (
+            conv text, epoch int, home text, previous text, kind text, base bigint,
+            at bigint, fenced_last bigint, reconciled boolean, held bigint,
+            PRIMARY KEY ((conv), epoch)) WITH CLUSTERING ORDER BY (epoch DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.moved_to (
+            home text, conv text, epoch int, PRIMARY KEY ((home), conv))""",
+        "ALTER TABLE {ks}.messages ADD IF NOT EXISTS moved_from bigint",
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -237,9 +237,12 @@ class SendRequest(_Envelope):
     def to_obj(self) -> dict[str, Any]:
         """The JSON object of the record."""
         s = self.send
-        return _with_route({"t": "send", "conv": s.conv, "cid": s.cid, "from": s.sender,
-                            "from_device": s.device, "kind": s.kind, "body": s.body,
-                            "media": s.media, "gw": self.gw, "ts": s.ts}, self.rg)
+        d = {"t": "send", "conv": s.conv, "cid": s.cid, "from": s.sender,
+             "from_device": s.device, "kind": s.kind, "body": s.body, "media": s.media,
+             "gw": self.gw, "ts": s.ts}
+        if s.moved_from is not None:
+            d["moved_from"] = s.moved_from
+        return _with_route(d, self.rg)
 
     def encode(self) -> bytes:
         """The record's bytes."""
@@ -259,7 +262,8 @@ class SendRequest(_Envelope):
         gw, rg = _route(f)
         # older gateways did not stamp the send: it is taken now, as it always was
         ts = f.integer("ts", required=False) or int(time.time() * 1000)
-        return cls(Send(conv, cid, sender, device, kind, body, media, ts), gw, rg)
+        moved_from = f.integer("moved_from", lo=1, required=False)
+        return cls(Send(conv, cid, sender, device, kind, body, media, ts, moved_from), gw, rg)
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,36 @@ class MarkRequest(_Envelope):
         return cls(kind, conv, user, device, f.number("seq"))
 
 
-IngressRecord: TypeAlias = SendRequest | MarkRequest
+@dataclass(frozen=True)
+class HomeChange(_Envelope):
+    """A conversation's new epoch, in band with its sends (`msgctl region ...`): the
+    sequencer homing it adopts the epoch (once `base` is known), any other is fenced
+    from that record on and answers with its last seq (`runtime.core.homes`)."""
+
+    T: ClassVar[str] = "home"
+    conv: str
+    epoch: int
+    home: str
+    base: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """The JSON object of the record."""
+        return {"t": "home", "conv": self.conv, "epoch": self.epoch, "home": self.home,
+                "base": self.base}
+
+    def encode(self) -> bytes:
+        """The record's bytes."""
+        return dumps(self.to_obj())
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        f = _Fields(obj, "home change")
+        f.expect_type(cls.T)
+        return cls(f.text("conv", MAX_CONV_LEN), f.number("epoch", lo=1, hi=(1 << 23) - 1),
+                   f.text("home", MAX_ROUTE_LEN), f.integer("base", required=False))
+
+
+IngressRecord: TypeAlias = SendRequest | MarkRequest | HomeChange
 
 
 def decode_ingress(raw: Raw) -> IngressRecord:
@@ -306,6 +339,8 @@ def decode_ingress(raw: Raw) -> IngressRecord:
     kind = obj.get("t")
     if kind == SendRequest.T:
         return SendRequest.from_obj(obj)
+    if kind == HomeChange.T:
+        return HomeChange.from_obj(obj)
     if isinstance(kind, str) and kind in MARK_KINDS:
         return MarkRequest.from_obj(obj)
     raise ValueError(f"ingress record: unknown type {kind!r}")
@@ -322,7 +357,7 @@ def message_from_obj(obj: Any, what: str = "message") -> Message:
         mid=f.text("mid", MAX_ID_LEN), cid=f.text("cid", MAX_CID_LEN),
         sender=f.text("from", MAX_USER_LEN), from_device=f.text("from_device", MAX_DEVICE_LEN),
         ts=f.number("ts"), kind=f.choice("kind", KINDS), body=f.body(),
-        media=f.mapping("media"))
+        media=f.mapping("media"), moved_from=f.integer("moved_from", lo=1, required=False))
 
 
 class _Encoded:
@@ -726,5 +761,5 @@ def receipt_event(r: Receipt, delivered: int, read: int) -> bytes:
 
 
 def typing_event(t: TypingEvent) -> bytes:
-    """A `msg.events` typing record."""
+    """A `msg.typing` record (the routers read it beside `msg.events`)."""
     return TypingRecord(t).encode()

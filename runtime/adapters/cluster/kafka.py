@@ -24,6 +24,9 @@ INGRESS = "msg.ingress"
 EVENTS = "msg.events"
 SEQ_STATE = "msg.seq-state"
 PRESENCE_EVENTS = "presence.events"  # each region's online/offline flips (mirrored out)
+# typing, published by the gateways: apart from msg.events, which only the sequencer may
+# write (docs/security.md); the routers read both, and both are mirrored out
+TYPING = "msg.typing"
 
 
 def mirrored(region: str, topic: str) -> str:
@@ -33,11 +36,22 @@ def mirrored(region: str, topic: str) -> str:
 T = TypeVar("T")
 
 
+# a process has one engine identity: its SSL settings (engine_auth.kafka_settings), set
+# once at start by `configure`, go into every client it makes, to any region's Kafka
+_security: dict[str, Any] = {}
+
+
+def configure(security: dict[str, Any]) -> None:
+    """The SSL settings every Kafka client of this process uses from now on."""
+    _security.clear()
+    _security.update(security)
+
+
 def common(bootstrap: str) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, "client.dns.lookup": "use_all_dns_ips",
             "socket.keepalive.enable": True, "reconnect.backoff.max.ms": 2000,
             # small requests (one send, one transaction step) go out at once
-            "socket.nagle.disable": True}
+            "socket.nagle.disable": True, **_security}
 
 
 def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> list[str]:
@@ -53,6 +67,8 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> lis
                     "segment.ms": "600000"},
         # the newest flip per user is the region's verdict on that user
         PRESENCE_EVENTS: {"cleanup.policy": "compact", "segment.ms": "600000"},
+        # a typing event is stale within seconds
+        TYPING: {"retention.ms": "3600000", "segment.ms": "600000"},
     }
     if replicas > 1:
         for conf in wanted.values():
@@ -81,7 +97,12 @@ def take(consumer: Consumer, limit: int, timeout: float) -> list[Message]:
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+    records = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
+    for rec in records:
+        err = rec.error()
+        if err is not None and err.fatal():  # the consumer is dead (e.g. a fenced static
+            raise KafkaException(err)        # member after a broker restart)
+    return records
 
 
 def exit_for_restart(logger: logging.Logger, reason: str) -> NoReturn:
@@ -116,10 +137,14 @@ async def stop_loop(task: asyncio.Task[None] | None, worker: Worker,
 
 async def take_or_wait(worker: Worker, consumer: Consumer, limit: int, timeout: float,
                        what: str, logger: logging.Logger) -> list[Message]:
-    """`take` on the worker; a failed read is logged and answered with nothing after 1 s."""
+    """`take` on the worker; a failed read is logged and answered with nothing after 1 s.
+    A fatal error ends the process: the supervisor restarts it with a fresh consumer."""
     try:
         return await worker.run(take, consumer, limit, timeout)
     except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.fatal():
+            exit_for_restart(logger, f"reading {what} failed fatally: {err}")
         logger.warning("reading %s failed, retrying: %s", what, exc)
         await asyncio.sleep(1.0)
         return []

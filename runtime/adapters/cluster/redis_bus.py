@@ -38,11 +38,12 @@ def gateway_channel(region: str, gateway: str) -> str:
     return f"gw:{region}:{gateway}"
 
 
-def connect(url: str, *, retries: int = 1) -> aioredis.Redis:
-    """A client; `retries=0` for subscriptions, whose loss the caller must see to resync."""
+def connect(url: str, *, retries: int = 1, **auth: Any) -> aioredis.Redis:
+    """A client; `retries=0` for subscriptions, whose loss the caller must see to resync.
+    `auth`: the ACL user and TLS settings (runtime.adapters.cluster.engine_auth)."""
     return aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3,
                                    health_check_interval=10, retry_on_timeout=False,
-                                   retry=Retry(NoBackoff(), retries))
+                                   retry=Retry(NoBackoff(), retries), **auth)
 
 
 def _entry(gateway: str) -> str:
