@@ -6,6 +6,7 @@ comes back after SIGKILL fenced before it sequences anything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -242,7 +243,8 @@ async def test_an_old_home_back_after_sigkill_is_fenced_before_it_sequences(
         region(dep, "failover", EAST, "--to", WEST, "--conversations", conv, "--yes")
     finally:
         os.kill(pid, signal.SIGKILL)
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # the supervisor may have reaped it
+            os.kill(pid, signal.SIGCONT)
     # us-east's sequencer comes back (the supervisor restarts it) and is fenced: "two" is
     # sequenced by eu-west, in epoch 1, after "one"
     sent = await send_until_acked(a, conv, "two", "two", 120)
