@@ -215,7 +215,9 @@ class ChaosHost:
 
     async def _apply_process(self, entry: Entry, spec: FaultSpec) -> None:
         pattern = spec.targets[0]
-        names = self.programs.match(pattern)
+        # never the control plane: a fault on an agent would cut the operator off from
+        # the very call that applies it (and from `chaos heal`)
+        names = [n for n in self.programs.match(pattern) if not n.startswith("agent.")]
         if not names:
             raise FaultError(f"no program or runtime matches '{pattern}'")
         live = [n for n in names if self.programs.live_pid(n)]

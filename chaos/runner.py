@@ -93,6 +93,9 @@ class Runner:
         self._open_faults: dict[str, str] = {}  # supervisor fault id -> nemesis id
         self._homes_moved = False  # a failover or failback ran: converge waits for reconcile
         self._reconciled_at: float | None = None
+        # failovers/failbacks due while traffic runs: the end of traffic waits for each
+        self._moving = sum(1 for f in drill.faults if f.kind in ("failover", "failback")
+                           and f.at < drill.traffic.duration)
         self._cids = 0
         self._stop_sending = asyncio.Event()
         self._watchers: set[asyncio.Task[None]] = set()
@@ -297,6 +300,11 @@ class Runner:
         await asyncio.gather(*timers)
 
     async def _finish_nemesis(self, task: asyncio.Task[None]) -> None:
+        # a failback waiting for reconciliation when traffic ends still runs: cancelling it
+        # half-way would leave the drill's homes wherever the timeline happened to be
+        deadline = time.monotonic() + self.drill.converge_timeout
+        while self._moving and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         if task.done():
             task.result()  # re-raise an abort
             return
@@ -400,6 +408,7 @@ class Runner:
                 outcome = await asyncio.to_thread(failover.run, lambda r: failover.failback(
                     r, region), self.target.home)
         finally:
+            self._moving = max(0, self._moving - 1)
             self.history.add("nemesis", type="stop", id=nid, fault=label)
             self.progress.faults.pop(nid, None)
             self.on_change(self.progress)

@@ -108,6 +108,11 @@ class Region:
     engines: dict[str, EngineSpec] = field(default_factory=dict, hash=False, compare=False)
     media_port: int = 0  # the blob endpoint (cluster: of gateway-1, then +1 each); 0 = none
     tls: bool = field(default=False, compare=False)  # wss:// and https:// (topology `tls:`)
+    agent: str = field(default="", compare=False)  # HOST:PORT of its gRPC agent; "" = none
+
+    @property
+    def agent_port(self) -> int:
+        return int(self.agent.rsplit(":", 1)[1]) if self.agent else 0
 
     @property
     def media_url(self) -> str:
@@ -145,6 +150,8 @@ class Region:
                 out += [(port, spec.engine if key == "port" else
                          f"{spec.engine} {key.removesuffix('_port')}")
                         for key, port in spec.ports.items()]
+        if self.agent and self.agent.rsplit(":", 1)[0] in (self.host, "0.0.0.0"):
+            out.append((self.agent_port, "agent"))
         if self.media_port and self.engines:
             out += [(self.media_port + i, f"media gateway-{i + 1}")
                     for i in range(self.gateway_processes)]
@@ -279,7 +286,8 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
         if media.get("enabled", True) and (backend == "embedded" or "s3" in engines):
             media_port = (media["port"] + port_offset if media.get("port")
                           else port + MEDIA_PORT_OFFSET)
-        region = Region(name, host, port, processes, engines, media_port, tls.enabled)
+        agent = _agent_address(r.get("agent"), host, port_offset, rw)
+        region = Region(name, host, port, processes, engines, media_port, tls.enabled, agent)
         seen: dict[int, str] = {}
         for p, what in region.ports():
             if not 1 <= p <= 65535:
@@ -291,6 +299,10 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise UsageError(f"{where}: region names must be unique")
+    if any(r.agent for r in regions) and not all(r.agent for r in regions):
+        # with agents every verb goes through them: a region without one could not be run
+        raise UsageError(f"{where}: every region names an 'agent:' or none does (missing: "
+                         f"{', '.join(r.name for r in regions if not r.agent)})")
     storage = {r.engines[CASSANDRA].ports["storage_port"] for r in regions
                if CASSANDRA in r.engines and r.engines[CASSANDRA].provisioned}
     if len(storage) > 1:
@@ -332,6 +344,22 @@ def parse(raw: Any, source: str, port_offset: int = 0) -> Topology:
                          "on one line")
     return Topology(str(name), backend, regions, source,
                     limits, presence, push, media, chaos, tls, encryption)
+
+
+def _agent_address(raw: Any, host: str, port_offset: int, where: str) -> str:
+    """A region's `agent:` (HOST:PORT, or a PORT on the region's host) as HOST:PORT."""
+    if raw is None:
+        return ""
+    agent_host, port_text = host, str(raw)
+    if isinstance(raw, str) and ":" in raw:
+        agent_host, port_text = raw.rsplit(":", 1)
+    if (isinstance(raw, bool) or not isinstance(raw, str | int) or not port_text.isdigit()
+            or not HOST.fullmatch(agent_host)):
+        raise UsageError(f"{where}: agent {_shown(raw)} must be HOST:PORT or a port")
+    port = int(port_text) + port_offset
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{where}: agent port {port} is out of range 1-65535")
+    return f"{agent_host}:{port}"
 
 
 def region_by_name(regions: list[Region], name: str) -> Region:
@@ -705,6 +733,8 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
     Embedded: one node per region hosting all four runtimes. Cluster: the
     provisioned engines (which need the engine cache, see `msgctl infra fetch`),
     then sequencer, presence, push and the gateway processes of each region.
+    The agents (`plan_agents`) come before all of them; `up` plans them apart, as it
+    looks for agents already running.
     """
     programs: list[Program] = []
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -737,6 +767,65 @@ def plan(topo: Topology, python: str, config_dir: Path, home_dirs: dict[str, Pat
     return programs
 
 
+def agent_credentials(topo: Topology, home_root: Path) -> dict[str, str]:
+    """The CA the agents and the operator share (the deployment's, made when missing) and
+    the operator's client certificate: what `deployment.json` tells the CLI."""
+    files = tls.CaFiles(Path(topo.tls.ca)) if topo.tls.ca else tls.ca_files(home_root)
+    try:
+        tls.init_ca(files, topo.name)
+    except (tls.TlsError, OSError) as exc:
+        raise UsageError(f"cannot make the agents' CA: {exc}") from None
+    return files.to_json()
+
+
+def _check_bindable(address: str, what: str) -> None:
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            raise UsageError(f"{what} cannot listen on {address} ({exc.strerror}); stop what "
+                             "holds it, or choose other ports with --port-offset") from None
+
+
+def plan_agents(topo: Topology, python: str, home_root: Path) -> list[Program]:
+    """One agent per region that names an `agent:` address (first in the plan: it is how
+    the operator watches the rest come up), each with a server certificate for its host."""
+    out: list[Program] = []
+    if not any(r.agent for r in topo.regions):
+        return out
+    from msgctl.agent.transport import Credentials, healthy
+
+    creds = agent_credentials(topo, home_root)
+    files = tls.CaFiles(Path(creds["ca"]).parent)
+    trusted = Credentials(Path(creds["ca"]), Path(creds["client_cert"]),
+                          Path(creds["client_key"]))
+    for r in topo.regions:
+        if not r.agent or healthy(r.agent, trusted, 1.0):
+            continue  # none, or one already runs there (`msgctl agent serve`): use it
+        _check_bindable(r.agent, f"the agent of {r.name}")
+        host = r.agent.rsplit(":", 1)[0]
+        names = Region(r.name, host, r.gateway_port).tls_names()
+        try:
+            cert, key = tls.server_cert(files, f"agent-{r.name}", names,
+                                        out_dir=home_root / "tls")
+        except (tls.TlsError, OSError, ValueError) as exc:
+            raise UsageError(f"cannot issue the agent certificate of {r.name}: {exc}") from None
+        out.append(Program(
+            name=f"agent.{r.name}", region=r.name, runtimes=["agent"],
+            argv=[python, "-m", "msgctl.agent.server", "--home", str(home_root),
+                  "--region", r.name, "--listen", r.agent, "--ca", creds["ca"],
+                  "--cert", str(cert), "--key", str(key)],
+            health_url="", endpoint=r.agent,
+            probe={"kind": "grpc", "address": r.agent, **creds},
+            start_timeout=30.0, stop_timeout=5.0,
+            cgroup=""))  # outside the region's cgroup: a partition never cuts it off
+    return out
+
+
 def _probe(url: str, ca: str) -> dict[str, Any]:
     """An HTTP readiness probe; over https it trusts the deployment's CA."""
     return {"kind": "http", "url": url, "ca": ca} if url.startswith("https:") else {}
@@ -749,6 +838,8 @@ def to_json(topo: Topology, home_root: Path | None = None) -> str:
     for r in topo.regions:
         entry: dict[str, Any] = {"name": r.name, "host": r.host, "gateway_port": r.gateway_port,
                                  "ws_url": r.ws_url, "http_url": r.http_url}
+        if r.agent:
+            entry["agent"] = r.agent
         if topo.backend == "cluster":
             entry["gateway_urls"] = [r.gateway_ws_url(i) for i in range(r.gateway_processes)]
             entry["engines"] = {e: engine_programs.engine_endpoint(s, r.host, secure)
@@ -762,7 +853,10 @@ def to_json(topo: Topology, home_root: Path | None = None) -> str:
                   if home_root is not None and topo.encryption.enabled else ""}
     tls_info = {"enabled": topo.tls.enabled,
                 "ca": tls_ca(topo, home_root) if home_root is not None else ""}
+    agents = (agent_credentials(topo, home_root) if home_root is not None and
+              any(r.agent for r in topo.regions) else None)
     return json.dumps({"name": topo.name, "backend": topo.backend, "source": topo.source,
                        "regions": regions, "tls": tls_info, "encryption": encryption,
-                       "engine_security": security.describe(sec, topo)},
+                       "engine_security": security.describe(sec, topo),
+                       **({"agents": agents} if agents else {})},
                       indent=2)

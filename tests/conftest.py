@@ -142,9 +142,11 @@ def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
     """`count` regions on 127.0.0.1, .2, .3 with the same ports (each its own address):
     gateway base, runtimes base+10..12, Kafka base+20/21, Cassandra base+22/23 and JMX
     base+24+4i (JMX listens on localhost), Redis base+25; each region's link proxy
-    (Toxiproxy) API on base+40, its proxies above it."""
+    (Toxiproxy) API on base+40, its proxies above it; its gRPC agent on base+49 (every
+    verb goes through the agents, as with the shipped multi-region topologies)."""
     regions = [{
         "name": name, "host": host, "gateway": {"port": base, "processes": 1},
+        "agent": f"{host}:{base + 49}",
         "engines": {
             "kafka": {"port": base + 20, "controller_port": base + 21, "heap_mb": 384},
             "cassandra": {"port": base + 22, "storage_port": base + 23,

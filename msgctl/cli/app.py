@@ -14,6 +14,7 @@ import typer
 
 from msgctl import __version__
 from msgctl.cli import bench, doctor, lifecycle, logs, token
+from msgctl.cli.agent import agent_app
 from msgctl.cli.ca import ca_app
 from msgctl.cli.chaos import chaos_app
 from msgctl.cli.common import HomeOpt, err_console, json_requested
@@ -67,6 +68,7 @@ app.add_typer(drill_app, name="drill")
 app.add_typer(ca_app, name="ca")
 app.add_typer(keys_app, name="keys")
 app.add_typer(region_app, name="region")
+app.add_typer(agent_app, name="agent")
 bench.register(app)
 
 

@@ -31,11 +31,11 @@ from msgctl.deploy import lifecycle as deploy
 from msgctl.deploy.lifecycle import default_timeout
 from msgctl.deploy.status import (
     action_report,
+    current,
     faults_in_force,
     push_queue_depths,
     replication_links,
     report,
-    runtime_rows,
 )
 from msgctl.errors import EXIT_FAILED, EXIT_NOT_RUNNING, MsgctlError, UsageError
 from msgctl.home import Home
@@ -192,7 +192,8 @@ def _uptime(seconds: float | None) -> str:
 
 
 _COLOURS = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow", "STOPPING": "yellow",
-            "FATAL": "bold red", "STOPPED": "dim", "UNHEALTHY": "red"}
+            "FATAL": "bold red", "STOPPED": "dim", "UNHEALTHY": "red",
+            "OFFLINE": "bold red", "UNKNOWN": "yellow"}
 
 
 def print_status(h: Home) -> bool:
@@ -205,8 +206,7 @@ def print_status(h: Home) -> bool:
 def status_view(h: Home) -> tuple[Group, bool]:
     """What `msgctl status` shows, as one renderable (`--watch` redraws it in place)."""
     parts: list[RenderableType] = []
-    running = h.supervisor_pid() is not None
-    rows = runtime_rows(client.read_state(h), running)
+    rows, running, _ = current(h)
     deployment = h.deployment() or {}
     # fits 80 columns: nothing folds (a URL cut in two cannot be copied), the runtime
     # column does not repeat the region's name, the table has no outer padding
@@ -242,7 +242,8 @@ def status_view(h: Home) -> tuple[Group, bool]:
             parts.append(Text("push queue: " + ", ".join(
                 f"{region} {'?' if d is None else d}" for region, d in depths.items())))
     for r in rows:
-        if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] == ENGINE):
+        if r["message"] and (r["runtime"].startswith("gateway") or r["kind"] in (ENGINE,
+                                                                                  "agent")):
             parts.append(Text.from_markup(f"[yellow]{escape(r['program'])}[/]: "
                                           f"{escape(r['message'])}"))
     faults = faults_in_force(h)

@@ -8,18 +8,20 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import time
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from queue import Queue
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from msgctl.cli.common import HomeOpt, JsonOpt, console, get_home
+from msgctl.cli.common import HomeOpt, JsonOpt, console, err_console, get_home
 from msgctl.deploy import logs as logs_mod
 from msgctl.deploy.logs import Filter, Line
-from msgctl.errors import UsageError
+from msgctl.errors import MsgctlError, UsageError
 from msgctl.home import Home
 
 _PALETTE = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
@@ -130,76 +132,98 @@ def logs(
         names = ", ".join(f.stem for f in sorted(h.logs.glob("*.log"))) or "none"
         where = f" in region {keep.region}" if keep.region else ""
         raise UsageError(f"no log matches '{target}'{where}; there are: {names}")
-    regions = _regions(h)
-    colours = {f: _PALETTE[i % len(_PALETTE)] for i, f in enumerate(files)}
+    colours: dict[str, str] = {}
     width = max(len(f.stem) for f in files)
-    readers: dict[Path, logs_mod.Reader] = {}
-    offsets: dict[Path, int] = {}
-    history: list[list[Line]] = []
-    for f in files:
-        try:
-            offsets[f] = f.stat().st_size
-            # unfiltered, each file's newest `lines` hold the newest of all
-            unfiltered = keep.since is None and keep.level is None and keep.grep is None
-            read = logs_mod.read(f, regions, tail=lines if unfiltered else None)
-        except FileNotFoundError:
-            continue
-        history.append([x for x in read if keep.keep(x)])
-        readers[f] = logs_mod.Reader(f.stem, logs_mod.region_of(f.stem, regions))
-        if read:  # a line -f reads next without a stamp continues this one
-            readers[f].time, readers[f].level = read[-1].time, read[-1].level
-    merged = list(logs_mod.merge(history))
 
-    def emit(line: Line, f: Path) -> None:
+    def emit(line: Line) -> None:
+        nonlocal width
         if json_out:
             print(json.dumps(line.to_json()), flush=True)
-        else:
-            console.print(show(line, colours[f], width), highlight=False)
+            return
+        if line.log not in colours:
+            colours[line.log] = _PALETTE[len(colours) % len(_PALETTE)]
+            width = max(width, len(line.log))
+        console.print(show(line, colours[line.log], width), highlight=False)
 
-    by_log = {f.stem: f for f in files}
-    for line in merged[-lines:] if lines else []:
-        emit(line, by_log[line.log])
-    if not follow:
-        return
-    pending: dict[Path, bytes] = {}
+    from msgctl.agent.transport import agents_of  # grpc loads only where agents are
+
     try:
-        while True:
-            for f in _files(h.logs, target):
-                if keep.region is not None and logs_mod.region_of(f.stem) != keep.region:
-                    continue
-                if f not in colours:
-                    colours[f] = _PALETTE[len(colours) % len(_PALETTE)]
-                    offsets[f] = 0
-                    width = max(width, len(f.stem))
-                if f not in readers:
-                    readers[f] = logs_mod.Reader(f.stem, logs_mod.region_of(f.stem, regions))
-                try:
-                    size = f.stat().st_size
-                except FileNotFoundError:
-                    continue
-                if size < offsets.get(f, 0):
-                    offsets[f] = 0  # truncated or replaced
-                if size == offsets.get(f, 0):
-                    continue
-                with f.open("rb") as fh:
-                    fh.seek(offsets.get(f, 0))
-                    chunk = pending.pop(f, b"") + fh.read()
-                    offsets[f] = fh.tell()
-                *complete, rest = chunk.split(b"\n")
-                if rest:
-                    pending[f] = rest
-                for raw in complete:
-                    text = raw.decode("utf-8", "replace")
-                    if not text.strip():
-                        continue
-                    line = readers[f].line(text)
-                    if line.time is None:
-                        line.time = time.time()  # a new file's first lines: just written
-                    if keep.keep(line):
-                        emit(line, f)
-            time.sleep(0.2)
+        if agents_of(h.deployment()) and h.supervisor_pid() is not None:
+            _through_agents(h, target, keep, lines, follow, emit)
+        else:
+            for line in logs_mod.stream(h.logs, target, keep, lines, follow, _regions(h)):
+                emit(line)
     except KeyboardInterrupt:
         pass
+
+
+def _through_agents(h: Home, target: str, keep: Filter, lines: int, follow: bool,
+                    emit: Callable[[Line], None]) -> None:
+    """The logs of each region's agent (gRPC Logs.Follow): their last `lines` merged by
+    time, then (with `follow`) new lines from every agent as they come. An agent that
+    does not answer is a warning while another one does (`--region` aims at one: then
+    it is the error)."""
+    from msgctl.agent import convert, transport
+    from msgctl.v1 import agent_pb2 as pb
+
+    request = pb.FollowRequest(glob=target, lines=min(lines, 2**31 - 1), follow=follow,
+                               since=keep.since or 0.0, level=keep.level or "",
+                               grep=keep.grep.pattern if keep.grep else "")
+    with transport.Agents(h) as agents:
+        chosen = ([agents.by_region(keep.region)] if keep.region is not None
+                  else agents.list)
+        # each agent's stream in a thread of its own, into one queue: (agent, item) where
+        # item is a Line, HISTORY_END, DONE or the error that ended the stream
+        queue: Queue[tuple[str, object]] = Queue()
+
+        def pump(agent: transport.Agent) -> None:
+            try:
+                for m in agents.follow(agent, request):
+                    queue.put((agent.region, convert.line_from_pb(m) if m.log
+                               else _HISTORY_END))
+                queue.put((agent.region, _DONE))
+            except BaseException as exc:  # noqa: BLE001 (reported by the printing thread)
+                queue.put((agent.region, exc))
+
+        for a in chosen:
+            threading.Thread(target=pump, args=(a,), daemon=True).start()
+        live = {a.region for a in chosen}
+        waiting = set(live)  # agents whose history has not fully come
+        history: dict[str, list[Line]] = {a.region: [] for a in chosen}
+        failures: list[str] = []
+
+        def ended(region: str, item: object) -> None:
+            live.discard(region)
+            waiting.discard(region)
+            if isinstance(item, BaseException):
+                failures.append(str(item))
+                if len(chosen) > 1 and (live or waiting):
+                    err_console.print(f"msgctl: {item}", highlight=False)
+
+        while waiting:
+            region, item = queue.get()
+            if isinstance(item, Line):
+                history[region].append(item)
+            elif item is _HISTORY_END:
+                waiting.discard(region)
+            else:
+                ended(region, item)
+        if failures and not live and not any(history.values()):
+            raise MsgctlError(failures[0])
+        merged = list(logs_mod.merge(list(history.values())))
+        for line in merged[-lines:] if lines else []:
+            emit(line)
+        while follow and live:
+            region, item = queue.get()
+            if isinstance(item, Line):
+                emit(item)
+            elif item is not _HISTORY_END:
+                ended(region, item)
+        if follow and failures:
+            raise MsgctlError(failures[-1])
+
+
+_HISTORY_END, _DONE = object(), object()
 
 
 def register(app: typer.Typer) -> None:

@@ -74,6 +74,8 @@ def ports(topo: topo_mod.Topology, engines_only: bool) -> list[tuple[str, int]]:
     out = []
     for region in topo.regions:
         for port, what in region.ports():
+            if what == "agent":  # one may run already (`msgctl agent serve`): plan_agents
+                continue
             is_engine = what.split()[0] in ENGINES
             if is_engine or not engines_only:
                 out.append((region.host, port))
@@ -128,8 +130,9 @@ def _prepare(home: Home, topology: str, port_offset: int, engines_only: bool,
     if engines_only:
         programs = topo_mod.plan_engines(topo, home.root, proxy_binary)
     else:
-        programs = topo_mod.plan(topo, sys.executable, home.config, home.dirs, home.secret(),
-                                 home_root=home.root, proxy_binary=proxy_binary)
+        programs = topo_mod.plan_agents(topo, sys.executable, home.root) + topo_mod.plan(
+            topo, sys.executable, home.config, home.dirs, home.secret(), home_root=home.root,
+            proxy_binary=proxy_binary)
     for p in programs:
         if p.prepare and not (p.prepare_creates and Path(p.prepare_creates).exists()):
             with hooks.step(f"{p.name}: preparing its storage…"):

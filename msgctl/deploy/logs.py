@@ -298,3 +298,75 @@ def since(text: str, now: float | None = None) -> float:
         pass
     raise ValueError(f"bad --since '{text}': use a duration back from now (90s, 10m, 1h30m, "
                      "2d) or a time (2026-12-04T12:00, 12:30)")
+
+
+def files(logs: Path, pattern: str, region: str | None = None) -> list[Path]:
+    """The log files under `logs` whose name matches the glob `pattern` (and `region`)."""
+    import fnmatch
+
+    return [f for f in sorted(logs.glob("*.log")) if fnmatch.fnmatch(f.stem, pattern)
+            and (region is None or region_of(f.stem) == region)]
+
+
+def stream(logs: Path, pattern: str, keep: Filter, lines: int, follow: bool,
+           regions: Iterable[str] = (), stopped: Any = None,
+           poll: float = 0.2, history_end: Any = None) -> Iterator[Any]:
+    """The last `lines` lines `keep` keeps of the matching files, merged by time; then,
+    with `follow`, `history_end` (when given) and each new kept line as it is written
+    (files that appear later too) until `stopped()` is true: no line written between
+    the two parts is lost. What `msgctl logs` prints and an agent's Logs.Follow
+    streams."""
+    regions = list(regions)
+    chosen = files(logs, pattern, keep.region)
+    readers: dict[Path, Reader] = {}
+    offsets: dict[Path, int] = {}
+    history: list[list[Line]] = []
+    unfiltered = keep.since is None and keep.level is None and keep.grep is None
+    for f in chosen:
+        try:
+            offsets[f] = f.stat().st_size
+            # unfiltered, each file's newest `lines` hold the newest of all
+            got = read(f, regions, tail=lines if unfiltered else None)
+        except FileNotFoundError:
+            continue
+        history.append([x for x in got if keep.keep(x)])
+        readers[f] = Reader(f.stem, region_of(f.stem, regions))
+        if got:  # a line -f reads next without a stamp continues this one
+            readers[f].time, readers[f].level = got[-1].time, got[-1].level
+    merged = list(merge(history))
+    yield from (merged[-lines:] if lines else [])
+    if not follow:
+        return
+    if history_end is not None:
+        yield history_end
+    pending: dict[Path, bytes] = {}
+    while stopped is None or not stopped():
+        for f in files(logs, pattern, keep.region):
+            if f not in readers:
+                readers[f] = Reader(f.stem, region_of(f.stem, regions))
+                offsets[f] = 0
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size < offsets.get(f, 0):
+                offsets[f] = 0  # truncated or replaced
+            if size == offsets.get(f, 0):
+                continue
+            with f.open("rb") as fh:
+                fh.seek(offsets.get(f, 0))
+                chunk = pending.pop(f, b"") + fh.read()
+                offsets[f] = fh.tell()
+            *complete, rest = chunk.split(b"\n")
+            if rest:
+                pending[f] = rest
+            for raw in complete:
+                text = raw.decode("utf-8", "replace")
+                if not text.strip():
+                    continue
+                line = readers[f].line(text)
+                if line.time is None:
+                    line.time = time.time()  # a new file's first lines: just written
+                if keep.keep(line):
+                    yield line
+        time.sleep(poll)

@@ -14,6 +14,7 @@ from typing import Any
 
 from msgctl import topology as topo_mod
 from msgctl.deploy import metrics
+from msgctl.errors import MsgctlError
 from msgctl.home import Home
 from msgctl.infra import replication
 from msgctl.supervisor import client
@@ -45,7 +46,7 @@ def runtime_rows(state: dict[str, Any] | None, running: bool) -> list[dict[str, 
                 "pid": p["pid"] if running else None,
                 "uptime_s": round(up_for, 1) if up_for is not None else None,
                 "restarts": p["restarts"],
-                "endpoint": p["endpoint"] if runtime == "gateway" or engine else None,
+                "endpoint": p["endpoint"] if runtime in ("gateway", "agent") or engine else None,
                 "message": p.get("message", ""),
             })
     return rows
@@ -84,13 +85,52 @@ def push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
     return out
 
 
+def current(h: Home) -> tuple[list[dict[str, Any]], bool, list[dict[str, Any]]]:
+    """Every runtime row, whether the deployment runs (its supervisor here does, whatever
+    its agents answer), and its agents (one row each:
+    region, address, state, version, since when and why unreachable; none without
+    agents). A deployment with agents is asked through them; a region whose agent does
+    not answer shows the agent UNREACHABLE and its programs UNKNOWN."""
+    running = h.supervisor_pid() is not None
+    state = client.read_state(h)
+    if not running or not any(isinstance(r, dict) and r.get("agent") for r in (
+            h.deployment() or {}).get("regions", [])):
+        return runtime_rows(state, running), running, []
+    from msgctl.agent import transport  # grpc loads only where there are agents
+
+    agents = transport.agents_of(h.deployment())
+    try:
+        with transport.Agents(h) as conn:
+            programs, agent_rows = transport.status_all(h, conn)
+    except MsgctlError as exc:  # no operator certificate: every agent is out of reach
+        programs = []
+        agent_rows = [{"region": a.region, "address": a.address, "state": "refused",
+                       "version": None, "since": None, "reason": str(exc), "error": str(exc)}
+                      for a in agents]
+    down = {a["region"]: a for a in agent_rows if a["state"] != "up"}
+    # what this host's state file says of the regions no agent answered for
+    unknown = [{**p, "state": "UNKNOWN", "pid": None, "started_at": None}
+               for p in (state or {}).get("programs", [])
+               if p.get("region") in down and p.get("name") != f"agent.{p.get('region')}"]
+    rows = runtime_rows({"programs": programs + unknown}, True)
+    for region, a in down.items():
+        since = (f"since {time.strftime('%H:%M:%S', time.localtime(a['since']))}: "
+                 if a.get("since") else "")
+        rows.insert(0, {"region": region, "runtime": f"agent.{region}",
+                        "program": f"agent.{region}", "kind": "agent",
+                        "state": "OFFLINE", "pid": None, "uptime_s": None,
+                        "restarts": 0, "endpoint": a["address"],
+                        "message": f"{a['state']} {since}{a.get('reason') or a['error']}"})
+    return rows, running, agent_rows
+
+
 def report(h: Home) -> dict[str, Any]:
     """The whole status of the deployment under `h` (``msgctl status --json``)."""
-    running = h.supervisor_pid() is not None
     deployment = h.deployment() or {}
+    rows, running, agents = current(h)
     return {"home": str(h.root), "running": running, "topology": deployment.get("name"),
             "regions": deployment.get("regions", []),
-            "runtimes": runtime_rows(client.read_state(h), running),
+            "runtimes": rows, **({"agents": agents} if agents else {}),
             "push_queue": push_queue_depths(deployment) if running and
             deployment.get("scope") != "engines" else {},
             "replication": [link.to_dict() for link in replication_links(deployment)]

@@ -11,6 +11,19 @@ from msgctl.home import Home
 
 
 def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    """`op` on the deployment under `home`, and its reply: through its regions' agents when
+    its topology names them (the agents' gRPC API, mutual TLS), else to the supervisor's
+    control socket. `shutdown` is always the local supervisor's (`msgctl down`)."""
+    if op != "shutdown" and any(isinstance(r, dict) and r.get("agent") for r in (
+            home.deployment() or {}).get("regions", [])):
+        from msgctl.agent import transport  # grpc loads only where there are agents
+
+        return transport.command(home, op, timeout, **args)
+    return socket_command(home, op, timeout, **args)
+
+
+def socket_command(home: Home, op: str, timeout: float = 120.0,
+                   **args: Any) -> dict[str, Any]:
     """Send `op` to the supervisor of `home` and return its reply; `timeout` bounds the
     whole exchange, so a command that restarts engines passes their own deadlines."""
     if home.supervisor_pid() is None:

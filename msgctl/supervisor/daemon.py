@@ -113,6 +113,14 @@ async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None
         if program.kind == ENGINE:  # an engine with an HTTP API (Toxiproxy)
             return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}, **body}
         return body
+    if spec.get("kind") == "grpc":  # an agent: grpc.health.v1 under mutual TLS
+        from msgctl.agent.transport import Credentials, healthy
+
+        creds = Credentials(Path(spec["ca"]), Path(spec["client_cert"]),
+                            Path(spec["client_key"]))
+        if not await asyncio.to_thread(healthy, spec["address"], creds, max(timeout, 2.0)):
+            return None
+        return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}}
     from msgctl.infra import probes  # the engine drivers load only where engines run
 
     answer = await probes.check(spec, timeout=max(timeout, 3.0))
@@ -192,7 +200,7 @@ class Supervisor:
         log_path = self.home.logs / f"{m.program.name}.log"
         env = {**os.environ, **m.program.env} if m.program.env else None
         argv = m.program.argv
-        if self.chaos is not None:
+        if self.chaos is not None and m.program.cgroup:  # "": outside every region's cgroup
             argv = self.chaos.wrap(m.program.region, m.program.cgroup, argv)
         # the program's output may hold anything it prints: 0600 from its creation; and
         # what the program itself creates (store, engine data, its logs) is private too,
@@ -423,7 +431,7 @@ class Supervisor:
                 reply: dict[str, Any] = {"ok": True, **self.snapshot()}
             elif op == "restart":
                 pattern = str(cmd.get("glob", "*"))
-                names = self.match(pattern)
+                names = self._names(cmd, pattern)
                 if not names:
                     reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'",
                              "code": 2}
@@ -438,10 +446,11 @@ class Supervisor:
                                                        or (both and n in dependents)],
                              "dependents": dependents, **self.snapshot()}
             elif op == "kill":
-                reply = self.kill(str(cmd.get("glob", "")), cmd.get("signal"))
+                reply = self.kill(str(cmd.get("glob", "")), cmd.get("signal"),
+                                  self._names(cmd, None) if "names" in cmd else None)
             elif op in ("stop", "start"):
                 pattern = str(cmd.get("glob", ""))
-                names = self.match(pattern) if pattern else []
+                names = self._names(cmd, pattern) if pattern or "names" in cmd else []
                 if not names:
                     reply = {"ok": False, "error": f"no program or runtime matches '{pattern}'",
                              "code": 2}
@@ -483,14 +492,23 @@ class Supervisor:
         except (KeyError, TypeError, ValueError) as exc:
             return {"ok": False, "error": f"bad fault: {exc}", "code": 2}
 
+    def _names(self, cmd: dict[str, Any], pattern: str | None) -> list[str]:
+        """The programs a command names: `names` (exact, as a region's agent sends them)
+        when given, else those `pattern` matches."""
+        names = cmd.get("names")
+        if isinstance(names, list):
+            return [n for n in self.order if n in {str(x) for x in names}]
+        return self.match(pattern) if pattern is not None else []
+
     def match(self, pattern: str) -> list[str]:
         """Programs matching a glob on the program or on a runtime it hosts (gateway.local)."""
         return match_programs([self.managed[n].program for n in self.order], pattern)
 
-    def kill(self, pattern: str, sig: Any) -> dict[str, Any]:
+    def kill(self, pattern: str, sig: Any, names: list[str] | None = None) -> dict[str, Any]:
         """Signal the process group of every matching program that runs (``msgctl kill``);
         unlike `stop_some` the program stays wanted, so its restart policy brings it back."""
-        names = self.match(pattern) if pattern else []
+        if names is None:
+            names = self.match(pattern) if pattern else []
         if not names:
             return {"ok": False, "error": f"no program or runtime matches '{pattern}'",
                     "code": 2}

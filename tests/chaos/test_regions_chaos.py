@@ -71,12 +71,29 @@ def test_each_region_runs_in_its_cgroup_behind_its_link_proxy(regions: Regions) 
     ident = deployment_id(dep.home)
     for row in dep.status()["runtimes"]:
         cgroup = Path(f"/proc/{row['pid']}/cgroup").read_text()
+        if row["program"].startswith("agent."):  # the control plane is never cut off
+            assert f"/msgctl/{ident}/" not in cgroup, (row["program"], cgroup)
+            continue
         role = "proxy" if row["program"].startswith("toxiproxy.") else "programs"
         assert f"/msgctl/{ident}/{row['region']}/{role}" in cgroup, (row["program"], cgroup)
     listing = proxies(dep)
     assert set(listing[EAST]) == {f"{WEST}-kafka", f"{WEST}-cassandra", f"{WEST}-redis"}
     rules = netfilter.snapshot()
     assert f"-A OUTPUT -j MSGCTL-{ident}" in rules and "DNAT" in rules
+
+
+def test_each_region_is_operated_through_its_agent(regions: Regions) -> None:
+    dep = regions
+    agents = json.loads(msgctl("agent", "list", "--json", "--home", str(dep.home)).stdout)
+    assert [(a["region"], a["state"]) for a in agents] == [(EAST, "up"), (WEST, "up")]
+    report = dep.status()
+    assert [a["state"] for a in report["agents"]] == ["up", "up"]
+    # the whole stack, both regions, as the agents report it
+    programs = {r["program"] for r in report["runtimes"]}
+    assert {f"kafka.{EAST}", f"kafka.{WEST}", f"agent.{EAST}", f"agent.{WEST}"} <= programs
+    lines = msgctl("logs", "kafka*", "--region", WEST, "-n", "5", "--json", "--home",
+                   str(dep.home)).stdout.splitlines()
+    assert lines and {json.loads(x)["program"] for x in lines} == {f"kafka.{WEST}"}
 
 
 def test_a_partition_drill_keeps_every_acknowledged_message(regions: Regions,

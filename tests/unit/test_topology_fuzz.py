@@ -204,6 +204,27 @@ def test_valid_limits_presence_and_push_values_are_kept() -> None:
     check_usable(topo)
 
 
+def test_agent_addresses_parse_with_the_port_offset() -> None:
+    raw = {"regions": [
+        {"name": "a", "host": "127.0.0.1", "gateway": {"port": 7400},
+         "agent": "127.0.0.1:7700"},
+        {"name": "b", "host": "127.0.0.2", "gateway": {"port": 7400}, "agent": 7701}]}
+    topo = topo_mod.parse(raw, SOURCE, port_offset=10)
+    assert [r.agent for r in topo.regions] == ["127.0.0.1:7710", "127.0.0.2:7711"]
+    raw["regions"].append({"name": "c", "host": "127.0.0.3", "gateway": {"port": 7400}})
+    with pytest.raises(UsageError, match=r"every region names an 'agent:' .*missing: c\)"):
+        topo_mod.parse(raw, SOURCE)
+    clash = {"regions": [{"name": "a", "host": "127.0.0.1", "gateway": {"port": 7400},
+                          "agent": 7400}]}
+    with pytest.raises(UsageError, match="agent and gateway both use port 7400"):
+        topo_mod.parse(clash, SOURCE)
+    for bad in ("127.0.0.1", "host:port", ":7700", True, 70000, "a b:1", [7700]):
+        raw = {"regions": [{"name": "a", "host": "127.0.0.1", "gateway": {"port": 7400},
+                            "agent": bad}]}
+        with pytest.raises(UsageError, match="agent"):
+            topo_mod.parse(raw, SOURCE)
+
+
 BAD_FILES: dict[str, bytes] = {
     "syntax": b"regions: [\n  - name: x\n  bad: : :\n",
     "not a mapping": b"- 1\n- 2\n",
