@@ -62,7 +62,12 @@ class Scope:
         return [p for p in load_plan(self.home) if p.region == self.region
                 and p.runtimes != ["agent"]]
 
-    def match(self, pattern: str) -> list[str]:
+    async def match(self, context: grpc.aio.ServicerContext, pattern: str) -> list[str]:
+        """The region's programs `pattern` matches; a call ends (FAILED_PRECONDITION) when
+        the host's supervisor is not running (an agent outlives `msgctl down`)."""
+        if self.home.supervisor_pid() is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"nothing is running under {self.home.root} (run 'msgctl up')")
         return match_programs(self.programs(), pattern) if pattern else []
 
     async def command(self, context: grpc.aio.ServicerContext, op: str,
@@ -110,7 +115,8 @@ class SupervisorService(rpc.SupervisorServicer):
     async def _verb(self, op: str, request: pb.ProgramsRequest,
                     context: grpc.aio.ServicerContext) -> pb.ActionReply:
         await _hello(context)
-        names = self.scope.match(request.glob or ("*" if op == "restart" else ""))
+        names = await self.scope.match(context, request.glob or ("*" if op == "restart"
+                                                                  else ""))
         if not names:  # nothing of this region: not an error here, the CLI decides
             return pb.ActionReply()
         args: dict[str, Any] = {"names": names, "glob": request.glob}
@@ -137,7 +143,7 @@ class SupervisorService(rpc.SupervisorServicer):
     async def Signal(self, request: pb.SignalRequest,  # noqa: N802
                      context: grpc.aio.ServicerContext) -> pb.ActionReply:
         await _hello(context)
-        names = self.scope.match(request.glob)
+        names = await self.scope.match(context, request.glob)
         if not names:
             return pb.ActionReply()
         reply = await self.scope.command(context, "kill", glob=request.glob, names=names,
