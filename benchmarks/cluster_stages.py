@@ -125,7 +125,7 @@ def main() -> None:
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
     after = scrape_all(points)
     stages: dict[str, Any] = {}
-    for name, _, _ in points:
+    for name, *_ in points:
         for metric, d in delta(before.get(name, {}), after.get(name, {})).items():
             s_ = summary(d)
             if s_["count"]:
