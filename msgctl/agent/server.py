@@ -41,7 +41,8 @@ from msgctl.v1 import agent_pb2 as pb
 from msgctl.v1 import agent_pb2_grpc as rpc
 
 # operators' CLIs ping every 10 s on a quiet `logs -f` (to notice a lost agent): allow it
-SERVER_OPTIONS = [("grpc.keepalive_permit_without_calls", 1),
+SERVER_OPTIONS = [("grpc.so_reuseport", 0),  # a second agent on one address must fail
+                  ("grpc.keepalive_permit_without_calls", 1),
                   ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                   ("grpc.http2.max_ping_strikes", 0)]
 
@@ -266,12 +267,13 @@ async def serve(home: Home, region: str, listen: str, ca: Path, cert: Path, key:
     try:
         credentials = server_credentials(ca, cert, key)
     except OSError as exc:
-        print(f"msgctl agent: cannot read its certificate: {exc}", file=sys.stderr)
+        print(f"msgctl: the agent cannot read its certificate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
-        print(f"msgctl agent: cannot listen on {listen}: {exc}", file=sys.stderr)
+        print(f"msgctl: the agent cannot listen on {listen} ({exc}); is one running there "
+              "already? ('msgctl agent list')", file=sys.stderr)
         return EXIT_USAGE
     await server.start()
     for name in ["", *names]:

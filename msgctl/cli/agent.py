@@ -116,6 +116,5 @@ def serve(
 
     console.print(f"msgctl agent {__version__} for {region} on {address} (Ctrl-C stops it)")
     code = asyncio.run(server.serve(h, region, address, files.ca, cert, key))
-    if code:
-        raise MsgctlError(f"the agent could not listen on {address} (is one running "
-                          "there already? 'msgctl agent list')", code)
+    if code:  # the agent said why, in one line
+        raise typer.Exit(code)

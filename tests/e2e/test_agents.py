@@ -266,6 +266,13 @@ def test_a_stopped_agent_is_a_row_while_the_other_region_is_controlled(two: Two)
     assert isinstance(rows, list) and [r["state"] for r in rows] == ["up", "up"]
 
 
+def test_serving_where_an_agent_already_listens_is_one_line(two: Two) -> None:
+    proc = two.run("agent", "serve", "--region", "east", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"the agent cannot listen on {two.agents['east']}" in proc.stderr
+
+
 def test_version_note() -> None:
     major, minor, *_ = __version__.split(".")
     assert transport.version_note("x", __version__) is None
