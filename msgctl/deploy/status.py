@@ -87,10 +87,10 @@ def push_queue_depths(deployment: dict[str, Any]) -> dict[str, int | None]:
 
 def current(h: Home) -> tuple[list[dict[str, Any]], bool, list[dict[str, Any]]]:
     """Every runtime row, whether the deployment runs (its supervisor here does, whatever
-    its agents answer), and its agents (one row each:
-    region, address, state, version, since when and why unreachable; none without
-    agents). A deployment with agents is asked through them; a region whose agent does
-    not answer shows the agent UNREACHABLE and its programs UNKNOWN."""
+    its agents answer), and its agents (one row each: region, address, state, version,
+    since when and why unreachable; none without agents). A deployment with agents is
+    asked through them; a region whose agent does not answer shows the agent OFFLINE
+    (the message says why) and its other programs UNKNOWN."""
     running = h.supervisor_pid() is not None
     state = client.read_state(h)
     if not running or not any(isinstance(r, dict) and r.get("agent") for r in (
