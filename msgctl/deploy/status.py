@@ -93,8 +93,7 @@ def current(h: Home) -> tuple[list[dict[str, Any]], bool, list[dict[str, Any]]]:
     (the message says why) and its other programs UNKNOWN."""
     running = h.supervisor_pid() is not None
     state = client.read_state(h)
-    if not running or not any(isinstance(r, dict) and r.get("agent") for r in (
-            h.deployment() or {}).get("regions", [])):
+    if not running or not client.has_agents(h.deployment()):
         return runtime_rows(state, running), running, []
     from msgctl.agent import transport  # grpc loads only where there are agents
 

@@ -14,12 +14,18 @@ def command(home: Home, op: str, timeout: float = 120.0, **args: Any) -> dict[st
     """`op` on the deployment under `home`, and its reply: through its regions' agents when
     its topology names them (the agents' gRPC API, mutual TLS), else to the supervisor's
     control socket. `shutdown` is always the local supervisor's (`msgctl down`)."""
-    if op != "shutdown" and any(isinstance(r, dict) and r.get("agent") for r in (
-            home.deployment() or {}).get("regions", [])):
+    if op != "shutdown" and has_agents(home.deployment()):
         from msgctl.agent import transport  # grpc loads only where there are agents
 
         return transport.command(home, op, timeout, **args)
     return socket_command(home, op, timeout, **args)
+
+
+def has_agents(deployment: dict[str, Any] | None) -> bool:
+    """The deployment's regions name gRPC agents (then every verb goes through them);
+    answered without loading grpc."""
+    return any(isinstance(r, dict) and r.get("agent")
+               for r in (deployment or {}).get("regions", []))
 
 
 def socket_command(home: Home, op: str, timeout: float = 120.0,
