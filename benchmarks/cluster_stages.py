@@ -9,15 +9,19 @@ one open-loop 1:1 step at RATE msgs/s, and prints per histogram the count, the m
 and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write. Next to them, the client's own
-send -> sent and send -> deliver percentiles of the step.
+send -> sent and send -> deliver percentiles of the step, and the CPU each
+supervised program (engines and runtimes) used during it, in % of one core:
+on a small machine the latency is mostly time spent waiting for a core.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from msgctl import topology as topo_mod  # noqa: E402
 from msgctl.bench import runner  # noqa: E402
 from msgctl.deploy import metrics  # noqa: E402
 from msgctl.home import Home, default_home  # noqa: E402
+from msgctl.supervisor.client import read_state  # noqa: E402
 from msgctl.tls import trust, trust_children  # noqa: E402
 
 STAGES = {
@@ -103,6 +108,32 @@ def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
             for name, host, port, tls in points}
 
 
+def cpu_ticks(home: Home) -> dict[str, int]:
+    """program -> CPU ticks (user + system) its process and children used so far."""
+    out: dict[str, int] = {}
+    for prog in (read_state(home) or {}).get("programs", []):
+        pid = prog.get("pid")
+        if not pid:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime
+        out[prog["name"]] = sum(int(f) for f in fields[11:15])
+    return out
+
+
+def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
+                ) -> dict[str, float]:
+    """program -> % of one core over `seconds`, busiest first (programs that restarted
+    in between are left out: their counters started again)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used = {name: (t - before[name]) / hz / seconds * 100 for name, t in after.items()
+            if name in before and t >= before[name]}
+    return {k: round(v, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +153,9 @@ def main() -> None:
     s = runner.Settings.quick()
     s.warmup_seconds = 1.0
     before = scrape_all(points)
+    ticks, t0 = cpu_ticks(home), time.monotonic()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
+    cpu = cpu_percent(ticks, cpu_ticks(home), time.monotonic() - t0)
     after = scrape_all(points)
     stages: dict[str, Any] = {}
     for name, *_ in points:
@@ -135,7 +168,7 @@ def main() -> None:
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
                       "errors": step.errors},
-           "stages": stages}
+           "stages": stages, "cpu_percent": cpu}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -153,6 +186,8 @@ def main() -> None:
     table.add_row("client", "send -> deliver", "", "", str(c["send_deliver_p50_ms"]),
                   str(c["send_deliver_p99_ms"]))
     Console().print(table)
+    Console().print("CPU during the step (% of one core): " + ", ".join(
+        f"{name} {pct:.0f}" for name, pct in cpu.items()))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,14 @@ from runtime import keyring as keyring_mod
 from runtime.adapters.cluster import engine_auth, kafka
 from runtime.adapters.cluster.cassandra_store import CassandraStore
 from runtime.adapters.cluster.kafka import EVENTS, TYPING, AsyncProducer, ensure_topics, mirrored
-from runtime.adapters.cluster.redis_bus import RedisDirectory, RegionsOnline, connect
+from runtime.adapters.cluster.redis_bus import (
+    PUSH_TOKENS,
+    AnnouncedTokens,
+    RedisDirectory,
+    RegionsOnline,
+    Subscriber,
+    connect,
+)
 from runtime.adapters.push import build_provider
 from runtime.cluster.feed import EventFeed
 from runtime.cluster.gateway_link import (
@@ -46,6 +54,10 @@ from runtime.media.s3 import S3BlobStore, S3MediaServer
 from runtime.media.service import MediaService
 from runtime.push import push_service
 from runtime.tls import scheme, server_tls
+
+# seconds the push runtime keeps a user's push tokens; the gateways announce changes, so
+# this only bounds one announcement missed
+PUSH_TOKEN_TTL = 10.0
 
 log = logging.getLogger("msgctl.node")
 
@@ -166,16 +178,29 @@ class ClusterNode:
         provider = build_provider(self.config.push, Path(self.config.data_dir),
                                   self.config.region)
         push = push_service(self.config, Conversations(store), store, directory, provider,
-                            marks)
+                            marks, token_ttl=PUSH_TOKEN_TTL)
         self.parts["push"] = push
         await push.start()
         self._stops.append(push.stop)
+        # the gateways announce token changes; after a lost subscription, anything may
+        # have changed meanwhile
+        tokens = Subscriber(self._redis(retries=0), [PUSH_TOKENS],
+                            lambda _channel, user: push.forget_tokens(user.decode()),
+                            on_reconnect=self._forget_all_tokens(push))
+        await tokens.start()
+        self._stops.append(tokens.stop)
         feed = EventFeed(self.engines.kafka_bootstrap, f"msgctl-push-{self.config.region}",
                          push.on_event)
         await feed.start()
         self._stops.append(feed.stop)
         logging.getLogger("msgctl.push").info("ready: %s",
                                               push.provider.describe())
+
+    @staticmethod
+    def _forget_all_tokens(push: Any) -> Callable[[], Awaitable[None]]:
+        async def forget() -> None:
+            push.forget_tokens()
+        return forget
 
     async def _start_gateway(self) -> None:
         cfg = self.config
@@ -201,7 +226,10 @@ class ClusterNode:
         await presence.start()
         self._stops.append(presence.stop)
         media = await self._start_media()
-        gateway = Gateway(cfg, store=store, state=store, conversations=conversations,
+        # push runtimes keep users' tokens: each change is announced in every region
+        state = AnnouncedTokens(store, {cfg.region: redis} | {
+            name: self._redis_at(url) for name, url in self.engines.peer_redis.items()})
+        gateway = Gateway(cfg, store=store, state=state, conversations=conversations,
                           ingest=ingest, receipts=receipts, events=KafkaTypingLog(producer),
                           directory=directory, presence=presence,
                           readiness=self.readiness, media=media)

@@ -26,6 +26,12 @@ Just before each attempt the token is checked to be still the device's (a
 token unregistered with `push_unregister`, or moved to the account that
 registered it last, gets nothing more).
 
+The cluster's push runtime keeps each user's tokens for `token_ttl` seconds
+(`runtime.core.ttlcache`) instead of reading them from the store for every
+message; the gateway that registers or removes a token announces it, and the
+user is read again at once (the TTL bounds a missed announcement). The body is
+opened only once a message has a device to notify.
+
 Failures: 429/5xx and network errors are retried with exponential backoff and
 jitter, waiting at least what a provider's Retry-After asks; a dead token (FCM
 UNREGISTERED, APNs 410) is removed from the store; after the last attempt a
@@ -50,6 +56,7 @@ from runtime import keyring as keyring_mod
 from runtime.config import NodeConfig
 from runtime.core.fairqueue import COLLAPSED, FULL, OVERFLOW, FairQueue, Offered
 from runtime.core.sealing import SealError
+from runtime.core.ttlcache import TtlCache
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
 from runtime.ports import (
@@ -139,8 +146,11 @@ class PushService:
                  max_attempts: int = MAX_ATTEMPTS, backoff: float = 0.2,
                  backoff_max: float = 30.0, concurrency: int = 8,
                  deadletter: Path | None = None, region: str = "",
-                 opener: Callable[[Message], Message] | None = None) -> None:
+                 opener: Callable[[Message], Message] | None = None,
+                 token_ttl: float = 0.0) -> None:
         self.conversations = conversations
+        # each user's tokens, kept `token_ttl` s (0: read for every message)
+        self._tokens: TtlCache[str, list[PushToken]] = TtlCache(token_ttl)
         # bodies arrive sealed (`runtime.keyring`): a notification shows the opened one
         self.opener = opener
         self.state = state
@@ -320,28 +330,61 @@ class PushService:
             payload["body"] = msg.body
         return payload
 
+    def forget_tokens(self, user: str | None = None) -> None:
+        """`user`'s tokens changed (None: anyone's may have): read them again."""
+        if user is None:
+            self._tokens.clear()
+        else:
+            self._tokens.forget(user)
+
+    async def tokens_of(self, users: list[str]) -> list[PushToken]:
+        """The push tokens of `users`: kept ones, and the rest read in one store call."""
+        now = time.monotonic()
+        out: list[PushToken] = []
+        missing: list[str] = []
+        for user in dict.fromkeys(users):
+            hit, tokens = self._tokens.get(user, now)
+            if hit:
+                out.extend(tokens or ())
+            else:
+                missing.append(user)
+        if missing:
+            tickets = {u: self._tokens.ticket(u) for u in missing}
+            read = await self.state.push_tokens(missing)
+            by_user: dict[str, list[PushToken]] = {u: [] for u in missing}
+            for t in read:
+                by_user.setdefault(t.user, []).append(t)
+            now = time.monotonic()
+            for user, tokens in by_user.items():
+                if user in tickets:
+                    self._tokens.put(user, tokens, now, tickets[user])
+            out.extend(read)
+        return out
+
     async def _recipients(self, msg: Message) -> list[tuple[PushToken, dict[str, Any]]]:
         """Each offline member device with a token, but the sender's, with its payload."""
         conv = await self.conversations.get(msg.conv)
         if conv is None:
             return []
+
+        async def offline(token: PushToken) -> PushToken | None:
+            return None if await self.directory.device_online(token.user, token.device) \
+                else token
+
+        # the lookups of a big group's members at once, not one round trip after another
+        found = [t for t in await asyncio.gather(*(
+            offline(t) for t in await self.tokens_of(list(conv.members))
+            if not (t.user == msg.sender and t.device == msg.from_device))) if t is not None]
+        if not found:
+            return []  # the usual case: nothing to open or count
         if self.opener is not None and not self.hide_body:
             try:
                 msg = self.opener(msg)
             except SealError as exc:  # a keyring that lost a key: notify without the body
                 log.error("push of %s/%d without its body: %s", msg.conv, msg.seq, exc)
                 msg = replace(msg, body="")
-
-        async def one(token: PushToken) -> tuple[PushToken, dict[str, Any]] | None:
-            if await self.directory.device_online(token.user, token.device):
-                return None
-            return token, self.payload(msg, await self.marks(token.user, msg.conv))
-
-        # the lookups of a big group's members at once, not one round trip after another
-        found = await asyncio.gather(*(
-            one(t) for t in await self.state.push_tokens(list(conv.members))
-            if not (t.user == msg.sender and t.device == msg.from_device)))
-        return [r for r in found if r is not None]
+        marks = await asyncio.gather(*(self.marks(t.user, msg.conv) for t in found))
+        return [(t, self.payload(msg, mark)) for t, mark in zip(found, marks, strict=True)]
 
     async def notify(self, msg: Message) -> int:
         """Notify a message's devices now, past the queues; how many were sent."""
@@ -381,6 +424,7 @@ class PushService:
                 reason, retryable, invalid, retry_after = _error_fields(exc)
                 if invalid:
                     await self.state.remove_push_token(token.user, token.device, token.token)
+                    self.forget_tokens(token.user)
                     METRICS.push.labels("dropped_invalid_token").inc()  # counted once gone
                     log.info("push to %s/%s: token invalid (%s); removed", token.user,
                              token.device, reason)
@@ -420,7 +464,8 @@ class PushService:
 
 def push_service(config: NodeConfig, conversations: ConversationService, state: StateStore,
                  directory: DeviceLocator, provider: PushProvider,
-                 marks: Callable[[str, str], Awaitable[Watermark]]) -> PushService:
+                 marks: Callable[[str, str], Awaitable[Watermark]], *,
+                 token_ttl: float = 0.0) -> PushService:
     """The push runtime of a node, with its `push` config's settings."""
     p = config.push
     data = Path(config.data_dir)
@@ -433,4 +478,5 @@ def push_service(config: NodeConfig, conversations: ConversationService, state: 
                        deadletter=data / f"push-deadletter-{config.region}.jsonl",
                        region=config.region,
                        opener=keyring_mod.shared(config.keyring).open_message
-                       if config.keyring else None)
+                       if config.keyring else None,
+                       token_ttl=token_ttl)

@@ -10,7 +10,6 @@ it. Too many unfinished events pause the feed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -21,10 +20,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.kafka import (
     EVENTS,
+    STORED_OFFSETS,
     Worker,
     common,
     run_or_exit,
     stop_loop,
+    store_offsets,
     take_or_wait,
 )
 from runtime.metrics import METRICS
@@ -43,13 +44,14 @@ class EventFeed:
             "group.id": group, "isolation.level": "read_committed",
             # a partition without an offset was anchored at its end by `start`: from then
             # on, everything after the committed offset is replayed, nothing skipped
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "auto.offset.reset": "earliest",
             # a fetch is answered as soon as a commit lands (its markers wake it); the
             # wait only bounds the empty polls, each a broker request (see the router)
             "fetch.wait.max.ms": 100,
             # static membership: the restarted process takes its partitions back at once
             # instead of waiting for the killed one's session to expire (a rebalance)
             "group.instance.id": group, "session.timeout.ms": 10_000,
+            **STORED_OFFSETS,
         })
         self.topics = topics or [EVENTS]
         self.callback = callback
@@ -131,8 +133,4 @@ class EventFeed:
                 if last is not None:
                     offsets.append(TopicPartition(topic, partition, last + 1))
             if offsets:
-                try:
-                    await self.worker.run(functools.partial(
-                        self.consumer.commit, offsets=offsets, asynchronous=True))
-                except KafkaException as exc:
-                    log.warning("offset commit failed: %s", exc)
+                store_offsets(self.consumer, offsets, log)

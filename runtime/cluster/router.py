@@ -4,9 +4,18 @@ Consumes committed events from `msg.events`, upserts messages and watermarks
 into Cassandra (idempotent: a replay after a crash rewrites the same rows),
 and only then hands each event to the gateways that hold a member's device,
 plus the originating gateway of a send (it answers `sent`). Offsets are
-committed after both, so a crash replays rather than skips; gateways drop
-what they already delivered. Storing before routing means any message a
+committed after both (stored, and committed by librdkafka each second: a crash
+replays at most that much more), so a crash replays rather than skips; gateways
+drop what they already delivered. Storing before routing means any message a
 device sees can also be fetched by sync and gap fills.
+
+Batches are pipelined: up to `PIPELINE` batches read ahead have their messages
+written while the earlier ones are routed, so under load the store's round
+trips overlap instead of adding up. A batch's heads are written once its own
+messages and every earlier batch's are stored (a head never points past what a
+reader can fetch). Routing stays in batch order: the batches read ahead whose
+writes are done are routed together (watermarks stored, events published,
+offsets committed), after every batch before them.
 """
 
 from __future__ import annotations
@@ -17,27 +26,48 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Message as Record
 from redis.exceptions import RedisError
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.cassandra_store import StoreUnavailable
 from runtime.adapters.cluster.kafka import (
     EVENTS,
+    STORED_OFFSETS,
     Worker,
     common,
     run_or_exit,
     stop_loop,
+    store_offsets,
     take_or_wait,
 )
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
 from runtime.conversations import Conversations
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
+from runtime.ports import Message
 
 log = logging.getLogger("msgctl.router")
 
 RETRY_MAX = 5.0
+# batches read ahead whose messages are being written while earlier batches are routed
+PIPELINE = 4
+
+
+def next_offsets(records: list[Record]) -> list[TopicPartition]:
+    """The offsets to commit once `records` are handled: past the last of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for rec in records:
+        key = (rec.topic(), rec.partition())
+        last[key] = max(last.get(key, -1), rec.offset())
+    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in last.items()]
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Retrieve a task's outcome nobody awaits (else asyncio logs it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class StoreRouter:
@@ -57,7 +87,7 @@ class StoreRouter:
     async def start(self) -> None:
         self.consumer = Consumer(common(self.bootstrap) | {
             "group.id": f"msgctl-router-{self.region}", "isolation.level": "read_committed",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "auto.offset.reset": "earliest",
             # a waiting read_committed fetch is answered as soon as the sequencer's commit
             # markers land (route lag 11 ms at 20 msgs/s with a 100 ms wait), so the wait
             # only bounds empty polls: at 10 ms each idle consumer cost the one-core broker
@@ -68,6 +98,7 @@ class StoreRouter:
             "group.instance.id": f"msgctl-router-{self.region}",
             # a mirrored topic appears once MirrorMaker 2 first replicates into it
             "topic.metadata.refresh.interval.ms": 2000,
+            **STORED_OFFSETS,
         })
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(run_or_exit(self._loop(), "router loop", log),
@@ -79,7 +110,19 @@ class StoreRouter:
         await stop_loop(self._task, self.worker, self.consumer)
 
     async def _loop(self) -> None:
+        ahead: asyncio.Queue[tuple[list[TopicPartition], list[env.EventRecord],
+                                   asyncio.Task[None] | None, asyncio.Future[None]]] = \
+            asyncio.Queue(PIPELINE)
+        # either one failing ends the other and the process (run_or_exit)
+        await asyncio.gather(self._read_ahead(ahead), self._in_order(ahead))
+
+    async def _read_ahead(self, ahead: asyncio.Queue[Any]) -> None:
+        """Read batches; start storing each one's messages at once."""
         assert self.consumer is not None
+        # done once the messages of every batch read so far are stored, and whether the
+        # in-order pass has finished the last batch read
+        through: asyncio.Task[None] | None = None
+        finished: asyncio.Future[None] | None = None
         while True:
             records = await take_or_wait(self.worker, self.consumer, 1000, 0.1,
                                          ",".join(self.topics), log)
@@ -93,19 +136,89 @@ class StoreRouter:
                     METRICS.errors.labels("bad_event_record").inc()
                     log.warning("skipping malformed event at %s/%s: %s", rec.partition(),
                                 rec.offset(), exc)
-            if items:
-                await self._handle_until_done(items)
-            if records:
-                try:
-                    await self.worker.run(lambda: self.consumer.commit(asynchronous=True))
-                except KafkaException as exc:  # replayed after a restart; gateways drop repeats
-                    log.warning("offset commit failed: %s", exc)
+            if not records:
+                continue
+            messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
+            early = None
+            if messages:
+                through = asyncio.create_task(self._stored_through(
+                    asyncio.create_task(self._store_messages(messages)), through, finished))
+                early = asyncio.create_task(self._heads(messages, through))
+            finished = asyncio.get_running_loop().create_future()
+            await ahead.put((next_offsets([r for r in records if r.error() is None]), items,
+                             early, finished))
 
-    async def _handle_until_done(self, items: list[env.EventRecord]) -> None:
+    async def _store_messages(self, messages: list[Message]) -> None:
+        METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
+        t0 = time.perf_counter()
+        await self.store.store_messages(messages)
+        METRICS.store_seconds.observe(time.perf_counter() - t0)
+
+    @staticmethod
+    async def _stored_through(own: asyncio.Task[None], before: asyncio.Task[None] | None,
+                              finished: asyncio.Future[None] | None) -> None:
+        """Done when this batch's messages and every earlier batch's are stored; raises
+        when this batch's store failed. An earlier batch whose store failed is written
+        again by the in-order pass: then this waits for that pass to have finished the
+        batch just before this one (`finished`), not failing every batch after."""
+        await own
+        if before is not None:
+            try:
+                await before
+                return
+            except Exception:
+                pass
+            assert finished is not None  # set for every batch after the first
+            await finished
+
+    async def _heads(self, messages: list[Message], through: asyncio.Task[None]) -> None:
+        """A batch's heads, once no head can point past a message not stored yet. Heads
+        only grow (written at their value's timestamp), so these may land in any order."""
+        await through
+        await self.store.set_heads(messages)
+
+    async def _in_order(self, ahead: asyncio.Queue[Any]) -> None:
+        """Route the batches in the order read, those waiting together; then commit."""
+        assert self.consumer is not None
+        consumer = self.consumer
+        while True:
+            batches = [await ahead.get()]
+            while not ahead.empty():
+                batches.append(ahead.get_nowait())
+            stored = True
+            items: list[env.EventRecord] = []
+            last: dict[tuple[str, int], int] = {}
+            for offsets, batch_items, early, _ in batches:
+                if early is not None:
+                    if not stored:
+                        # all of this round is written again below; its later batches'
+                        # stores wait for this round to finish, so they are not awaited
+                        early.add_done_callback(_retrieve)
+                    else:
+                        try:
+                            await early
+                        except Exception as exc:  # written again below, with retries
+                            log.debug("store of a batch read ahead failed: %r", exc)
+                            stored = False
+                items += batch_items
+                for tp in offsets:
+                    last[(tp.topic, tp.partition)] = max(last.get((tp.topic, tp.partition), 0),
+                                                         tp.offset)
+            if items:
+                await self._handle_until_done(items, stored)
+            for *_, finished in batches:
+                finished.set_result(None)
+            if last:
+                store_offsets(consumer, [TopicPartition(t, p, o) for (t, p), o in last.items()],
+                              log)
+
+    async def _handle_until_done(self, items: list[env.EventRecord],
+                                 stored: bool = False) -> None:
+        """`_handle` until it succeeds (`stored`: the messages and heads are written)."""
         delay = 0.2
         while True:
             try:
-                await self._handle(items)
+                await self._handle(items, stored)
                 return
             except (StoreUnavailable, RedisError, OSError, TimeoutError) as exc:
                 # Cassandra or Redis away: hold the batch (offsets stay uncommitted)
@@ -126,10 +239,9 @@ class StoreRouter:
                         log.exception("skipping an event that cannot be stored: %r", item)
                 return
 
-    async def _handle(self, items: list[env.EventRecord]) -> None:
+    async def _handle(self, items: list[env.EventRecord], stored: bool = False) -> None:
         messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
-        if messages:
-            METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
+        if messages and not stored:
             t0 = time.perf_counter()
             await self.store.upsert_messages(messages)
             METRICS.store_seconds.observe(time.perf_counter() - t0)

@@ -36,3 +36,26 @@ def test_a_histogram_that_did_not_move_has_no_count() -> None:
     text = stages.histograms(metrics_text([0.003]))
     assert stages.summary(stages.delta(text, text)["msgctl_txn_seconds"]) == {"count": 0}
     assert stages.histograms("no metrics here\n") == {}
+
+
+def test_cpu_is_what_each_program_used_during_the_step(tmp_path: Path) -> None:
+    import json
+    import os
+    import time
+
+    from msgctl.home import Home
+
+    home = Home(tmp_path)
+    home.state_file.parent.mkdir(parents=True, exist_ok=True)
+    # this test's own process stands in for a program; a gone pid is left out
+    home.state_file.write_text(json.dumps({"programs": [
+        {"name": "busy.local", "pid": os.getpid()}, {"name": "gone.local", "pid": 2 ** 22 + 7},
+        {"name": "stopped.local", "pid": None}]}))
+    before, t0 = stages.cpu_ticks(home), time.monotonic()
+    while time.monotonic() - t0 < 0.5:  # spin half a second
+        pass
+    cpu = stages.cpu_percent(before, stages.cpu_ticks(home), time.monotonic() - t0)
+    assert list(cpu) == ["busy.local"]
+    assert 20 <= cpu["busy.local"] <= 110  # a spinning process, on a possibly busy machine
+    # a program whose counter went back (it restarted) is left out
+    assert stages.cpu_percent({"x": 500}, {"x": 10}, 1.0) == {}

@@ -295,3 +295,64 @@ async def test_a_queued_notification_is_dropped_once_its_token_is_gone(tmp_path:
     await svc.stop()
     assert [t.token for _, t, _ in provider.calls] == ["tok-u0"]
     assert count("dropped_unregistered") == dropped + 2
+
+
+class CountingStore(FakeStore):
+    def __init__(self, tokens: list[PushToken]) -> None:
+        super().__init__(tokens)
+        self.reads: list[list[str]] = []
+
+    async def push_tokens(self, users: list[str]) -> list[PushToken]:
+        self.reads.append(sorted(users))
+        return await super().push_tokens(users)
+
+
+def cached_service(store: CountingStore, provider: FakeProvider, tmp_path: Path,
+                   online: set[tuple[str, str]], ttl: float = 60.0) -> PushService:
+    from runtime.conversations import Conversations
+
+    async def marks(user: str, conv: str) -> Watermark:
+        return Watermark(0, 1)
+
+    return PushService(Conversations(store), store, FakeDirectory(online),  # type: ignore
+                       provider, marks, region="local", token_ttl=ttl)
+
+
+def test_token_cache_reads_each_user_once_and_forgets_on_announcement(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = CountingStore([])
+        provider = FakeProvider()
+        push = cached_service(store, provider, tmp_path, online=set())
+        await push.start()
+        try:
+            for seq in (1, 2, 3):
+                await push.notify(message(seq))
+            # bob and carol (and alice) read once, not once per message
+            fan_out_reads = [r for r in store.reads if len(r) > 1]
+            assert fan_out_reads == [["alice", "bob", "carol"]]
+            assert provider.calls == []
+            # bob registers a phone: the gateway's announcement makes push read him again
+            store.tokens[("bob", "phone")] = PushToken("bob", "phone", "fcm", "tok-bob")
+            await push.notify(message(4))
+            assert provider.calls == []  # still kept: no announcement yet
+            push.forget_tokens("bob")
+            assert await push.notify(message(5)) == 1
+            assert [c[1].token for c in provider.calls] == ["tok-bob"]
+            assert store.reads[-2:] == [["bob"], ["bob"]]  # the fan-out, then the re-check
+        finally:
+            await push.stop()
+
+    asyncio.run(go())
+
+
+def test_token_cache_off_reads_every_time(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = CountingStore([PushToken("bob", "phone", "fcm", "tok-bob")])
+        provider = FakeProvider()
+        push = cached_service(store, provider, tmp_path, online={("bob", "phone")}, ttl=0.0)
+        await push.notify(message(1))
+        await push.notify(message(2))
+        assert len(store.reads) == 2
+        assert provider.calls == []  # bob's phone is online: nothing is opened or sent
+
+    asyncio.run(go())

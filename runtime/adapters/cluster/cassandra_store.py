@@ -74,10 +74,14 @@ _LWT = "lwt"
 _MSG_COLS = ("conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, media, "
              "moved_from")
 _HOME_COLS = "conv, epoch, home, previous, kind, base, at, fenced_last, reconciled, held"
-# unlogged batches only ever hold one partition's rows (Cassandra skips its batch size
-# guard for those); these bound one request's size all the same
+# a message batch holds one partition's rows (Cassandra skips its batch size guard for
+# those); these bound one request's size all the same
 _BATCH_ROWS = 100
 _BATCH_BYTES = 256 * 1024
+# the small single-row writes of a store batch (cid index, heads) go this many partitions
+# to a request: a request each cost the store writer more than the writes themselves, and
+# Cassandra warns about unlogged batches over 10 partitions
+_ROWS_PER_REQUEST = 10
 # head reads of one `heads` call in flight at once: a user in 10,000 conversations must
 # not take the whole `max_inflight` budget (every other request of the process waits on it)
 HEADS_IN_FLIGHT = 32
@@ -389,13 +393,17 @@ class CassandraStore:
         Heads are written only after every message of the batch is stored, so a head never
         points past what a reader can fetch.
         """
+        await self.store_messages(messages)
+        await self.set_heads(messages)
+
+    async def store_messages(self, messages: list[Message]) -> None:
+        """The messages and their cid index, not the heads (`set_heads`, once these and
+        every earlier batch are stored). Idempotent."""
         if not messages:
             return
         partitions: dict[tuple[str, int], list[Message]] = defaultdict(list)
-        heads: dict[str, int] = {}
         for m in messages:
             partitions[(m.conv, _bucket(m.seq, self.bucket_size))].append(m)
-            heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
         requests: list[Awaitable[Any]] = []
         for (_, bucket), group in partitions.items():
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
@@ -410,12 +418,34 @@ class CassandraStore:
                                                  m.sender, m.from_device, m.ts, m.kind, m.body,
                                                  media, m.moved_from))
                 size += len(m.body) + len(media or "") + 128
-                requests.append(self._run(self._bind(
-                    "ins_cid", (m.conv, m.sender, m.cid, m.seq, m.prev))))
             requests.append(self._run(batch))
+        requests += self._rows("ins_cid", [(m.conv, m.sender, m.cid, m.seq, m.prev)
+                                           for m in messages])
         await self._all(requests)
-        await self._all(self._run(self._bind("set_head", (conv, head, head)))
-                        for conv, head in heads.items())
+
+    async def set_heads(self, messages: list[Message]) -> None:
+        """Each conversation's head to the highest seq of `messages` (a head only grows: it
+        is written at the timestamp of its value)."""
+        heads: dict[str, int] = {}
+        for m in messages:
+            heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
+        await self._all(self._rows("set_head", [(conv, head, head)
+                                                for conv, head in heads.items()]))
+
+    def _rows(self, name: str, rows: list[tuple[Any, ...]]) -> list[Awaitable[Any]]:
+        """One-row writes of statement `name`, `_ROWS_PER_REQUEST` to a request (a lone
+        row goes as itself, not as a batch of one)."""
+        out: list[Awaitable[Any]] = []
+        for i in range(0, len(rows), _ROWS_PER_REQUEST):
+            chunk = rows[i:i + _ROWS_PER_REQUEST]
+            if len(chunk) == 1:
+                out.append(self._run(self._bind(name, chunk[0])))
+                continue
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in chunk:
+                batch.add(self._ps[name], row)
+            out.append(self._run(batch))
+        return out
 
     # -- message store ----------------------------------------------------
     async def create_conversation(self, conv: Conversation) -> Conversation:

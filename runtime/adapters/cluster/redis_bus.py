@@ -7,7 +7,9 @@ expiry is refreshed by the user's other devices), so readers ignore it.
 Channels: ``gw:{region}:{gateway}`` carries events to one gateway,
 ``presence.in`` carries session/heartbeat/watch reports to the presence
 runtime, ``presence.resync`` asks every gateway to report again (after the
-presence runtime or Redis restarted).
+presence runtime or Redis restarted), ``push.tokens`` names a user whose push
+tokens a gateway just changed (published in every region: the push runtime
+that keeps them is the conversation's home's).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger("msgctl.directory")
 SESSION_TTL = 30  # seconds; gateways refresh every SESSION_TTL / 3
 PRESENCE_IN = "presence.in"
 PRESENCE_RESYNC = "presence.resync"
+PUSH_TOKENS = "push.tokens"
 
 
 def gateway_channel(region: str, gateway: str) -> str:
@@ -227,6 +230,41 @@ class RegionsOnline:
 
     async def gateways_of(self, users: list[str]) -> dict[str, list[str]]:
         return await self.local.gateways_of(users)
+
+
+class AnnouncedTokens:
+    """A gateway's state store whose push-token changes are announced on `PUSH_TOKENS` in
+    this region's Redis and every peer's, after the store has them: the push runtimes
+    that keep users' tokens read that user again. Everything else goes to the store.
+
+    An announcement that cannot be published is logged, not raised: the token is
+    stored, and a push runtime reads it again within its TTL anyway.
+    """
+
+    def __init__(self, state: Any, clients: dict[str, aioredis.Redis]) -> None:
+        self._state = state
+        self._clients = clients
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._state, name)
+
+    async def set_push_token(self, token: Any) -> None:
+        await self._state.set_push_token(token)
+        await self._announce(token.user)
+
+    async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
+        await self._state.remove_push_token(user, device, token)
+        await self._announce(user)
+
+    async def _announce(self, user: str) -> None:
+        async def one(region: str, client: aioredis.Redis) -> None:
+            try:
+                await client.publish(PUSH_TOKENS, user.encode())
+            except (RedisError, OSError) as exc:
+                log.warning("cannot announce %s's push tokens in region %s: %s", user,
+                            region, exc)
+
+        await asyncio.gather(*(one(r, c) for r, c in self._clients.items()))
 
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
