@@ -63,12 +63,15 @@ class Program:
 
 def match(programs: list[Program], pattern: str) -> list[str]:
     """Programs (in plan order) matching a glob on the program or on a runtime it hosts
-    (``gateway.local``)."""
+    (``gateway.local``). A bare name, with no region and no wildcard (``sequencer``,
+    ``kafka``), means that name in every region."""
+    patterns = [pattern]
+    if "." not in pattern and not any(c in pattern for c in "*?["):
+        patterns.append(f"{pattern}.*")
     out = []
     for p in programs:
-        instances = [f"{r}.{p.region}" for r in p.runtimes]
-        if fnmatch.fnmatch(p.name, pattern) or any(fnmatch.fnmatch(i, pattern)
-                                                    for i in instances):
+        names = [p.name, *(f"{r}.{p.region}" for r in p.runtimes)]
+        if any(fnmatch.fnmatch(n, pat) for n in names for pat in patterns):
             out.append(p.name)
     return out
 

@@ -76,6 +76,23 @@ def test_match_is_on_programs_and_the_runtimes_they_host() -> None:
     assert match([node], "kafka*") == []
 
 
+def test_a_bare_name_means_that_name_in_every_region() -> None:
+    def prog(name: str, region: str, runtimes: list[str]) -> Program:
+        return Program(name=f"{name}.{region}", region=region, runtimes=runtimes, argv=[],
+                       health_url="", endpoint="")
+
+    programs = [prog("kafka", "east", []), prog("sequencer", "east", ["sequencer"]),
+                prog("gateway-1", "east", ["gateway"]), prog("gateway-2", "east", ["gateway"]),
+                prog("sequencer", "west", ["sequencer"])]
+    assert match(programs, "sequencer") == ["sequencer.east", "sequencer.west"]
+    assert match(programs, "gateway") == ["gateway-1.east", "gateway-2.east"]
+    assert match(programs, "kafka") == ["kafka.east"]
+    # a name with a region, or a glob, is taken as written
+    assert match(programs, "sequencer.west") == ["sequencer.west"]
+    assert match(programs, "sequencer?") == []
+    assert match(programs, "seq") == []
+
+
 def test_restart_waits_as_long_as_the_plan_of_the_home_says(tmp_path: Path) -> None:
     """`msgctl restart` no longer gives up at the control socket's 120 s while an engine
     still has time left to pass its probe."""
