@@ -237,34 +237,39 @@ class AnnouncedTokens:
     this region's Redis and every peer's, after the store has them: the push runtimes
     that keep users' tokens read that user again. Everything else goes to the store.
 
-    An announcement that cannot be published is logged, not raised: the token is
-    stored, and a push runtime reads it again within its TTL anyway.
+    The announcements go out in the background: the device's request is answered once
+    the store has the token, not after a region across a partition times out. One that
+    cannot be published is logged: a push runtime reads the token again within its TTL.
     """
 
     def __init__(self, state: Any, clients: dict[str, aioredis.Redis]) -> None:
         self._state = state
         self._clients = clients
+        self._sending: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._state, name)
 
     async def set_push_token(self, token: Any) -> None:
         await self._state.set_push_token(token)
-        await self._announce(token.user)
+        self._announce(token.user)
 
     async def remove_push_token(self, user: str, device: str, token: str | None = None) -> None:
         await self._state.remove_push_token(user, device, token)
-        await self._announce(user)
+        self._announce(user)
 
-    async def _announce(self, user: str) -> None:
-        async def one(region: str, client: aioredis.Redis) -> None:
-            try:
-                await client.publish(PUSH_TOKENS, user.encode())
-            except (RedisError, OSError) as exc:
-                log.warning("cannot announce %s's push tokens in region %s: %s", user,
-                            region, exc)
+    def _announce(self, user: str) -> None:
+        for region, client in self._clients.items():
+            task = asyncio.create_task(self._publish(region, client, user))
+            self._sending.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._sending.discard)
 
-        await asyncio.gather(*(one(r, c) for r, c in self._clients.items()))
+    @staticmethod
+    async def _publish(region: str, client: aioredis.Redis, user: str) -> None:
+        try:
+            await client.publish(PUSH_TOKENS, user.encode())
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("cannot announce %s's push tokens in region %s: %s", user, region, exc)
 
 
 Handler = Callable[[str, bytes], Awaitable[None] | None]
