@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +183,12 @@ class ClusterNode:
         self._stops.append(push.stop)
         # the gateways announce token changes; after a lost subscription, anything may
         # have changed meanwhile
+        async def forget_all() -> None:
+            push.forget_tokens()
+
         tokens = Subscriber(self._redis(retries=0), [PUSH_TOKENS],
                             lambda _channel, user: push.forget_tokens(user.decode()),
-                            on_reconnect=self._forget_all_tokens(push))
+                            on_reconnect=forget_all)
         await tokens.start()
         self._stops.append(tokens.stop)
         feed = EventFeed(self.engines.kafka_bootstrap, f"msgctl-push-{self.config.region}",
@@ -195,12 +197,6 @@ class ClusterNode:
         self._stops.append(feed.stop)
         logging.getLogger("msgctl.push").info("ready: %s",
                                               push.provider.describe())
-
-    @staticmethod
-    def _forget_all_tokens(push: Any) -> Callable[[], Awaitable[None]]:
-        async def forget() -> None:
-            push.forget_tokens()
-        return forget
 
     async def _start_gateway(self) -> None:
         cfg = self.config

@@ -110,7 +110,8 @@ class StoreRouter:
         await stop_loop(self._task, self.worker, self.consumer)
 
     async def _loop(self) -> None:
-        ahead: asyncio.Queue[tuple[list[TopicPartition], list[env.EventRecord],
+        # (the records read, their events, their store, done once routed) per batch
+        ahead: asyncio.Queue[tuple[list[Record], list[env.EventRecord],
                                    asyncio.Task[None] | None, asyncio.Future[None]]] = \
             asyncio.Queue(PIPELINE)
         # either one failing ends the other and the process (run_or_exit)
@@ -126,18 +127,17 @@ class StoreRouter:
         while True:
             records = await take_or_wait(self.worker, self.consumer, 1000, 0.1,
                                          ",".join(self.topics), log)
+            if not records:
+                continue
+            read = [rec for rec in records if rec.error() is None]
             items: list[env.EventRecord] = []
-            for rec in records:
-                if rec.error() is not None:
-                    continue
+            for rec in read:
                 try:
                     items.append(env.decode_event(rec.value()))
                 except Exception as exc:  # ValueError by contract; one record, not the batch
                     METRICS.errors.labels("bad_event_record").inc()
                     log.warning("skipping malformed event at %s/%s: %s", rec.partition(),
                                 rec.offset(), exc)
-            if not records:
-                continue
             messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
             early = None
             if messages:
@@ -145,8 +145,7 @@ class StoreRouter:
                     asyncio.create_task(self._store_messages(messages)), through, finished))
                 early = asyncio.create_task(self._heads(messages, through))
             finished = asyncio.get_running_loop().create_future()
-            await ahead.put((next_offsets([r for r in records if r.error() is None]), items,
-                             early, finished))
+            await ahead.put((read, items, early, finished))
 
     async def _store_messages(self, messages: list[Message]) -> None:
         METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
@@ -187,8 +186,7 @@ class StoreRouter:
                 batches.append(ahead.get_nowait())
             stored = True
             items: list[env.EventRecord] = []
-            last: dict[tuple[str, int], int] = {}
-            for offsets, batch_items, early, _ in batches:
+            for _, batch_items, early, _ in batches:
                 if early is not None:
                     if not stored:
                         # all of this round is written again below; its later batches'
@@ -201,16 +199,13 @@ class StoreRouter:
                             log.debug("store of a batch read ahead failed: %r", exc)
                             stored = False
                 items += batch_items
-                for tp in offsets:
-                    last[(tp.topic, tp.partition)] = max(last.get((tp.topic, tp.partition), 0),
-                                                         tp.offset)
             if items:
                 await self._handle_until_done(items, stored)
             for *_, finished in batches:
                 finished.set_result(None)
-            if last:
-                store_offsets(consumer, [TopicPartition(t, p, o) for (t, p), o in last.items()],
-                              log)
+            offsets = next_offsets([rec for read, *_ in batches for rec in read])
+            if offsets:
+                store_offsets(consumer, offsets, log)
 
     async def _handle_until_done(self, items: list[env.EventRecord],
                                  stored: bool = False) -> None:
