@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from runtime import keyring as keyring_mod
+from runtime import lean
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.adapters.push import build_provider
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runtime.node", description=__doc__)
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args(argv)
+    lean.skip_numpy()
     # the store, blobs, push files and logs hold messages: the user's alone, even for a
     # node started by hand (the supervisor starts it under this umask already)
     os.umask(0o077)

@@ -117,15 +117,18 @@ def free_block(count: int, host: str = "127.0.0.1", spare: tuple[int, ...] = (),
 
 def write_cluster_topology(path: Path, base: int, **overrides: Any) -> Path:
     """One region on real engines: gateways on base, base+1; runtimes base+10..12; engines
-    from base+20 (S3Proxy on base+26); the gateways' media ports base+27, base+28."""
+    from base+20 (S3Proxy on base+26); the gateways' media ports base+27, base+28. The
+    JVMs are not warmed up (tests.infra.test_engines covers that): tests measure no
+    latency, and each warm-up would add a minute."""
     topo: dict[str, Any] = {
         "name": "test-cluster", "backend": "cluster",
         "regions": [{"name": "local", "host": "127.0.0.1",
                      "gateway": {"port": base, "processes": 2},
                      "engines": {
-                         "kafka": {"port": base + 20, "controller_port": base + 21},
+                         "kafka": {"port": base + 20, "controller_port": base + 21,
+                                   "warmup_s": 0},
                          "cassandra": {"port": base + 22, "storage_port": base + 23,
-                                       "jmx_port": base + 24},
+                                       "jmx_port": base + 24, "warmup_s": 0},
                          "redis": {"port": base + 25},
                          "s3": {"port": base + 26}}}],
         "limits": dict(TEST_LIMITS), "presence": dict(TEST_PRESENCE),
@@ -148,9 +151,10 @@ def write_regions_topology(path: Path, base: int, count: int = 2) -> Path:
         "name": name, "host": host, "gateway": {"port": base, "processes": 1},
         "agent": f"{host}:{base + 49}",
         "engines": {
-            "kafka": {"port": base + 20, "controller_port": base + 21, "heap_mb": 384},
+            "kafka": {"port": base + 20, "controller_port": base + 21, "heap_mb": 384,
+                      "warmup_s": 0},
             "cassandra": {"port": base + 22, "storage_port": base + 23,
-                          "jmx_port": base + 24 + 4 * i, "heap_mb": 768},
+                          "jmx_port": base + 24 + 4 * i, "heap_mb": 768, "warmup_s": 0},
             "redis": {"port": base + 25}}}
         for i, (name, host) in enumerate(REGIONS[:count])]
     topo = {"name": f"test-{count}-regions", "backend": "cluster", "regions": regions,

@@ -134,11 +134,34 @@ def start_supervisor(h: Home, timeout: float, show: bool = True) -> float:
     (the seconds it took); `show`: the outcome and the status table on the terminal."""
     with console.status("starting…") as spinner:
         took = deploy.start_supervisor(h, timeout, on_state=lambda programs: spinner.update(
-            " ".join(f"{p['name']}: {p['state'].lower()}" for p in programs)))
+            " ".join(f"{p['name']}: {_progress(p)}" for p in programs)))
     if show:
         console.print(f"[green]up[/] in {took:.1f}s under {h.root}")
+        warmed = warmups(h)
+        if warmed:
+            console.print(warmed)
         print_status(h)
     return took
+
+
+def _progress(program: dict[str, Any]) -> str:
+    if program.get("warmup", {}).get("state") == "warming":
+        return "warming up"
+    return str(program["state"]).lower()
+
+
+def warmups(h: Home) -> str:
+    """One line on the engines' warm-ups of the last start ("" when none ran)."""
+    parts = []
+    for p in (client.read_state(h) or {}).get("programs", []):
+        w = p.get("warmup") or {}
+        if w.get("state") == "done":
+            how = "its JIT settled" if w.get("jit_settled") else "the time limit"
+            parts.append(f"{p['name']} {w.get('seconds', 0):.0f}s ({how})")
+        elif w.get("state") == "failed":
+            parts.append(f"{p['name']} failed after {w.get('seconds', 0):.0f}s: "
+                         f"{w.get('error', '')}")
+    return "warmed up: " + ", ".join(parts) if parts else ""
 
 
 def _run_foreground(h: Home) -> None:

@@ -149,7 +149,8 @@ def _prepare(home: Home, topology: str, port_offset: int, engines_only: bool,
 
 def default_timeout(programs: list[topo_mod.Program]) -> float:
     """Wait for the slowest chain: runtimes get 120 s, plus the engines' deadlines along
-    the longest chain of engines that wait for each other (Cassandra nodes joining)."""
+    the longest chain of engines that wait for each other (Cassandra nodes joining), plus
+    the longest warm-up (they run side by side)."""
     by_name = {p.name: p for p in programs if p.kind == ENGINE}
     chain: dict[str, float] = {}
 
@@ -160,7 +161,8 @@ def default_timeout(programs: list[topo_mod.Program]) -> float:
                 (longest(d) for d in p.depends_on if d in by_name), default=0.0)
         return chain[name]
 
-    return 120.0 + max((longest(n) for n in by_name), default=0.0)
+    warmup = max((p.warmup_s for p in by_name.values()), default=0.0)
+    return 120.0 + max((longest(n) for n in by_name), default=0.0) + warmup
 
 
 def launch_supervisor(h: Home) -> subprocess.Popen[bytes]:
@@ -174,7 +176,8 @@ def launch_supervisor(h: Home) -> subprocess.Popen[bytes]:
 
 def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
             on_state: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
-    """Poll the supervisor's state until every program is RUNNING (the state), or raise
+    """Poll the supervisor's state until every program is RUNNING and no engine is still
+    warming up (msgctl.infra.warmup), and return that state; or raise
     `MsgctlError` when one failed, the supervisor exited or `timeout` ran out.
     `on_state` sees the programs at every poll."""
     deadline = time.monotonic() + timeout
@@ -197,7 +200,8 @@ def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
             if skipped:
                 p = skipped[0]
                 raise MsgctlError(f"{p['name']} {p['message']}")
-            if programs and all(p["state"] == RUNNING for p in programs):
+            if programs and all(p["state"] == RUNNING for p in programs) and not any(
+                    p.get("warmup", {}).get("state") == "warming" for p in programs):
                 return state
         time.sleep(0.1)
     raise MsgctlError(f"not ready after {timeout:.0f}s; see 'msgctl logs' and 'msgctl status'")

@@ -138,11 +138,13 @@ def report(h: Home) -> dict[str, Any]:
 
 
 def program_views(programs: list[dict[str, Any]], running: bool = True) -> list[dict[str, Any]]:
-    """The supervisor's programs as the action verbs' ``--json`` lists them."""
+    """The supervisor's programs as the action verbs' ``--json`` lists them (an engine the
+    supervisor warmed up, msgctl.infra.warmup, with how that went)."""
     return [{"name": p["name"], "region": p["region"], "kind": p.get("kind", "runtime"),
              "state": p["state"] if running or p["state"] == FATAL else "STOPPED",
              "pid": p["pid"] if running else None, "restarts": p.get("restarts", 0),
-             "runtimes": [f"{r}.{p['region']}" for r in p["runtimes"]]}
+             "runtimes": [f"{r}.{p['region']}" for r in p["runtimes"]],
+             **({"warmup": p["warmup"]} if p.get("warmup") else {})}
             for p in programs]
 
 

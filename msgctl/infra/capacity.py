@@ -1,9 +1,9 @@
 """Will the topology fit this machine? Memory and CPU estimates for `msgctl doctor`.
 
 Per process resident memory as measured on this project's stacks (a JVM holds
-its heap plus metaspace, threads and off-heap buffers: Cassandra with a 1 GiB
-heap ran at ~1.5 GiB, Kafka with 512 MiB at ~0.4 GiB, each Python runtime at
-~60 MiB). The estimate is deliberately on the high side.
+its heap plus metaspace, JIT code, threads and off-heap buffers: Cassandra with a
+512 MiB heap ran at ~1.0 GiB, Kafka with 512 MiB at ~0.55 GiB, each Python runtime
+at 100-150 MiB after traffic). The estimate is deliberately on the high side.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from msgctl.infra import mirror
 from msgctl.infra.catalog import CASSANDRA, KAFKA, REDIS, S3
 from msgctl.infra.programs import provisioned
 
-JVM_OVERHEAD_MB = {CASSANDRA: 500, KAFKA: 150, S3: 120}
+JVM_OVERHEAD_MB = {CASSANDRA: 550, KAFKA: 150, S3: 120}
 REDIS_MB = 30
-RUNTIME_MB = 100  # a Python runtime process (~90 MiB measured with peers)
+RUNTIME_MB = 130  # a Python runtime process (100-150 MiB measured after traffic)
 MIRROR_OVERHEAD_MB = 150
 
 

@@ -16,6 +16,9 @@ class Engine:
     artifacts: tuple[str, ...] = ()
     ports: dict[str, int] = field(default_factory=dict)  # setting -> default
     default_heap_mb: int = 0
+    # a JVM the runtimes load: warmed after it starts (msgctl.infra.warmup), at most this
+    # many seconds by default; 0: not warmed
+    default_warmup_s: int = 0
     source: str = "maven"  # or "os": a binary on PATH
 
     def coordinates(self, version: str) -> list[tuple[str, str, str]]:
@@ -38,10 +41,12 @@ CATALOG: dict[str, Engine] = {
             # distribution; this is the one its own tarball ships
             "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
         ),
-        ports={"port": 9092, "controller_port": 9093}, default_heap_mb=512),
+        ports={"port": 9092, "controller_port": 9093}, default_heap_mb=512,
+        default_warmup_s=120),
     CASSANDRA: Engine(
         CASSANDRA, "5.0.6", artifacts=("org.apache.cassandra:cassandra-all",),
-        ports={"port": 9042, "storage_port": 7000, "jmx_port": 7199}, default_heap_mb=1024),
+        ports={"port": 9042, "storage_port": 7000, "jmx_port": 7199}, default_heap_mb=512,
+        default_warmup_s=120),
     REDIS: Engine(REDIS, "os", ports={"port": 6379}, source="os"),
     # S3Proxy: the S3 API over jclouds' filesystem blob store (media in the cluster family)
     S3: Engine(S3, "2.6.0", artifacts=("org.gaul:s3proxy",), ports={"port": 9000},

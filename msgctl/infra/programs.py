@@ -127,7 +127,7 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
         endpoint=engine_endpoint(spec, host, sec is not None), kind=ENGINE, probe=probe,
         cwd=str(base),
         start_timeout=ENGINE_START_TIMEOUT, stop_timeout=ENGINE_STOP_TIMEOUT,
-        prepare=prepare, prepare_creates=creates,
+        prepare=prepare, prepare_creates=creates, warmup_s=spec.warmup_s,
         info={"engine": spec.engine, "version": version, "ports": dict(ports),
               "data_dir": str(data), "conf_dir": str(conf), "host": host})
 

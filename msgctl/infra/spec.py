@@ -1,8 +1,9 @@
 """The ``engines:`` mapping of a region in a topology: provisioned by msgctl, or external.
 
     engines:
-      kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512}
-      cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 1024}
+      kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120}
+      cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 1024,
+                  warmup_s: 120}
       redis: {port: 6379}
       s3: {port: 9000}          # optional: S3Proxy, media in the cluster family
 
@@ -34,6 +35,7 @@ S3_EXTERNAL = {"access_key", "secret_key", "bucket", "region"}
 # certificate chains to: TLS with that CA; Redis and S3 take TLS from their URL's scheme
 # and trust the system's roots without it), and Cassandra's login
 CASSANDRA_LOGIN = {"username", "password"}
+MAX_WARMUP_S = 600
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class EngineSpec:
     external: str | None = None  # the address list or URL when msgctl does not run it
     version: str = ""
     heap_mb: int = 0
+    warmup_s: float = 0.0  # provisioned Kafka and Cassandra: see msgctl.infra.warmup
     ports: dict[str, int] = field(default_factory=dict)  # provisioned: setting -> port
     port: int = 0  # external cassandra: its CQL port
     datacenter: str = ""  # external cassandra: the local data center
@@ -136,6 +139,8 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
 def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> EngineSpec:
     cat = CATALOG[engine]
     allowed = set(cat.ports) | {"version", "heap_mb"} if cat.source == "maven" else set(cat.ports)
+    if cat.default_warmup_s:
+        allowed.add("warmup_s")
     unknown = set(raw) - allowed
     if unknown:
         hint = " ('datacenter' is for an external cassandra)" if "datacenter" in unknown else ""
@@ -161,7 +166,13 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
     if cat.source == "maven" and (not isinstance(heap, int) or isinstance(heap, bool)
                                   or not 128 <= heap <= 65536):
         raise UsageError(f"{where}.heap_mb must be an integer from 128 to 65536")
-    return EngineSpec(engine, version=version.strip(), heap_mb=heap, ports=ports)
+    warmup = raw.get("warmup_s", cat.default_warmup_s)
+    if (not isinstance(warmup, int | float) or isinstance(warmup, bool)
+            or not 0 <= warmup <= MAX_WARMUP_S):
+        raise UsageError(f"{where}.warmup_s must be a number of seconds from 0 to "
+                         f"{MAX_WARMUP_S} (0: no warm-up)")
+    return EngineSpec(engine, version=version.strip(), heap_mb=heap, ports=ports,
+                      warmup_s=float(warmup))
 
 
 def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:

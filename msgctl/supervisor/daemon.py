@@ -35,6 +35,7 @@ import random
 import signal
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from msgctl.supervisor.policy import RestartPolicy, RestartTracker
 from msgctl.supervisor.program import ENGINE, Program, engine_dependents
 from msgctl.supervisor.program import match as match_programs
 from msgctl.tls import client_context
+from runtime import lean
 
 STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, FATAL = (
     "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "FATAL")
@@ -145,6 +147,8 @@ class Managed:
         self.message = ""
         self.task: asyncio.Task[None] | None = None
         self.wanted = True
+        # the last warm-up of this process: {"state": warming|done|failed, ...}
+        self.warmup: dict[str, Any] = {}
 
     def view(self) -> dict[str, Any]:
         return {
@@ -156,6 +160,7 @@ class Managed:
             "restarts": self.tracker.total,
             "endpoint": self.program.endpoint, "last_exit": self.last_exit,
             "message": self.message, "kind": self.program.kind,
+            **({"warmup": self.warmup} if self.warmup else {}),
         }
 
 
@@ -240,11 +245,17 @@ class Supervisor:
             self.publish()
             if await self._wait_ready(m, proc):
                 m.ready_after = round(time.time() - m.started_at, 2)
-                self._set(m, RUNNING)
+                warm = m.program.warmup_s > 0 and m.program.kind == ENGINE
+                m.warmup = {"state": "warming"} if warm else {}
+                self._set(m, RUNNING, "warming up" if warm else "")
                 ready.set()
                 health = asyncio.create_task(self._watch_health(m))
+                warming = asyncio.create_task(self._warm_up(m, proc)) if warm else None
                 await proc.wait()
                 health.cancel()
+                if warming is not None:
+                    warming.cancel()
+                    await asyncio.gather(warming, return_exceptions=True)
             elif proc.returncode is None:
                 # never became ready: count it as a failed start
                 await self._kill_group(proc, self._stop_timeout(m))
@@ -265,6 +276,31 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), decision.delay)
         if m.state != FATAL:
             self._set(m, STOPPED)
+
+    async def _warm_up(self, m: Managed, proc: asyncio.subprocess.Process) -> None:
+        """Drive a just-started engine until its JIT settles (msgctl.infra.warmup), with
+        the dependents already running; `up` waits for it. A failed warm-up is logged
+        and leaves the engine RUNNING: it only costs the first minute's latency."""
+        from msgctl.infra import warmup  # the engine drivers load only where engines run
+
+        stop = threading.Event()
+        t0 = time.monotonic()
+        try:
+            result = await asyncio.to_thread(warmup.run, m.program.probe_spec,
+                                             m.program.warmup_s, stop, proc.pid)
+            m.warmup = {"state": "done", "seconds": round(time.monotonic() - t0, 1),
+                        **result}
+        except asyncio.CancelledError:
+            stop.set()  # the process exited or is being stopped: the thread ends soon
+            raise
+        except Exception as exc:  # noqa: BLE001 - any driver failure
+            m.warmup = {"state": "failed", "seconds": round(time.monotonic() - t0, 1),
+                        "error": str(exc)[:200]}
+        print(f"{m.program.name}: warm-up {json.dumps(m.warmup)}", flush=True)
+        if m.state == RUNNING and m.proc is proc:
+            self._set(m, RUNNING)
+        else:
+            self.publish()
 
     async def _watch_health(self, m: Managed) -> None:
         """Keep the per-runtime view fresh while the program runs."""
@@ -549,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgctl.supervisor.daemon")
     parser.add_argument("--home", required=True, type=Path)
     args = parser.parse_args(argv)
+    lean.skip_numpy()  # its probes and warm-ups load the Cassandra driver
     # the supervisor owns its process: whatever it (and the chaos host) writes into the
     # home, state, ledger and all, is the user's alone
     os.umask(PRIVATE_UMASK)

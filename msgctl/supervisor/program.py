@@ -47,6 +47,9 @@ class Program:
     prepare_creates: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # engine version, ports, data dir
     cgroup: str = "programs"  # its role in the region's cgroup (chaos): programs or proxy
+    # seconds at most to drive an engine's JVM once it is ready, until its JIT settles
+    # (msgctl.infra.warmup); dependents start meanwhile, `up` waits for it
+    warmup_s: float = 0.0
 
     @property
     def probe_spec(self) -> dict[str, Any]:

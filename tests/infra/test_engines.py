@@ -11,7 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,15 @@ import yaml
 from msgctl.infra import probes, security
 from tests.conftest import free_port, msgctl
 
+WARMUP_S = 4  # short: what is checked is that each JVM was driven, not how warm it got
+
 
 @dataclass
 class Stack:
     home: Path
     topology: Path
     ports: dict[str, int]
+    started: dict[str, Any] = field(default_factory=dict)  # `infra start --json`
 
     def status(self) -> dict[str, Any]:
         return json.loads(msgctl("status", "--json", "--home", str(self.home),
@@ -46,13 +49,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "name": "lab", "host": "127.0.0.1", "gateway": {"port": ports["gateway"]},
         "engines": {
             "kafka": {"port": ports["kafka"], "controller_port": ports["controller"],
-                      "heap_mb": 384},
+                      "heap_mb": 384, "warmup_s": WARMUP_S},
             "cassandra": {"port": ports["cql"], "storage_port": ports["storage"],
-                          "jmx_port": ports["jmx"], "heap_mb": 512},
+                          "jmx_port": ports["jmx"], "heap_mb": 512, "warmup_s": WARMUP_S},
             "redis": {"port": ports["redis"]},
             "s3": {"port": ports["s3"], "heap_mb": 192}}}]}))
     st = Stack(root / "home", topo, ports)
-    msgctl("infra", "start", "--home", str(st.home), "-t", str(topo), timeout=400)
+    st.started = json.loads(msgctl("infra", "start", "--home", str(st.home), "-t", str(topo),
+                                   "--json", timeout=400).stdout)
     yield st
     msgctl("infra", "stop", "--home", str(st.home), check=False, timeout=300)
 
@@ -90,6 +94,26 @@ def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> No
     assert cql == {"version": "5.0.6", "datacenter": "lab"}  # the region is the data center
     assert kafka is not None and kafka["brokers"] == 1
     assert redis is not None and redis["version"]
+
+
+def test_start_waits_for_the_jvms_warm_up_which_leaves_no_topic(stack: Stack) -> None:
+    warm = {p["name"]: p.get("warmup") for p in stack.started["programs"]}
+    assert warm["redis.lab"] is None and warm["s3.lab"] is None  # not JVMs the path loads
+    kafka, cql = warm["kafka.lab"], warm["cassandra.lab"]
+    assert kafka["state"] == "done" and cql["state"] == "done", warm
+    # bounded by warmup_s (the JIT of a fresh JVM does not settle in 4 s)
+    assert WARMUP_S <= kafka["seconds"] < WARMUP_S + 30 and not kafka["jit_settled"]
+    assert kafka["transactions"] > 0 and kafka["produced"] > 0
+    assert cql["rounds"] > 0 and cql["messages"] == 10 * cql["rounds"]
+
+    from confluent_kafka.admin import AdminClient
+
+    sec = security.load(stack.home)
+    assert sec is not None
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{stack.ports['kafka']}",
+                         **security.kafka_client(sec)})
+    topics = set(admin.list_topics(timeout=10).topics)
+    assert not {t for t in topics if t.startswith("msgctl.warmup")}, topics
 
 
 def test_infra_status_probes_live(stack: Stack) -> None:

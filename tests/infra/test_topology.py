@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from msgctl import topology as topo_mod
+from msgctl.deploy.lifecycle import default_timeout
 from msgctl.errors import UsageError
 from runtime.config import NodeConfig
 from tests.conftest import msgctl
@@ -87,6 +88,8 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
         "setup": {"seed": "127.0.0.1", "port": 10042, "keyspace": "msgctl"}}
     assert cass.info["ports"] == {"port": 10042, "storage_port": 8000, "jmx_port": 8199}
     assert "-Xmx512m" in cass.argv and "-Dcassandra.jmx.local.port=8199" in cass.argv
+    # the JVMs the runtimes load are warmed up (msgctl.infra.warmup) unless told otherwise
+    assert cass.warmup_s == 120 and red.warmup_s == 0
     rackdc = (tmp_path / "engines" / "cassandra.eu" / "conf" / "cassandra-rackdc.properties")
     assert rackdc.read_text() == "dc=eu\nrack=rack1\n"
     conf = yaml.safe_load((rackdc.parent / "cassandra.yaml").read_text())
@@ -111,6 +114,9 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     ({"redis": {"external": "10.0.0.1:6379"}}, "redis.external must be a redis:// URL"),
     ({"cassandra": {"external": "10.0.0.1"}}, "an external cassandra needs 'datacenter'"),
     ({"cassandra": {"heap_mb": 10}}, "cassandra.heap_mb must be an integer from 128"),
+    ({"kafka": {"warmup_s": -1}}, "kafka.warmup_s must be a number of seconds from 0 to 600"),
+    ({"cassandra": {"warmup_s": "1m"}}, "cassandra.warmup_s must be a number of seconds"),
+    ({"redis": {"port": 6379, "warmup_s": 5}}, "redis: unknown setting(s) warmup_s"),
     ({"cassandra": {"port": 9092}}, "cassandra and kafka both use port 9092"),
     ({"kafka": None, "redis": {"port": 70000}}, "redis.port: port 70000 is out of range"),
 ])
@@ -120,6 +126,15 @@ def test_bad_engine_settings_are_one_line(tmp_path: Path, engines: dict[str, Any
     with pytest.raises(UsageError, match=".*") as err:
         plan(tmp_path, cluster(full))
     assert message in err.value.message and "\n" not in err.value.message
+
+
+def test_warmup_s_bounds_each_jvms_warm_up(tmp_path: Path) -> None:
+    engines = {"kafka": {"warmup_s": 0}, "cassandra": {"warmup_s": 7.5}, "redis": {}}
+    programs = {p.name: p for p in plan(tmp_path, cluster(engines, processes=1))}
+    assert programs["kafka.eu"].warmup_s == 0 and programs["cassandra.eu"].warmup_s == 7.5
+    # `up` waits for the longest warm-up on top of the engines' start deadlines
+    others = [p for p in programs.values() if p.name != "cassandra.eu"]
+    assert default_timeout(list(programs.values())) - default_timeout(others) == 7.5
 
 
 def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:
@@ -140,7 +155,7 @@ def test_cli_reports_a_bad_engine_setting_in_one_line_with_exit_2(tmp_path: Path
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == ("msgctl: bad.yaml: regions[0].engines.kafka: unknown "
                                        "setting(s) heap; known: controller_port, external, "
-                                       "heap_mb, port, version")
+                                       "heap_mb, port, version, warmup_s")
     assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
 
 

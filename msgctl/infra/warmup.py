@@ -1,0 +1,337 @@
+"""Warm a freshly started Kafka or Cassandra before the deployment reports ready.
+
+A JVM runs its hot paths interpreted until its JIT has compiled them. On this
+project's one-region stack the first minute after `msgctl up` delivered at two to
+three times the latency of a warm stack. So the supervisor drives every engine it
+starts through the requests the runtimes make, for a bounded time, on a topic or
+keyspace of its own, and `msgctl up` waits until that is done:
+
+- Kafka: an idempotent producer (the gateways' ingress), a consumer and a
+  transactional producer that re-produces what it read and commits the consumer's
+  offsets in the transaction (the sequencer), and a read_committed consumer of
+  that (the store writer and push), on `msgctl.warmup.in` and `msgctl.warmup.out`.
+  Both topics and the consumer groups are deleted afterwards.
+- Cassandra: single-partition batches (message rows), ten-partition batches (cid
+  and head rows) and partition reads (sync), a few in flight, in the keyspace
+  `msgctl_warmup_<data center>` (replicated to that data center alone; rows
+  expire after ten minutes).
+
+Each function returns what it did, stops early when `stop` is set, and raises on
+an error (the supervisor logs it; the engine still counts as ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from msgctl.infra.security import client_engines as identity
+from runtime.adapters.cluster import engine_auth
+
+TOPIC_IN, TOPIC_OUT = "msgctl.warmup.in", "msgctl.warmup.out"
+GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
+PARTITIONS = 8
+BODY = b"x" * 200  # about a sealed 100-byte message with its envelope
+TRANSACTORS = 2  # transactional producers at once
+INGRESS_RATE = 400  # msgs/s into msgctl.warmup.in
+IN_FLIGHT = 8  # Cassandra rounds at once (a round: see _drive_store)
+CQL_ROUNDS = 30  # Cassandra rounds a second
+CONVERSATIONS = 16  # in the warm-up keyspace
+WRAP = 1000  # sequence numbers of a warm-up conversation go round this
+
+
+def _kafka_conf(bootstrap: str, security: dict[str, Any] | None) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "log_level": 0,
+            **engine_auth.kafka_settings(identity(security))}
+
+
+def _create_topics(admin: Any, timeout: float) -> None:
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import NewTopic
+
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1,
+                  config={"retention.ms": "600000"}) for t in (TOPIC_IN, TOPIC_OUT)],
+        operation_timeout=timeout)
+    for future in futures.values():
+        try:
+            future.result(timeout)
+        except Exception as exc:
+            err = exc.args[0] if exc.args else None
+            if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def _clean_kafka(admin: Any, timeout: float) -> None:
+    """Delete the topics and groups (best effort: a leftover is harmless)."""
+    futures = [*admin.delete_topics([TOPIC_IN, TOPIC_OUT],
+                                    operation_timeout=timeout).values(),
+               *admin.delete_consumer_groups(list(GROUPS), request_timeout=timeout).values()]
+    for future in futures:
+        with contextlib.suppress(Exception):
+            future.result(timeout)
+
+
+def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None,
+          stop: threading.Event | None = None, timeout: float = 20.0,
+          abort: threading.Event | None = None) -> dict[str, Any]:
+    """Drive one Kafka cluster for `seconds` or until `stop` (see the module docstring);
+    `abort` also stops it, without deleting the topics (the broker is going away)."""
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+
+    conf = _kafka_conf(bootstrap, security)
+    admin = AdminClient(conf)
+    _create_topics(admin, timeout)
+    # the runtimes' producer settings: the broker validates lz4 batches on its hot path
+    produce_conf = {**conf, "acks": "all", "linger.ms": 1, "compression.type": "lz4"}
+    ingress = Producer({**produce_conf, "enable.idempotence": True})
+    txn = Producer({**produce_conf, "transactional.id": "msgctl-warmup",
+                    "transaction.timeout.ms": 60000})
+    seq = Consumer({**conf, "group.id": GROUPS[0], "isolation.level": "read_committed",
+                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 100})
+    router = Consumer({**conf, "group.id": GROUPS[1], "isolation.level": "read_committed",
+                       "enable.auto.commit": True, "auto.offset.reset": "earliest",
+                       "fetch.wait.max.ms": 100})
+    counts = {"produced": 0, "transactions": 0, "routed": 0}
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    done = threading.Event()
+
+    def running() -> bool:
+        return time.monotonic() < deadline and not done.is_set() and not any(
+            e is not None and e.is_set() for e in (stop, abort))
+
+    def produce() -> None:  # the gateways: a steady ingress of INGRESS_RATE msgs/s
+        while running():
+            for _ in range(10):
+                ingress.produce(TOPIC_IN, BODY, key=str(counts["produced"]).encode())
+                counts["produced"] += 1
+            ingress.poll(0)
+            time.sleep(10 / INGRESS_RATE)
+        if abort is None or not abort.is_set():
+            ingress.flush(timeout)
+
+    def route() -> None:  # the store writer and push: read_committed reads
+        while running():
+            counts["routed"] += sum(1 for r in router.consume(500, timeout=0.05)
+                                    if not r.error())
+
+    def commit_alone(producer: Any) -> None:  # more transactions, as busy sequencers make
+        producer.init_transactions(timeout)
+        n = 0
+        while running():
+            producer.begin_transaction()
+            for i in range(10):
+                producer.produce(TOPIC_OUT, BODY, partition=(n + i) % PARTITIONS)
+            producer.commit_transaction(timeout)
+            n += 1
+            counts["transactions"] += 1
+
+    others = [Producer({**produce_conf, "transactional.id": f"msgctl-warmup-{i}",
+                        "transaction.timeout.ms": 60000}) for i in range(1, TRANSACTORS)]
+    threads = [threading.Thread(target=produce, daemon=True),
+               threading.Thread(target=route, daemon=True),
+               *(threading.Thread(target=commit_alone, args=(p,), daemon=True)
+                 for p in others)]
+    try:
+        txn.init_transactions(timeout)
+        seq.subscribe([TOPIC_IN])
+        router.subscribe([TOPIC_OUT])
+        for thread in threads:
+            thread.start()
+        while running():  # the sequencer: read, re-produce and commit in one transaction
+            records = [r for r in seq.consume(50, timeout=0.02) if not r.error()]
+            if not records:
+                continue
+            txn.begin_transaction()
+            for r in records:
+                txn.produce(TOPIC_OUT, r.value(), key=r.key(), partition=r.partition())
+            txn.send_offsets_to_transaction(seq.position(seq.assignment()),
+                                            seq.consumer_group_metadata(), timeout)
+            txn.commit_transaction(timeout)
+            counts["transactions"] += 1
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(1.0 if abort is not None and abort.is_set() else timeout)
+        if abort is None or not abort.is_set():
+            for consumer in (seq, router):
+                consumer.close()
+            _clean_kafka(admin, timeout)
+    return {"seconds": round(time.monotonic() - t0, 1), **counts}
+
+
+def keyspace(datacenter: str) -> str:
+    """The warm-up keyspace of one data center."""
+    return "msgctl_warmup_" + re.sub(r"[^a-z0-9_]", "_", datacenter.lower())[:32]
+
+
+def cassandra(host: str, port: int, datacenter: str, seconds: float,
+              security: dict[str, Any] | None = None, stop: threading.Event | None = None,
+              timeout: float = 30.0) -> dict[str, Any]:
+    """Drive one Cassandra node for `seconds` (see the module docstring)."""
+    from runtime.adapters.cluster.cassandra_store import CassandraStore
+
+    store = CassandraStore([host], port, keyspace(datacenter or "local"),
+                           local_dc=datacenter, replication={datacenter or "local": 1},
+                           request_timeout=timeout, connect_timeout=timeout,
+                           auth=engine_auth.cassandra_kwargs(identity(security)))
+    t0 = time.monotonic()
+
+    def running() -> bool:
+        return time.monotonic() < t0 + seconds and not (stop and stop.is_set())
+
+    async def drive() -> dict[str, Any]:
+        await store.connect()
+        try:
+            return await _drive_store(store, running, datacenter or "local")
+        finally:
+            await store.close()
+
+    out = asyncio.run(drive())
+    return {"seconds": round(time.monotonic() - t0, 1), **out}
+
+
+async def _drive_store(store: Any, running: Any, home: str) -> dict[str, int]:
+    """The store's own requests, CQL_ROUNDS rounds a second, IN_FLIGHT rounds at once:
+    a round appends ten messages to one conversation, moves its head, reads them back
+    and touches a member's cursor, watermark and push tokens, as a send and its
+    delivery do; the sequence numbers wrap at WRAP, so every warm-up overwrites the
+    same rows."""
+    from runtime.core.watermarks import Watermark
+    from runtime.ports import Conversation, Message
+
+    convs = [Conversation(f"warmup-{i}", (f"warmup-a{i}", f"warmup-b{i}"), home)
+             for i in range(CONVERSATIONS)]
+    for conv in convs:
+        await store.create_conversation(conv)  # a lightweight transaction (Paxos)
+    body = "x" * len(BODY)
+    counts = {"rounds": 0, "messages": 0}
+    t0 = time.monotonic()
+
+    async def one(n: int) -> None:
+        conv = convs[n % CONVERSATIONS]
+        sender, reader = conv.members
+        base = (n // CONVERSATIONS * 10) % WRAP
+        msgs = [Message(conv.conv, seq, seq - 1, f"m-{conv.conv}-{seq}", f"c{seq}", sender,
+                        "phone", int(time.time() * 1000), "text", body)
+                for seq in range(base + 1, base + 11)]
+        await store.store_messages(msgs)
+        await store.set_heads(msgs)
+        await store.lookup_cid(conv.conv, sender, msgs[-1].cid)
+        await store.messages(conv.conv, max(0, base - 20), 50)
+        await store.set_cursor(reader, "phone", conv.conv, base + 10)
+        await store.set_watermark(reader, conv.conv, Watermark(base + 10, base + 5))
+        await store.watermark(reader, conv.conv)
+        await store.device_state(reader, "phone")
+        await store.push_tokens(list(conv.members))
+        await store.heads([c.conv for c in convs[:8]])
+        await store.create_conversation(conv)  # one that exists: Paxos, not applied
+        counts["rounds"] += 1
+        counts["messages"] += len(msgs)
+
+    n = 0
+    pending: set[asyncio.Task[None]] = set()
+    while n == 0 or running():  # one round at least: the schema may have taken the time
+        while len(pending) >= IN_FLIGHT:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        pending.add(asyncio.create_task(one(n)))
+        n += 1
+        await asyncio.sleep(max(0.0, t0 + n / CQL_ROUNDS - time.monotonic()))
+    if pending:
+        await asyncio.gather(*pending)
+    return counts
+
+
+def compiler_ticks(pid: int) -> int | None:
+    """CPU ticks the JIT compiler threads of JVM `pid` used so far (None: not readable)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if "CompilerThre" in name:  # "C2 CompilerThre", "C1 CompilerThre" (15 chars)
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+class JitWatch:
+    """Has the JIT of a JVM settled? True once its compiler threads used under QUIET of a
+    core over the last WINDOW seconds, not before MIN_SECONDS."""
+
+    QUIET = 0.10
+    WINDOW = 5.0
+    MIN_SECONDS = 15.0
+
+    def __init__(self, pid: int | None, clock: Any = time.monotonic,
+                 ticks: Any = compiler_ticks) -> None:
+        self.pid, self.clock, self.ticks = pid, clock, ticks
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.start = clock()
+        self.samples: list[tuple[float, int]] = []
+
+    def settled(self) -> bool:
+        if self.pid is None:
+            return False
+        used = self.ticks(self.pid)
+        if used is None:
+            return False
+        now = self.clock()
+        if self.samples and used < self.samples[-1][1]:
+            # a compiler thread ended (HotSpot adds and retires them) and took its
+            # ticks along: count afresh from here
+            self.samples.clear()
+        self.samples.append((now, used))
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.WINDOW:
+            self.samples.pop(0)
+        then, before = self.samples[0]
+        if now - self.start < self.MIN_SECONDS or now - then < self.WINDOW:
+            return False
+        return (used - before) / self.hz / (now - then) < self.QUIET
+
+
+def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = None,
+        pid: int | None = None) -> dict[str, Any]:
+    """Warm the engine a readiness probe spec names (kind kafka or cql; others: nothing)
+    until the JIT of its JVM `pid` has settled (see `JitWatch`) or `seconds` ran out."""
+    kind = spec.get("kind")
+    if kind not in ("kafka", "cql") or seconds <= 0:
+        return {}
+    done = threading.Event()
+    watch = JitWatch(pid)
+
+    def monitor() -> None:
+        while not done.wait(1.0):
+            if (stop is not None and stop.is_set()) or watch.settled():
+                done.set()
+
+    watcher = threading.Thread(target=monitor, daemon=True)
+    watcher.start()
+    try:
+        if kind == "kafka":
+            out = kafka(spec["bootstrap"], seconds, spec.get("security"), done, abort=stop)
+        else:
+            out = cassandra(spec["host"], int(spec["port"]), spec.get("datacenter") or "",
+                            seconds, spec.get("security"), done)
+    finally:
+        settled = done.is_set() and not (stop is not None and stop.is_set())
+        done.set()
+        watcher.join()
+    return {**out, "jit_settled": settled}
