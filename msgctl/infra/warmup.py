@@ -1,25 +1,28 @@
 """Warm a freshly started Kafka or Cassandra before the deployment reports ready.
 
-A JVM runs its hot paths interpreted until its JIT has compiled them. On this
-project's one-region stack the first minute after `msgctl up` delivered at two to
-three times the latency of a warm stack. So the supervisor drives every engine it
-starts through the requests the runtimes make, for a bounded time, on a topic or
-keyspace of its own, and `msgctl up` waits until that is done:
+A JVM runs its hot paths interpreted until its JIT has compiled them, and the
+compiling takes CPU too. On this project's one-region stack the first minute
+after `msgctl up` delivered at two to three times the latency of a warm stack.
+So the supervisor drives every Kafka and Cassandra it starts through the
+requests the runtimes make, on a topic or keyspace of its own, until the JVM's
+compiler threads go quiet (`JitWatch`) or the time runs out, and `msgctl up`
+waits for that:
 
-- Kafka: an idempotent producer (the gateways' ingress), a consumer and a
-  transactional producer that re-produces what it read and commits the consumer's
-  offsets in the transaction (the sequencer), and a read_committed consumer of
-  that (the store writer and push), on `msgctl.warmup.in` and `msgctl.warmup.out`.
-  Both topics and the consumer groups are deleted afterwards.
-- Cassandra: single-partition batches (message rows), ten-partition batches (cid
-  and head rows) and partition reads (sync), a few in flight, in the keyspace
-  `msgctl_warmup_<data center>` (replicated to that data center alone; rows
-  expire after ten minutes).
+- Kafka: an idempotent lz4 producer (the gateways' ingress), a consumer whose
+  records a transactional producer writes again, committing the consumer's
+  offsets in the transaction (the sequencer), more transactional producers
+  beside it, and a read_committed consumer (the store writer and push), on
+  `msgctl.warmup.in` and `msgctl.warmup.out`. The topics and consumer groups
+  are deleted afterwards.
+- Cassandra: msgctl's own `CassandraStore` in the keyspace
+  `msgctl_warmup_<data center>` (replicated to that data center alone):
+  conversations made with lightweight transactions, messages appended with
+  their cid and head rows, read back, cursors, watermarks and push tokens. The
+  sequence numbers wrap, so every warm-up overwrites the same few MB.
 
-Each function returns what it did, stops early when `stop` is set, and raises on
-an error (the supervisor logs it; the engine still counts as ready).
+`run` returns what was done, ends early when `stop` is set, and raises on an
+error (the supervisor logs it; the engine still counts as ready).
 """
-
 from __future__ import annotations
 
 import asyncio
