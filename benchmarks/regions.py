@@ -1,6 +1,7 @@
 """Two and three regions on this machine: startup, memory, cross-region latency, link lag.
 
-    python benchmarks/regions.py [--regions 2,3] [--messages 200] [--burst 2000] [--json]
+    python benchmarks/regions.py [--regions 2,3] [--messages 200] [--burst 2000]
+                                 [--rate 500 --seconds 20] [--json]
 
 For each count, `msgctl up` of the shipped regions/two-region.yaml or
 three-region.yaml (moved by --port-offset, so a running default deployment is
@@ -15,7 +16,12 @@ the total RSS of all of them. On two regions, also:
   under a burst: --burst messages from us-east devices as fast as a window of 64
   unacknowledged sends allows, over 8 1:1 conversations to devices in eu-west,
   while the lag is
-  sampled every half second, and the messages/s delivered to eu-west.
+  sampled every half second, and the messages/s delivered to eu-west;
+- with --rate R: open-loop 1:1 traffic at R msgs/s for --seconds, senders on
+  us-east's gateway and receivers on eu-west's (conversations homed in us-east,
+  so every message crosses MirrorMaker 2), the send->deliver and send->sent
+  percentiles, and each link's replication lag sampled every half second
+  meanwhile (p50/p99/max).
 
 Every deployment is taken down at the end. Prints a summary, or JSON.
 """
@@ -132,6 +138,62 @@ def lag_samples(stack: Stack, count: int, every: float) -> list[dict[str, Any]]:
     return out
 
 
+class LagSampler:
+    """Each link's replication lag (`msgctl status`'s measure) every half second, in a
+    thread, until `stop`."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.monotonic()
+            self.samples.append({f"{x.source}->{x.target}": x.lag_ms
+                                 for x in replication.links(self.stack.regions())})
+            self._stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def per_link(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for link in (self.samples[0] if self.samples else {}):
+            xs = [x[link] for x in self.samples if x.get(link) is not None]
+            if xs:
+                out[link] = {"p50_ms": pct(xs, 0.5), "p99_ms": pct(xs, 0.99),
+                             "max_ms": max(xs), "samples": len(xs)}
+        return out
+
+
+def at_rate(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop traffic from us-east's gateway to receivers on eu-west's (see the module
+    docstring), with the links' lag sampled meanwhile."""
+    from msgctl.bench import runner
+    from msgctl.tls import trust_children
+
+    regions = stack.regions()
+    trust_children(json.loads((stack.home / "deployment.json").read_text()))
+    target = runner.Target(regions[0]["ws_url"], regions[0]["http_url"], 0, stack.secret,
+                           receiver_url=regions[1]["ws_url"])
+    settings = runner.Settings.quick()
+    settings.warmup_seconds = 2.0
+    lag = LagSampler(stack)
+    try:
+        step = runner.run_step(target, settings, rate, relay=False, duration=seconds)
+    finally:
+        lag.stop()
+    return {"rate": rate, "seconds": seconds, "achieved_msgs_s": step.achieved,
+            "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
+            "send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
+            "delivered": step.delivered, "offered": step.offered, "errors": step.errors,
+            "lag": lag.per_link()}
+
+
 async def burst(stack: Stack, n: int, pairs: int = 8) -> dict[str, Any]:
     """`n` sends from us-east devices, 64 in flight at most, to devices in eu-west, over
     `pairs` 1:1 conversations (one conversation is bounded by its own sequencing)."""
@@ -147,18 +209,7 @@ async def burst(stack: Stack, n: int, pairs: int = 8) -> dict[str, Any]:
         receivers.append(r)
         convs.append(conv)
     window = asyncio.Semaphore(64)
-    samples: list[dict[str, Any]] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            t = time.monotonic()
-            samples.append({f"{x.source}->{x.target}": x.lag_ms
-                            for x in replication.links(stack.regions())})
-            stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    lag = LagSampler(stack)
 
     async def one(i: int) -> None:
         async with window:
@@ -170,18 +221,19 @@ async def burst(stack: Stack, n: int, pairs: int = 8) -> dict[str, Any]:
     for k in range(pairs):
         await receivers[k].wait_msgs(convs[k], len(range(k, n, pairs)) + 1, timeout=300)
     all_s = time.perf_counter() - t0
-    stop.set()
-    sampler.join(10)
+    lag.stop()
     for c in (*senders, *receivers):
         await c.close()
-    worst = {k: max((x.get(k) or 0) for x in samples) for k in (samples[0] if samples else {})}
+    per_link = lag.per_link()
     return {"messages": n, "send_seconds": round(send_s, 2),
             "delivered_all_seconds": round(all_s, 2),
-            "msgs_per_s": round(n / all_s, 1), "max_lag_ms": worst,
-            "lag_samples": len(samples)}
+            "msgs_per_s": round(n / all_s, 1),
+            "max_lag_ms": {k: v["max_ms"] for k, v in per_link.items()},
+            "lag_samples": len(lag.samples)}
 
 
-def measure(count: int, messages: int, burst_n: int) -> dict[str, Any]:
+def measure(count: int, messages: int, burst_n: int, rate: float = 0.0,
+            seconds: float = 20.0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"msgctl-regions{count}-"))
     stack = Stack(root / "home", count)
     out: dict[str, Any] = {"regions": count, "topology": TOPOLOGIES[count]}
@@ -195,6 +247,8 @@ def measure(count: int, messages: int, burst_n: int) -> dict[str, Any]:
             out["same_region"] = asyncio.run(paced(stack, 0, 0, messages))
             out["cross_region_receiver"] = asyncio.run(paced(stack, 0, 1, messages))
             out["cross_region_sender"] = asyncio.run(paced(stack, 1, 0, messages))
+        if count == 2 and rate:
+            out["at_rate"] = at_rate(stack, rate, seconds)
         if count == 2 and burst_n:
             out["burst"] = asyncio.run(burst(stack, burst_n))
         out["rss_after_mib"], _ = total_rss_mib(stack.home)
@@ -208,9 +262,13 @@ def main() -> None:
     ap.add_argument("--regions", default="2,3")
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--burst", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="msgs/s of open-loop cross-region traffic (two regions; 0: none)")
+    ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [measure(int(c), args.messages, args.burst) for c in args.regions.split(",")]
+    results = [measure(int(c), args.messages, args.burst, args.rate, args.seconds)
+               for c in args.regions.split(",")]
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -225,6 +283,12 @@ def main() -> None:
                 print(f"  {key}: send->sent p50/p99 {x['send_sent_p50_ms']}/"
                       f"{x['send_sent_p99_ms']} ms, send->deliver p50/p99 "
                       f"{x['send_deliver_p50_ms']}/{x['send_deliver_p99_ms']} ms")
+        if "at_rate" in r:
+            a = r["at_rate"]
+            print(f"  at {a['rate']:.0f} msgs/s for {a['seconds']:.0f} s (us-east -> eu-west): "
+                  f"send->deliver p50/p99 {a['send_deliver_p50_ms']}/"
+                  f"{a['send_deliver_p99_ms']} ms, {a['delivered']}/{a['offered']} "
+                  f"delivered; lag p50/p99 {a['lag']}")
         if "burst" in r:
             b = r["burst"]
             print(f"  burst of {b['messages']}: {b['msgs_per_s']} msgs/s delivered, "

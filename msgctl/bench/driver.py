@@ -127,7 +127,7 @@ async def _sender_reader(ws: ClientConnection, counts: dict[str, int],
 
 
 async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, duration: float,
-                   relay: bool) -> dict[str, Any]:
+                   relay: bool, receiver_url: str) -> dict[str, Any]:
     counts = {"sent": 0, "delivered": 0, "errors": 0, "closed": 0, "disorder": 0, "offered": 0}
     lat: list[float] = []
     sent_lat: list[float] = []
@@ -135,7 +135,7 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
     senders: list[ClientConnection] = []
     receivers: list[ClientConnection] = []
     for p in pairs:
-        r = await _open(url, p.receiver_token)
+        r = await _open(receiver_url, p.receiver_token)
         s = await _open(url, p.sender_token)
         await r.recv()  # hello
         await s.recv()
@@ -191,8 +191,10 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
 
 
 def traffic_worker(url: str, pairs: list[Pair], rate: float, warmup: float, duration: float,
-                   relay: bool = False) -> dict[str, Any]:
-    return _run(_traffic(url, pairs, rate, warmup, duration, relay))
+                   relay: bool = False, receiver_url: str = "") -> dict[str, Any]:
+    """Open-loop 1:1 traffic at `rate`: senders on `url`, receivers on `receiver_url`
+    (another region's gateway; "": the same)."""
+    return _run(_traffic(url, pairs, rate, warmup, duration, relay, receiver_url or url))
 
 
 # -- catch-up ---------------------------------------------------------------

@@ -60,6 +60,7 @@ class Target:
     http: str  # http:// base for /metrics
     pid: int  # the measured process
     secret: str
+    receiver_url: str = ""  # the receivers' gateway (another region's), "": `url`
 
 
 @dataclass
@@ -208,7 +209,8 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
     groups = [pairs[i::workers] for i in range(workers)]
     with _pool(workers) as pool:
         futures = [pool.submit(driver.traffic_worker, target.url, g, rate / workers,
-                               s.warmup_seconds, duration or s.step_seconds, relay)
+                               s.warmup_seconds, duration or s.step_seconds, relay,
+                               target.receiver_url or target.url)
                    for g in groups]
         results = [f.result() for f in futures]
     lat = [x for r in results for x in r["latencies_ms"]]

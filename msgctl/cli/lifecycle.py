@@ -161,6 +161,9 @@ def warmups(h: Home) -> str:
         elif w.get("state") == "failed":
             parts.append(f"{p['name']} failed after {w.get('seconds', 0):.0f}s: "
                          f"{w.get('error', '')}")
+        elif w.get("state") == "interrupted":
+            parts.append(f"{p['name']} interrupted after {w.get('seconds', 0):.0f}s "
+                         "(the engine exited)")
     return "warmed up: " + ", ".join(parts) if parts else ""
 
 

@@ -83,9 +83,11 @@ def _clean_kafka(admin: Any, timeout: float) -> None:
 
 def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None,
           stop: threading.Event | None = None, timeout: float = 20.0,
-          abort: threading.Event | None = None) -> dict[str, Any]:
+          abort: threading.Event | None = None,
+          loaded: threading.Event | None = None) -> dict[str, Any]:
     """Drive one Kafka cluster for `seconds` or until `stop` (see the module docstring);
-    `abort` also stops it, without deleting the topics (the broker is going away)."""
+    `abort` also stops it, without deleting the topics (the broker is going away).
+    `loaded` is set at the first read-process-write transaction (the group joined)."""
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
 
@@ -161,6 +163,8 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
                                             seq.consumer_group_metadata(), timeout)
             txn.commit_transaction(timeout)
             counts["transactions"] += 1
+            if loaded is not None:
+                loaded.set()
     finally:
         done.set()
         for thread in threads:
@@ -179,8 +183,9 @@ def keyspace(datacenter: str) -> str:
 
 def cassandra(host: str, port: int, datacenter: str, seconds: float,
               security: dict[str, Any] | None = None, stop: threading.Event | None = None,
-              timeout: float = 30.0) -> dict[str, Any]:
-    """Drive one Cassandra node for `seconds` (see the module docstring)."""
+              timeout: float = 30.0, loaded: threading.Event | None = None) -> dict[str, Any]:
+    """Drive one Cassandra node for `seconds` (see the module docstring); `loaded` is
+    set once the first round is done (the schema made, the statements prepared)."""
     from runtime.adapters.cluster.cassandra_store import CassandraStore
 
     store = CassandraStore([host], port, keyspace(datacenter or "local"),
@@ -195,7 +200,7 @@ def cassandra(host: str, port: int, datacenter: str, seconds: float,
     async def drive() -> dict[str, Any]:
         await store.connect()
         try:
-            return await _drive_store(store, running, datacenter or "local")
+            return await _drive_store(store, running, datacenter or "local", loaded)
         finally:
             await store.close()
 
@@ -203,7 +208,8 @@ def cassandra(host: str, port: int, datacenter: str, seconds: float,
     return {"seconds": round(time.monotonic() - t0, 1), **out}
 
 
-async def _drive_store(store: Any, running: Any, home: str) -> dict[str, int]:
+async def _drive_store(store: Any, running: Any, home: str,
+                       loaded: threading.Event | None = None) -> dict[str, int]:
     """The store's own requests, CQL_ROUNDS rounds a second, IN_FLIGHT rounds at once:
     a round appends ten messages to one conversation, moves its head, reads them back
     and touches a member's cursor, watermark and push tokens, as a send and its
@@ -240,6 +246,8 @@ async def _drive_store(store: Any, running: Any, home: str) -> dict[str, int]:
         await store.create_conversation(conv)  # one that exists: Paxos, not applied
         counts["rounds"] += 1
         counts["messages"] += len(msgs)
+        if loaded is not None:
+            loaded.set()
 
     n = 0
     pending: set[asyncio.Task[None]] = set()
@@ -277,7 +285,9 @@ def compiler_ticks(pid: int) -> int | None:
 
 class JitWatch:
     """Has the JIT of a JVM settled? True once its compiler threads used under QUIET of a
-    core over the last WINDOW seconds, not before MIN_SECONDS."""
+    core over the last WINDOW seconds, and not before MIN_SECONDS after `begin` (the
+    load reached the engine: a warm-up still setting up leaves the compilers quiet
+    too)."""
 
     QUIET = 0.10
     WINDOW = 5.0
@@ -287,11 +297,16 @@ class JitWatch:
                  ticks: Any = compiler_ticks) -> None:
         self.pid, self.clock, self.ticks = pid, clock, ticks
         self.hz = os.sysconf("SC_CLK_TCK")
-        self.start = clock()
+        self.start: float | None = None
         self.samples: list[tuple[float, int]] = []
 
+    def begin(self) -> None:
+        """The warm-up's load is running from now on."""
+        if self.start is None:
+            self.start = self.clock()
+
     def settled(self) -> bool:
-        if self.pid is None:
+        if self.pid is None or self.start is None:
             return False
         used = self.ticks(self.pid)
         if used is None:
@@ -318,10 +333,13 @@ def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = Non
     if kind not in ("kafka", "cql") or seconds <= 0:
         return {}
     done = threading.Event()
+    loaded = threading.Event()  # set by the driver once its whole path has worked once
     watch = JitWatch(pid)
 
     def monitor() -> None:
         while not done.wait(1.0):
+            if loaded.is_set():
+                watch.begin()
             if (stop is not None and stop.is_set()) or watch.settled():
                 done.set()
 
@@ -329,10 +347,11 @@ def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = Non
     watcher.start()
     try:
         if kind == "kafka":
-            out = kafka(spec["bootstrap"], seconds, spec.get("security"), done, abort=stop)
+            out = kafka(spec["bootstrap"], seconds, spec.get("security"), done, abort=stop,
+                        loaded=loaded)
         else:
             out = cassandra(spec["host"], int(spec["port"]), spec.get("datacenter") or "",
-                            seconds, spec.get("security"), done)
+                            seconds, spec.get("security"), done, loaded=loaded)
     finally:
         settled = done.is_set() and not (stop is not None and stop.is_set())
         done.set()

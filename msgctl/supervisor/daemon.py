@@ -147,7 +147,7 @@ class Managed:
         self.message = ""
         self.task: asyncio.Task[None] | None = None
         self.wanted = True
-        # the last warm-up of this process: {"state": warming|done|failed, ...}
+        # its warm-up (first start only): {"state": warming|done|failed|interrupted, ...}
         self.warmup: dict[str, Any] = {}
 
     def view(self) -> dict[str, Any]:
@@ -245,8 +245,11 @@ class Supervisor:
             self.publish()
             if await self._wait_ready(m, proc):
                 m.ready_after = round(time.time() - m.started_at, 2)
-                warm = m.program.warmup_s > 0 and m.program.kind == ENGINE
-                m.warmup = {"state": "warming"} if warm else {}
+                # only the first start: an engine restarted under live traffic warms
+                # up on that traffic, and a synthetic load on top would compete with it
+                warm = m.program.warmup_s > 0 and m.program.kind == ENGINE and not m.warmup
+                if warm:
+                    m.warmup = {"state": "warming"}
                 self._set(m, RUNNING, "warming up" if warm else "")
                 ready.set()
                 health = asyncio.create_task(self._watch_health(m))
@@ -292,6 +295,8 @@ class Supervisor:
                         **result}
         except asyncio.CancelledError:
             stop.set()  # the process exited or is being stopped: the thread ends soon
+            m.warmup = {"state": "interrupted", "seconds": round(time.monotonic() - t0, 1)}
+            self.publish()
             raise
         except Exception as exc:  # noqa: BLE001 - any driver failure
             m.warmup = {"state": "failed", "seconds": round(time.monotonic() - t0, 1),

@@ -15,6 +15,7 @@ import pytest
 from msgctl.home import Home
 from msgctl.infra import warmup
 from msgctl.supervisor.daemon import RUNNING, Supervisor
+from msgctl.supervisor.policy import RestartPolicy
 from msgctl.supervisor.program import ENGINE, Program
 from tests.conftest import free_port
 
@@ -36,7 +37,9 @@ class Jvm:
 
 
 def watch(jvm: Jvm, pid: int | None = 1) -> warmup.JitWatch:
-    return warmup.JitWatch(pid, clock=lambda: jvm.now, ticks=lambda _pid: jvm.ticks)
+    w = warmup.JitWatch(pid, clock=lambda: jvm.now, ticks=lambda _pid: jvm.ticks)
+    w.begin()
+    return w
 
 
 def test_settles_once_the_compilers_go_quiet_and_not_before_the_minimum() -> None:
@@ -61,6 +64,20 @@ def test_quiet_from_the_start_still_runs_the_minimum() -> None:
         seen.append(w.settled())
     first = seen.index(True) + 1
     assert first >= warmup.JitWatch.MIN_SECONDS
+
+
+def test_nothing_settles_before_the_load_reaches_the_engine() -> None:
+    jvm = Jvm()
+    w = warmup.JitWatch(1, clock=lambda: jvm.now, ticks=lambda _pid: jvm.ticks)
+    for _ in range(60):  # a warm-up still setting up: the compilers idle, not settled
+        jvm.advance(1.0, 0.0)
+        assert not w.settled()
+    w.begin()
+    seen = []
+    for _ in range(int(warmup.JitWatch.MIN_SECONDS) + 2):
+        jvm.advance(1.0, 0.0)
+        seen.append(w.settled())
+    assert seen.index(True) + 1 >= warmup.JitWatch.MIN_SECONDS
 
 
 def test_a_jit_just_over_the_threshold_keeps_it_going() -> None:
@@ -183,3 +200,41 @@ async def test_a_failed_warm_up_leaves_the_engine_running(
         assert view["warmup"]["state"] == "failed" and "broker said no" in view["warmup"]["error"]
     finally:
         await sup.stop_program("cassandra.r")
+
+
+async def test_an_engine_exiting_mid_warm_up_ends_it_and_its_restart_is_not_warmed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped = threading.Event()
+    calls: list[int | None] = []
+
+    def slow(spec: dict, seconds: float, stop: threading.Event | None = None,
+             pid: int | None = None) -> dict:
+        calls.append(pid)
+        assert stop is not None
+        if stop.wait(10):
+            stopped.set()
+        return {}
+
+    monkeypatch.setattr(warmup, "run", slow)
+    port = free_port()
+    engine = Program(name="kafka.r", region="r", runtimes=["kafka"],
+                     argv=[sys.executable, "-c", SERVER, str(port)],
+                     health_url=f"http://127.0.0.1:{port}/", endpoint="-", kind=ENGINE,
+                     warmup_s=60.0)
+    sup = Supervisor(Home(tmp_path).ensure(), [engine],
+                     RestartPolicy(base_delay=0.05, max_delay=0.1))
+    await sup.start_program("kafka.r")
+    m = sup.managed["kafka.r"]
+    try:
+        first = m.proc.pid
+        os.kill(first, 9)  # a crash while warming: `up` must not wait on it forever
+        t0 = time.monotonic()
+        while not (m.state == RUNNING and m.proc.pid != first):
+            assert time.monotonic() - t0 < 15
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(stopped.wait, 5)  # the warm-up thread was told
+        assert m.warmup["state"] == "interrupted" and m.message == ""
+        await asyncio.sleep(0.3)
+        assert calls == [first]  # the restarted engine is not warmed again
+    finally:
+        await sup.stop_program("kafka.r")
