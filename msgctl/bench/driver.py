@@ -176,8 +176,9 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
             n += 1
         await asyncio.sleep(0.001)
     counts["offered"] = n
-    # let what is in flight land; what has not arrived by then counts as too slow
-    deadline = time.time() + 3.0
+    # let what is in flight land; what has not arrived by then counts as too slow (across
+    # regions a message also crosses MirrorMaker 2)
+    deadline = time.time() + (3.0 if receiver_url == url else 10.0)
     while counts["delivered"] < n and time.time() < deadline:
         await asyncio.sleep(0.02)
     for t in tasks:

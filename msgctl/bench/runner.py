@@ -130,14 +130,19 @@ def _client_cpus() -> set[int]:
     return cpus - {0} or cpus
 
 
-def _pin_self_to_clients() -> None:
+def _start_worker(cert_file: str | None) -> None:
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, _client_cpus())
+    # a spawned worker imports the caller's main module again, and a script's imports may
+    # set SSL_CERT_FILE their own way: the CA the caller trusts when it starts the pool wins
+    if cert_file:
+        os.environ["SSL_CERT_FILE"] = cert_file
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                               initializer=_pin_self_to_clients)
+                               initializer=_start_worker,
+                               initargs=(os.environ.get("SSL_CERT_FILE"),))
 
 
 def _metric(http: str, name: str) -> float | None:

@@ -106,7 +106,8 @@ def start(
     home: HomeOpt = None,
     port_offset: OffsetOpt = 0,
     timeout: Annotated[float | None, typer.Option(
-        help="Seconds to wait for the probes (default: the engines' start deadline + 120).",
+        help="Seconds to wait for the probes (default: the engines' start deadline + 120, "
+             "plus their longest warm-up).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:

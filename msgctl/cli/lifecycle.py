@@ -81,7 +81,8 @@ def up(
     foreground: Annotated[bool, typer.Option(
         "--foreground", "-f", help="Stay attached; Ctrl-C stops the deployment.")] = False,
     timeout: Annotated[float | None, typer.Option(
-        help="Seconds to wait for readiness (default 120, plus the engines' start deadline).",
+        help="Seconds to wait for readiness (default 120, plus the engines' start deadline "
+             "and their longest warm-up).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -161,6 +162,8 @@ def warmups(h: Home) -> str:
         elif w.get("state") == "failed":
             parts.append(f"{p['name']} failed after {w.get('seconds', 0):.0f}s: "
                          f"{w.get('error', '')}")
+        elif w.get("state") == "warming":
+            parts.append(f"{p['name']} still warming up (past --timeout)")
         elif w.get("state") == "interrupted":
             parts.append(f"{p['name']} interrupted after {w.get('seconds', 0):.0f}s "
                          "(the engine exited)")

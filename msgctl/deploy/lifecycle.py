@@ -178,9 +178,11 @@ def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
             on_state: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Poll the supervisor's state until every program is RUNNING and no engine is still
     warming up (msgctl.infra.warmup), and return that state; or raise
-    `MsgctlError` when one failed, the supervisor exited or `timeout` ran out.
-    `on_state` sees the programs at every poll."""
+    `MsgctlError` when one failed, the supervisor exited or `timeout` ran out. A warm-up
+    still running when the time is up does not fail it: everything works, the first
+    minute is only slower. `on_state` sees the programs at every poll."""
     deadline = time.monotonic() + timeout
+    state: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise MsgctlError(f"the supervisor exited ({proc.returncode}); see "
@@ -200,11 +202,20 @@ def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
             if skipped:
                 p = skipped[0]
                 raise MsgctlError(f"{p['name']} {p['message']}")
-            if programs and all(p["state"] == RUNNING for p in programs) and not any(
-                    p.get("warmup", {}).get("state") == "warming" for p in programs):
+            if _running(programs) and not any(_warming(p) for p in programs):
                 return state
         time.sleep(0.1)
+    if state and _running(state["programs"]):
+        return state  # only warm-ups left
     raise MsgctlError(f"not ready after {timeout:.0f}s; see 'msgctl logs' and 'msgctl status'")
+
+
+def _running(programs: list[dict[str, Any]]) -> bool:
+    return bool(programs) and all(p["state"] == RUNNING for p in programs)
+
+
+def _warming(program: dict[str, Any]) -> bool:
+    return bool(program.get("warmup", {}).get("state") == "warming")
 
 
 def start_supervisor(h: Home, timeout: float,

@@ -2,7 +2,7 @@
 
     engines:
       kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120}
-      cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 1024,
+      cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 512,
                   warmup_s: 120}
       redis: {port: 6379}
       s3: {port: 9000}          # optional: S3Proxy, media in the cluster family

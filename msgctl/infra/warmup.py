@@ -105,7 +105,7 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
     router = Consumer({**conf, "group.id": GROUPS[1], "isolation.level": "read_committed",
                        "enable.auto.commit": True, "auto.offset.reset": "earliest",
                        "fetch.wait.max.ms": 100})
-    counts = {"produced": 0, "transactions": 0, "routed": 0}
+    counts = {"produced": 0, "transactions": 0, "routed": 0, "errors": 0}
     t0 = time.monotonic()
     deadline = t0 + seconds
     done = threading.Event()
@@ -113,6 +113,15 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
     def running() -> bool:
         return time.monotonic() < deadline and not done.is_set() and not any(
             e is not None and e.is_set() for e in (stop, abort))
+
+    def counted(body: Any) -> Any:
+        """A helper thread's body: its error is counted, the others carry on."""
+        def run(*args: Any) -> None:
+            try:
+                body(*args)
+            except Exception:  # noqa: BLE001 - a warm-up's load, not the product
+                counts["errors"] += 1
+        return run
 
     def produce() -> None:  # the gateways: a steady ingress of INGRESS_RATE msgs/s
         while running():
@@ -142,16 +151,18 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
 
     others = [Producer({**produce_conf, "transactional.id": f"msgctl-warmup-{i}",
                         "transaction.timeout.ms": 60000}) for i in range(1, TRANSACTORS)]
-    threads = [threading.Thread(target=produce, daemon=True),
-               threading.Thread(target=route, daemon=True),
-               *(threading.Thread(target=commit_alone, args=(p,), daemon=True)
+    threads = [threading.Thread(target=counted(produce), daemon=True),
+               threading.Thread(target=counted(route), daemon=True),
+               *(threading.Thread(target=counted(commit_alone), args=(p,), daemon=True)
                  for p in others)]
+    started: list[threading.Thread] = []
     try:
         txn.init_transactions(timeout)
         seq.subscribe([TOPIC_IN])
         router.subscribe([TOPIC_OUT])
         for thread in threads:
             thread.start()
+            started.append(thread)
         while running():  # the sequencer: read, re-produce and commit in one transaction
             records = [r for r in seq.consume(50, timeout=0.02) if not r.error()]
             if not records:
@@ -167,12 +178,15 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
                 loaded.set()
     finally:
         done.set()
-        for thread in threads:
-            thread.join(1.0 if abort is not None and abort.is_set() else timeout)
-        if abort is None or not abort.is_set():
-            for consumer in (seq, router):
-                consumer.close()
-            _clean_kafka(admin, timeout)
+        aborted = abort is not None and abort.is_set()
+        for thread in started:
+            thread.join(1.0 if aborted else timeout)
+        if not aborted:  # a broker going away: nothing to clean, nobody to wait for
+            try:
+                for consumer in (seq, router):
+                    consumer.close()
+            finally:
+                _clean_kafka(admin, timeout)
     return {"seconds": round(time.monotonic() - t0, 1), **counts}
 
 
@@ -223,7 +237,7 @@ async def _drive_store(store: Any, running: Any, home: str,
     for conv in convs:
         await store.create_conversation(conv)  # a lightweight transaction (Paxos)
     body = "x" * len(BODY)
-    counts = {"rounds": 0, "messages": 0}
+    counts = {"rounds": 0, "messages": 0, "errors": 0}
     t0 = time.monotonic()
 
     async def one(n: int) -> None:
@@ -251,22 +265,29 @@ async def _drive_store(store: Any, running: Any, home: str,
 
     n = 0
     pending: set[asyncio.Task[None]] = set()
+
+    def count(finished: set[asyncio.Task[None]]) -> None:
+        # a timeout under the startup's load costs that round, not the warm-up
+        counts["errors"] += sum(1 for t in finished if t.exception() is not None)
+
     while n == 0 or running():  # one round at least: the schema may have taken the time
         while len(pending) >= IN_FLIGHT:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            count(done)
         pending.add(asyncio.create_task(one(n)))
         n += 1
         await asyncio.sleep(max(0.0, t0 + n / CQL_ROUNDS - time.monotonic()))
-    if pending:
-        await asyncio.gather(*pending)
+    for task in pending:  # a round takes up to ten requests: not waited for at the end
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     return counts
 
 
 def compiler_ticks(pid: int) -> int | None:
-    """CPU ticks the JIT compiler threads of JVM `pid` used so far (None: not readable)."""
+    """CPU ticks the JIT compiler threads of JVM `pid` used so far (None: not readable,
+    or no HotSpot compiler thread there)."""
     total = 0
+    found = False
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -278,9 +299,11 @@ def compiler_ticks(pid: int) -> int | None:
             continue  # the thread ended
         name = stat[stat.index("(") + 1:stat.rindex(")")]
         if "CompilerThre" in name:  # "C2 CompilerThre", "C1 CompilerThre" (15 chars)
+            found = True
             fields = stat.rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total
+    # none: not a HotSpot JIT (or -Xint), whose quiet would mean nothing
+    return total if found else None
 
 
 class JitWatch:

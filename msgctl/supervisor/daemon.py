@@ -149,6 +149,7 @@ class Managed:
         self.wanted = True
         # its warm-up (first start only): {"state": warming|done|failed|interrupted, ...}
         self.warmup: dict[str, Any] = {}
+        self.warming: asyncio.Task[None] | None = None
 
     def view(self) -> dict[str, Any]:
         return {
@@ -253,12 +254,12 @@ class Supervisor:
                 self._set(m, RUNNING, "warming up" if warm else "")
                 ready.set()
                 health = asyncio.create_task(self._watch_health(m))
-                warming = asyncio.create_task(self._warm_up(m, proc)) if warm else None
-                await proc.wait()
-                health.cancel()
-                if warming is not None:
-                    warming.cancel()
-                    await asyncio.gather(warming, return_exceptions=True)
+                m.warming = asyncio.create_task(self._warm_up(m, proc)) if warm else None
+                try:
+                    await proc.wait()
+                finally:  # also when this task is cancelled (stop_program)
+                    health.cancel()
+                    await self._end_warm_up(m)
             elif proc.returncode is None:
                 # never became ready: count it as a failed start
                 await self._kill_group(proc, self._stop_timeout(m))
@@ -283,18 +284,43 @@ class Supervisor:
     async def _warm_up(self, m: Managed, proc: asyncio.subprocess.Process) -> None:
         """Drive a just-started engine until its JIT settles (msgctl.infra.warmup), with
         the dependents already running; `up` waits for it. A failed warm-up is logged
-        and leaves the engine RUNNING: it only costs the first minute's latency."""
+        and leaves the engine RUNNING: it only costs the first minute's latency.
+
+        It runs in a daemon thread of its own, not the loop's executor: the probes share
+        that executor, and a driver call blocked on a dying engine must not hold up the
+        supervisor's exit (a cancelled warm-up is told to stop and left to end)."""
         from msgctl.infra import warmup  # the engine drivers load only where engines run
 
         stop = threading.Event()
         t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def settle(fut: asyncio.Future[dict[str, Any]], result: Any, failed: bool) -> None:
+            if fut.done():
+                return
+            if failed:
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+        def drive() -> None:
+            try:
+                result: Any = warmup.run(m.program.probe_spec, m.program.warmup_s, stop,
+                                         proc.pid)
+                failed = False
+            except Exception as exc:  # noqa: BLE001 - reported through the future
+                result, failed = exc, True
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, answer, result, failed)
+
+        threading.Thread(target=drive, name=f"warm-up {m.program.name}", daemon=True).start()
         try:
-            result = await asyncio.to_thread(warmup.run, m.program.probe_spec,
-                                             m.program.warmup_s, stop, proc.pid)
-            m.warmup = {"state": "done", "seconds": round(time.monotonic() - t0, 1),
-                        **result}
+            result = await answer
+            m.warmup = {"state": "done", **result,
+                        "seconds": round(time.monotonic() - t0, 1)}
         except asyncio.CancelledError:
-            stop.set()  # the process exited or is being stopped: the thread ends soon
+            stop.set()  # the engine exits or is being stopped: the thread ends on its own
             m.warmup = {"state": "interrupted", "seconds": round(time.monotonic() - t0, 1)}
             self.publish()
             raise
@@ -306,6 +332,13 @@ class Supervisor:
             self._set(m, RUNNING)
         else:
             self.publish()
+
+    async def _end_warm_up(self, m: Managed) -> None:
+        """Stop a warm-up still running (before its engine is stopped, or after it exited)."""
+        task, m.warming = m.warming, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _watch_health(self, m: Managed) -> None:
         """Keep the per-runtime view fresh while the program runs."""
@@ -343,6 +376,7 @@ class Supervisor:
     async def stop_program(self, name: str) -> None:
         m = self.managed[name]
         m.wanted = False
+        await self._end_warm_up(m)  # not stopped under the warm-up's load
         if m.proc is not None and m.proc.returncode is None:
             self._set(m, STOPPING)
             await self._kill_group(m.proc, self._stop_timeout(m))

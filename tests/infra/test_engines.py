@@ -114,6 +114,8 @@ def test_start_waits_for_the_jvms_warm_up_which_leaves_no_topic(stack: Stack) ->
                          **security.kafka_client(sec)})
     topics = set(admin.list_topics(timeout=10).topics)
     assert not {t for t in topics if t.startswith("msgctl.warmup")}, topics
+    groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+    assert not {g for g in groups if g.startswith("msgctl-warmup")}, groups
 
 
 def test_infra_status_probes_live(stack: Stack) -> None:

@@ -129,12 +129,14 @@ def test_bad_engine_settings_are_one_line(tmp_path: Path, engines: dict[str, Any
 
 
 def test_warmup_s_bounds_each_jvms_warm_up(tmp_path: Path) -> None:
-    engines = {"kafka": {"warmup_s": 0}, "cassandra": {"warmup_s": 7.5}, "redis": {}}
+    engines = {"kafka": {"warmup_s": 5}, "cassandra": {"warmup_s": 7.5}, "redis": {}}
     programs = {p.name: p for p in plan(tmp_path, cluster(engines, processes=1))}
-    assert programs["kafka.eu"].warmup_s == 0 and programs["cassandra.eu"].warmup_s == 7.5
-    # `up` waits for the longest warm-up on top of the engines' start deadlines
+    assert programs["kafka.eu"].warmup_s == 5 and programs["cassandra.eu"].warmup_s == 7.5
+    assert programs["redis.eu"].warmup_s == 0
+    # `up` waits for the longest warm-up (they run side by side) on top of the engines'
+    # start deadlines
     others = [p for p in programs.values() if p.name != "cassandra.eu"]
-    assert default_timeout(list(programs.values())) - default_timeout(others) == 7.5
+    assert default_timeout(list(programs.values())) - default_timeout(others) == 2.5
 
 
 def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:

@@ -114,8 +114,24 @@ def test_without_a_readable_jvm_only_the_time_limit_ends_it() -> None:
 
 
 def test_compiler_ticks_reads_a_real_process() -> None:
-    assert warmup.compiler_ticks(os.getpid()) == 0  # Python has no compiler threads
+    # Python has no HotSpot compiler threads: unknown, never a quiet JIT
+    assert warmup.compiler_ticks(os.getpid()) is None
     assert warmup.compiler_ticks(2 ** 22 + 12345) is None  # no such process
+
+
+def test_compiler_ticks_adds_the_compiler_threads_user_and_system_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def stat(tid: int, name: str, utime: int, stime: int) -> str:
+        # pid (comm) state ppid ... field 14 utime, 15 stime (1-based, as in proc(5))
+        rest = ["S", "1"] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 30
+        return f"{tid} ({name}) " + " ".join(rest)
+
+    tasks = {"10": stat(10, "java", 500, 50), "11": stat(11, "C2 CompilerThre", 300, 7),
+             "12": stat(12, "C1 CompilerThre", 40, 2), "13": stat(13, "GC Thread#0", 9, 9)}
+    monkeypatch.setattr(warmup.os, "listdir", lambda _path: list(tasks))
+    monkeypatch.setattr(warmup.Path, "read_text",
+                        lambda self: tasks[self.parent.name])
+    assert warmup.compiler_ticks(42) == 300 + 7 + 40 + 2
 
 
 def test_run_leaves_other_engines_alone() -> None:
@@ -238,3 +254,84 @@ async def test_an_engine_exiting_mid_warm_up_ends_it_and_its_restart_is_not_warm
         assert calls == [first]  # the restarted engine is not warmed again
     finally:
         await sup.stop_program("kafka.r")
+
+
+def test_run_drives_until_the_watch_settles_and_passes_the_abort_through(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    class Settles(warmup.JitWatch):
+        def settled(self) -> bool:  # as soon as the load reached the engine
+            return self.start is not None
+
+    def fake_kafka(bootstrap: str, seconds: float, security: object,
+                   stop: threading.Event, abort: threading.Event | None = None,
+                   loaded: threading.Event | None = None) -> dict:
+        seen.update(bootstrap=bootstrap, seconds=seconds, abort=abort)
+        assert loaded is not None and not stop.wait(2.5)  # no load yet: not settled
+        loaded.set()
+        assert stop.wait(5)  # then the watch ends it
+        return {"transactions": 7}
+
+    monkeypatch.setattr(warmup, "JitWatch", Settles)
+    monkeypatch.setattr(warmup, "kafka", fake_kafka)
+    outer = threading.Event()
+    out = warmup.run({"kind": "kafka", "bootstrap": "k:1"}, 60.0, outer, pid=7)
+    assert out == {"transactions": 7, "jit_settled": True}
+    assert seen == {"bootstrap": "k:1", "seconds": 60.0, "abort": outer}
+
+
+def test_run_stopped_from_outside_is_not_settled(monkeypatch: pytest.MonkeyPatch) -> None:
+    outer = threading.Event()
+
+    def fake_cassandra(host: str, port: int, dc: str, seconds: float, security: object,
+                       stop: threading.Event, loaded: threading.Event | None = None) -> dict:
+        outer.set()  # the engine is going away
+        assert stop.wait(5)
+        return {"rounds": 1}
+
+    monkeypatch.setattr(warmup, "cassandra", fake_cassandra)
+    out = warmup.run({"kind": "cql", "host": "h", "port": 1, "datacenter": "x"}, 60.0, outer,
+                     pid=None)
+    assert out == {"rounds": 1, "jit_settled": False}
+
+
+def test_up_waits_for_warm_ups_but_not_past_its_timeout(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from msgctl.deploy.lifecycle import wait_up
+    from msgctl.errors import MsgctlError
+
+    home = Home(tmp_path).ensure()
+    engine = {"name": "kafka.r", "state": RUNNING, "warmup": {"state": "warming"}}
+    runtime = {"name": "gateway-1.r", "state": RUNNING}
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        home.state_file.write_text(json.dumps({"programs": [engine, runtime]}))
+        t0 = time.monotonic()
+        state = wait_up(home, proc, 1.0)  # only a warm-up left: ready, not an error
+        assert time.monotonic() - t0 >= 1.0 and state["programs"][0]["warmup"]
+        engine["warmup"] = {"state": "done"}
+        home.state_file.write_text(json.dumps({"programs": [engine, runtime]}))
+        t0 = time.monotonic()
+        wait_up(home, proc, 10.0)
+        assert time.monotonic() - t0 < 1.0  # returns as soon as the warm-up is done
+        runtime["state"] = "STARTING"
+        home.state_file.write_text(json.dumps({"programs": [engine, runtime]}))
+        with pytest.raises(MsgctlError, match="not ready after 1s"):
+            wait_up(home, proc, 1.0)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_skip_numpy_keeps_the_cassandra_driver_off_numpy() -> None:
+    import subprocess
+
+    code = ("from runtime import lean; lean.skip_numpy(); import sys, cassandra.cluster; "
+            "from cassandra.cython_deps import HAVE_NUMPY; "
+            "print(HAVE_NUMPY, sys.modules.get('numpy') is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]
