@@ -107,6 +107,7 @@ def test_up_waits_for_the_chain_of_joining_cassandra_nodes(tmp_path: Path) -> No
 
     one = plan(tmp_path / "1", yaml.safe_load((ROOT / "regions/one-region.yaml").read_text()))
     three = plan(tmp_path / "3", regions(3))
-    assert default_timeout(one) == 120 + ENGINE_START_TIMEOUT
+    # plus the longest warm-up (msgctl.infra.warmup: 120 s by default, side by side)
+    assert default_timeout(one) == 120 + ENGINE_START_TIMEOUT + 120
     # seed, then two nodes that join one after the other
-    assert default_timeout(three) == 120 + 3 * ENGINE_START_TIMEOUT
+    assert default_timeout(three) == 120 + 3 * ENGINE_START_TIMEOUT + 120
