@@ -253,19 +253,3 @@ async def test_a_send_homed_elsewhere_is_sent_only_once_durable_there(
     await a.close()
     await b.close()
 
-
-def test_bench_traffic_can_send_in_one_region_and_receive_in_another(
-        two_regions: Regions) -> None:
-    """`benchmarks/regions.py --rate`: the open-loop driver with its receivers on the other
-    region's gateway measures messages that crossed the link, all of them, in order."""
-    from msgctl.bench import runner
-    from msgctl.home import Home
-
-    target = runner.Target(two_regions.url(EAST), "", 0, Home(two_regions.home).secret(),
-                           receiver_url=two_regions.url(WEST))
-    settings = runner.Settings.quick()
-    settings.warmup_seconds = 1.0
-    step = runner.run_step(target, settings, 20.0, relay=False, duration=3.0)
-    assert step.offered > 0 and step.delivered == step.offered and step.errors == 0
-    # across MirrorMaker 2: longer than a same-region hop, but bounded
-    assert 0 < step.p50_ms <= step.p99_ms < CROSS * 1000

@@ -1,0 +1,58 @@
+"""The bench driver's receivers may sit on another gateway than its senders
+(`benchmarks/regions.py --rate`: senders in us-east, receivers in eu-west)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+from msgctl.bench import driver, runner
+
+
+class Recorder:
+    """A process pool that runs nothing: it keeps what each worker would be given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Any, *args: Any) -> Future[dict[str, Any]]:
+        self.calls.append((fn, *args))
+        done: Future[dict[str, Any]] = Future()
+        done.set_result({"latencies_ms": [5.0], "sent_latencies_ms": [4.0],
+                         "offered_in_window": 1, "delivered_in_window": 1,
+                         "counts": {"errors": 0, "disorder": 0}})
+        return done
+
+
+@pytest.mark.parametrize(("receiver_url", "expected"), [
+    ("wss://127.0.0.2:7400/v1/ws", "wss://127.0.0.2:7400/v1/ws"),
+    ("", "wss://127.0.0.1:7400/v1/ws"),  # unset: the senders' gateway
+])
+def test_each_worker_gets_the_receivers_gateway(monkeypatch: pytest.MonkeyPatch,
+                                                receiver_url: str, expected: str) -> None:
+    pool = Recorder()
+    monkeypatch.setattr(runner, "_pool", lambda _workers: pool)
+    target = runner.Target("wss://127.0.0.1:7400/v1/ws", "", 0, "s" * 32,
+                           receiver_url=receiver_url)
+    settings = runner.Settings.quick()
+    step = runner.run_step(target, settings, 20.0, relay=False, duration=1.0)
+    assert pool.calls and step.delivered == len(pool.calls)
+    for fn, url, *_rest, receivers in pool.calls:
+        assert fn is driver.traffic_worker
+        assert url == "wss://127.0.0.1:7400/v1/ws" and receivers == expected
+
+
+def test_spawned_workers_keep_the_callers_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", "/somewhere/else.pem")  # as a re-imported script
+    monkeypatch.setattr(os, "sched_setaffinity", lambda *_a: None)
+    runner._start_worker("/the/callers/ca.pem")
+    assert os.environ["SSL_CERT_FILE"] == "/the/callers/ca.pem"
