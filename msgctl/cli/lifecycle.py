@@ -146,7 +146,7 @@ def start_supervisor(h: Home, timeout: float, show: bool = True) -> float:
 
 
 def _progress(program: dict[str, Any]) -> str:
-    if program.get("warmup", {}).get("state") == "warming":
+    if deploy.warming(program):
         return "warming up"
     return str(program["state"]).lower()
 

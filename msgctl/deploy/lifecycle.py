@@ -202,7 +202,7 @@ def wait_up(home: Home, proc: subprocess.Popen[bytes], timeout: float,
             if skipped:
                 p = skipped[0]
                 raise MsgctlError(f"{p['name']} {p['message']}")
-            if _running(programs) and not any(_warming(p) for p in programs):
+            if _running(programs) and not any(warming(p) for p in programs):
                 return state
         time.sleep(0.1)
     if state and _running(state["programs"]):
@@ -214,7 +214,8 @@ def _running(programs: list[dict[str, Any]]) -> bool:
     return bool(programs) and all(p["state"] == RUNNING for p in programs)
 
 
-def _warming(program: dict[str, Any]) -> bool:
+def warming(program: dict[str, Any]) -> bool:
+    """Is this program (a supervisor state entry) an engine still warming up?"""
     return bool(program.get("warmup", {}).get("state") == "warming")
 
 

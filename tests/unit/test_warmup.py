@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,23 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
 
+def engine(name: str, warmup_s: float) -> Program:
+    """An engine program that answers its probe over HTTP (no JVM: the warm-up is faked)."""
+    port = free_port()
+    return Program(name=name, region="r", runtimes=[name.split(".")[0]],
+                   argv=[sys.executable, "-c", SERVER, str(port)],
+                   health_url=f"http://127.0.0.1:{port}/", endpoint="-", kind=ENGINE,
+                   warmup_s=warmup_s)
+
+
+async def until(condition: Any, seconds: float) -> None:
+    """Poll `condition` until it holds; fail after `seconds`."""
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < seconds
+        await asyncio.sleep(0.05)
+
+
 async def test_supervisor_runs_an_engines_warm_up_after_ready_and_reports_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
@@ -168,12 +186,7 @@ async def test_supervisor_runs_an_engines_warm_up_after_ready_and_reports_it(
         return {"transactions": 3, "jit_settled": True}
 
     monkeypatch.setattr(warmup, "run", fake_run)
-    port = free_port()
-    engine = Program(name="kafka.r", region="r", runtimes=["kafka"],
-                     argv=[sys.executable, "-c", SERVER, str(port)],
-                     health_url=f"http://127.0.0.1:{port}/", endpoint="-", kind=ENGINE,
-                     warmup_s=42.0)
-    sup = Supervisor(Home(tmp_path).ensure(), [engine])
+    sup = Supervisor(Home(tmp_path).ensure(), [engine("kafka.r", 42.0)])
     await sup.start_program("kafka.r")  # returns at RUNNING: dependents need not wait
     m = sup.managed["kafka.r"]
     try:
@@ -181,10 +194,7 @@ async def test_supervisor_runs_an_engines_warm_up_after_ready_and_reports_it(
         assert view["state"] == RUNNING and view["warmup"] == {"state": "warming"}
         assert view["message"] == "warming up"
         release.set()
-        t0 = time.monotonic()
-        while sup.snapshot()["programs"][0]["warmup"]["state"] == "warming":
-            assert time.monotonic() - t0 < 10
-            await asyncio.sleep(0.05)
+        await until(lambda: m.warmup["state"] != "warming", 10)
         view = sup.snapshot()["programs"][0]
         assert view["warmup"]["state"] == "done" and view["warmup"]["transactions"] == 3
         assert view["message"] == "" and calls == [(42.0, m.proc.pid)]
@@ -199,18 +209,10 @@ async def test_a_failed_warm_up_leaves_the_engine_running(
         raise RuntimeError("broker said no")
 
     monkeypatch.setattr(warmup, "run", broken)
-    port = free_port()
-    engine = Program(name="cassandra.r", region="r", runtimes=["cassandra"],
-                     argv=[sys.executable, "-c", SERVER, str(port)],
-                     health_url=f"http://127.0.0.1:{port}/", endpoint="-", kind=ENGINE,
-                     warmup_s=5.0)
-    sup = Supervisor(Home(tmp_path).ensure(), [engine])
+    sup = Supervisor(Home(tmp_path).ensure(), [engine("cassandra.r", 5.0)])
     await sup.start_program("cassandra.r")
     try:
-        for _ in range(100):
-            if sup.managed["cassandra.r"].warmup.get("state") != "warming":
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: sup.managed["cassandra.r"].warmup.get("state") != "warming", 5)
         view = sup.snapshot()["programs"][0]
         assert view["state"] == RUNNING
         assert view["warmup"]["state"] == "failed" and "broker said no" in view["warmup"]["error"]
@@ -232,22 +234,14 @@ async def test_an_engine_exiting_mid_warm_up_ends_it_and_its_restart_is_not_warm
         return {}
 
     monkeypatch.setattr(warmup, "run", slow)
-    port = free_port()
-    engine = Program(name="kafka.r", region="r", runtimes=["kafka"],
-                     argv=[sys.executable, "-c", SERVER, str(port)],
-                     health_url=f"http://127.0.0.1:{port}/", endpoint="-", kind=ENGINE,
-                     warmup_s=60.0)
-    sup = Supervisor(Home(tmp_path).ensure(), [engine],
+    sup = Supervisor(Home(tmp_path).ensure(), [engine("kafka.r", 60.0)],
                      RestartPolicy(base_delay=0.05, max_delay=0.1))
     await sup.start_program("kafka.r")
     m = sup.managed["kafka.r"]
     try:
         first = m.proc.pid
         os.kill(first, 9)  # a crash while warming: `up` must not wait on it forever
-        t0 = time.monotonic()
-        while not (m.state == RUNNING and m.proc.pid != first):
-            assert time.monotonic() - t0 < 15
-            await asyncio.sleep(0.05)
+        await until(lambda: m.state == RUNNING and m.proc.pid != first, 15)
         assert await asyncio.to_thread(stopped.wait, 5)  # the warm-up thread was told
         assert m.warmup["state"] == "interrupted" and m.message == ""
         await asyncio.sleep(0.3)
