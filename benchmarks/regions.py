@@ -129,11 +129,15 @@ async def paced(stack: Stack, sender: int, receiver: int, n: int) -> dict[str, f
             "send_deliver_p99_ms": pct(delivered, 0.99), "messages": n}
 
 
+def lag_now(stack: Stack) -> dict[str, Any]:
+    """Each link's replication lag in ms ("source->target": lag, None when unknown)."""
+    return {f"{x.source}->{x.target}": x.lag_ms for x in replication.links(stack.regions())}
+
+
 def lag_samples(stack: Stack, count: int, every: float) -> list[dict[str, Any]]:
     out = []
     for _ in range(count):
-        out.append({f"{x.source}->{x.target}": x.lag_ms for x in replication.links(
-            stack.regions())})
+        out.append(lag_now(stack))
         time.sleep(every)
     return out
 
@@ -152,8 +156,7 @@ class LagSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             t = time.monotonic()
-            self.samples.append({f"{x.source}->{x.target}": x.lag_ms
-                                 for x in replication.links(self.stack.regions())})
+            self.samples.append(lag_now(self.stack))
             self._stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
 
     def stop(self) -> None:
