@@ -64,7 +64,7 @@ def engine_endpoint(spec: EngineSpec, host: str, secure: bool = False) -> str:
 
 
 def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
-                   partitions: int = 8, seed: str | None = None, peers: int = 0,
+                   seed: str | None = None, peers: int = 0,
                    sec: EngineSecurity | None = None) -> Program:
     """The supervised program of one provisioned engine (configs written now).
 
@@ -86,8 +86,8 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
             keystore = security.write_keystore(conf, *sec.server(KAFKA, region))
             settings = kafka.security_settings(keystore, sec.ca, security.kafka_super_users(
                 region))
-        kafka.write_config(conf, data, host, ports["port"], ports["controller_port"], partitions,
-                           settings)
+        kafka.write_config(conf, data, host, ports["port"], ports["controller_port"],
+                           spec.partitions, settings)
         argv = kafka.argv(jvm, lib, conf, logs, spec.heap_mb)
         prepare = kafka.format_argv(jvm, lib, conf, logs, data)
         creates = str(data / "log" / "meta.properties")
@@ -198,7 +198,7 @@ def datacenter(specs: dict[str, EngineSpec], region: str) -> str:
 
 
 def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
-                   partitions: int = 8, home_root: Path | None = None,
+                   home_root: Path | None = None,
                    peers: dict[str, tuple[str, dict[str, EngineSpec]]] | None = None,
                    secure: bool = False) -> EnginesConfig:
     """Where the runtimes of a region find Kafka, Cassandra, Redis and S3 (when it has one).
@@ -218,7 +218,7 @@ def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
     return EnginesConfig(
         kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
         cassandra_dc=dc, keyspace=KEYSPACE, replication=replication,
-        redis_url=engine_endpoint(r, host, secure), partitions=partitions,
+        redis_url=engine_endpoint(r, host, secure), partitions=k.partitions,
         peer_kafka={name: engine_endpoint(e[KAFKA], h) for name, (h, e) in peers.items()},
         peer_redis={name: engine_endpoint(e[REDIS], h, secure)
                     for name, (h, e) in peers.items()},

@@ -1,7 +1,8 @@
 """The ``engines:`` mapping of a region in a topology: provisioned by msgctl, or external.
 
     engines:
-      kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120}
+      kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120,
+              partitions: 2}
       cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 512,
                   warmup_s: 120}
       redis: {port: 6379}
@@ -9,7 +10,7 @@
 
 or, for engines that already run elsewhere (then msgctl starts only the runtimes):
 
-      kafka: {external: "host1:9092,host2:9092", ca: ...}  # ca optional: then SSL
+      kafka: {external: "host1:9092,host2:9092", ca: ..., partitions: 2}  # ca: then SSL
       cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1,
                   username: app, password: ..., ca: /etc/ssl/cassandra-ca.pem}  # optional
       redis: {external: "rediss://user:password@host:6380/0", ca: ...}  # ca optional
@@ -36,6 +37,13 @@ S3_EXTERNAL = {"access_key", "secret_key", "bucket", "region"}
 # and trust the system's roots without it), and Cassandra's login
 CASSANDRA_LOGIN = {"username", "password"}
 MAX_WARMUP_S = 600
+# of the topics msgctl creates (msg.ingress, msg.events, msg.seq-state...). One sequencer
+# and one router per region read all of them, so more partitions add no parallelism, only
+# broker work: each partition a transaction touches is one more produce request and one
+# more commit marker (at 200 msgs/s on one broker, 8 partitions doubled the transaction's
+# time against 2)
+DEFAULT_PARTITIONS = 2
+MAX_PARTITIONS = 256
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class EngineSpec:
     version: str = ""
     heap_mb: int = 0
     warmup_s: float = 0.0  # provisioned Kafka and Cassandra: see msgctl.infra.warmup
+    partitions: int = DEFAULT_PARTITIONS  # kafka: of the topics msgctl creates
     ports: dict[str, int] = field(default_factory=dict)  # provisioned: setting -> port
     port: int = 0  # external cassandra: its CQL port
     datacenter: str = ""  # external cassandra: the local data center
@@ -78,10 +87,18 @@ def _ca(raw: dict[str, Any], where: str) -> str:
     return str(path.resolve())
 
 
+def _partitions(raw: dict[str, Any], where: str) -> int:
+    value = raw.get("partitions", DEFAULT_PARTITIONS)
+    if not isinstance(value, int) or isinstance(value, bool) or \
+            not 1 <= value <= MAX_PARTITIONS:
+        raise UsageError(f"{where}.partitions must be an integer from 1 to {MAX_PARTITIONS}")
+    return value
+
+
 def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
     allowed = {"external", "ca"} | (
         {"port", "datacenter"} | CASSANDRA_LOGIN if engine == CASSANDRA else
-        S3_EXTERNAL if engine == S3 else set())
+        S3_EXTERNAL if engine == S3 else {"partitions"} if engine == KAFKA else set())
     unknown = set(raw) - allowed
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)} for an "
@@ -98,7 +115,7 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
                 raise UsageError(f"{where}.external: '{hp.strip()}' is not host:port "
                                  "(a comma-separated bootstrap list)")
         return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")),
-                          ca=ca)
+                          ca=ca, partitions=_partitions(raw, where))
     if engine == S3:
         if not value.startswith(("http://", "https://")):
             raise UsageError(f"{where}.external must be an http(s):// S3 endpoint URL, e.g. "
@@ -141,6 +158,8 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
     allowed = set(cat.ports) | {"version", "heap_mb"} if cat.source == "maven" else set(cat.ports)
     if cat.default_warmup_s:
         allowed.add("warmup_s")
+    if engine == KAFKA:
+        allowed.add("partitions")
     unknown = set(raw) - allowed
     if unknown:
         hint = " ('datacenter' is for an external cassandra)" if "datacenter" in unknown else ""
@@ -172,7 +191,9 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
         raise UsageError(f"{where}.warmup_s must be a number of seconds from 0 to "
                          f"{MAX_WARMUP_S} (0: no warm-up)")
     return EngineSpec(engine, version=version.strip(), heap_mb=heap, ports=ports,
-                      warmup_s=float(warmup))
+                      warmup_s=float(warmup),
+                      partitions=_partitions(raw, where) if engine == KAFKA else
+                      DEFAULT_PARTITIONS)
 
 
 def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:

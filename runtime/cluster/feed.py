@@ -133,4 +133,4 @@ class EventFeed:
                 if last is not None:
                     offsets.append(TopicPartition(topic, partition, last + 1))
             if offsets:
-                store_offsets(self.consumer, offsets, log)
+                store_offsets(self.worker, self.consumer, offsets, log)

@@ -205,7 +205,7 @@ class StoreRouter:
                 finished.set_result(None)
             offsets = next_offsets([rec for read, *_ in batches for rec in read])
             if offsets:
-                store_offsets(consumer, offsets, log)
+                store_offsets(self.worker, consumer, offsets, log)
 
     async def _handle_until_done(self, items: list[env.EventRecord],
                                  stored: bool = False) -> None:

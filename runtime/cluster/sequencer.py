@@ -4,10 +4,18 @@ The owner of `msg.ingress` consumes a batch of requests (read_committed), plans
 it with the sequencing kernel the embedded ingest runs too (`runtime.sequencing`:
 seqs, dedupe, watermark rules for receipts), and
 in ONE transaction produces the results to `msg.events`, the changed
-per-conversation snapshots to the compacted `msg.seq-state`, and commits its
-input offsets. The in-memory state changes only after the commit. A new owner
-restores the state from `msg.seq-state` before it processes anything; a zombie
-is fenced by `init_transactions` (same transactional id, higher epoch).
+per-conversation snapshots and its next input offsets to the compacted
+`msg.seq-state`. The in-memory state changes only after the commit. A new owner
+restores the state and the offsets from `msg.seq-state` before it processes
+anything; a zombie is fenced by `init_transactions` (same transactional id,
+higher epoch).
+
+The offsets travel as a record of `msg.seq-state`, not through the consumer
+group (`send_offsets_to_transaction`): that cost each transaction two more
+broker round trips and a marker on `__consumer_offsets`. The group's offsets
+are still committed, outside the transaction and at most once a second, for
+the operators' lag tools; they are read only when `msg.seq-state` holds no
+offsets yet (a region upgraded from a version that committed through the group).
 """
 
 from __future__ import annotations
@@ -39,7 +47,16 @@ from runtime.adapters.cluster.kafka import (
     take,
 )
 from runtime.core.homes import HomeRecord
-from runtime.core.seqsnapshot import LruMarks, SnapshotBook, head_key, marks_key, parse_key
+from runtime.core.seqsnapshot import (
+    OFFSETS_KEY,
+    LruMarks,
+    SnapshotBook,
+    head_key,
+    marks_key,
+    offsets_value,
+    parse_key,
+    parse_offsets,
+)
 from runtime.core.watermarks import MarkOp, Watermark
 from runtime.metrics import METRICS
 from runtime.ports import HomeStore, MessageStore, Receipt, Send, StateStore
@@ -49,6 +66,7 @@ log = logging.getLogger("msgctl.sequencer")
 
 MAX_BATCH = 500
 TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
+GROUP_COMMIT_S = 1.0  # the group's offsets (for lag tools only) are committed this often
 
 
 _COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -75,6 +93,9 @@ class KafkaSequencer:
         self.kernel = SequencingKernel(store)
         self.book = SnapshotBook()
         self.marks: LruMarks = LruMarks()
+        # ingress partition -> next offset, as of the last committed transaction
+        self.offsets: dict[int, int] = {}
+        self._group_commit_at = 0.0
         self.worker = Worker("sequencer-kafka")
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
@@ -129,6 +150,10 @@ class KafkaSequencer:
             raise KafkaException(topic.error if topic is not None and topic.error else
                                  KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         parts = [TopicPartition(INGRESS, p) for p in topic.partitions]
+        if all(tp.partition in self.offsets for tp in parts):
+            self.consumer.assign([TopicPartition(INGRESS, tp.partition,
+                                                 self.offsets[tp.partition]) for tp in parts])
+            return
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -143,7 +168,9 @@ class KafkaSequencer:
                     raise
                 time.sleep(0.5)
         for tp in committed:
-            if tp.offset < 0:
+            if tp.partition in self.offsets:  # the transactions' own record wins
+                tp.offset = self.offsets[tp.partition]
+            elif tp.offset < 0:
                 tp.offset = OFFSET_BEGINNING
         self.consumer.assign(committed)
 
@@ -187,13 +214,16 @@ class KafkaSequencer:
         try:
             kind, conv, user = parse_key(key)
             snap = env.loads(value)
-            if kind == "h":
+            if kind == "o":
+                self.offsets = parse_offsets(snap)
+            elif kind == "h":
                 self.book.restore(self.kernel.state, conv, snap)
             elif user is not None:
                 self.marks.put((conv, user), Watermark(int(snap["d"]), int(snap["r"])))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            if key[:5] == b'["h",':
-                # guessing a head could hand out a seq twice: refuse to start instead
+            if key[:5] == b'["h",' or key == OFFSETS_KEY:
+                # guessing a head could hand out a seq twice, guessing an offset could
+                # skip a send: refuse to start instead
                 raise RuntimeError(f"unreadable head snapshot {key!r} in {SEQ_STATE}: {exc}") \
                     from exc
             log.warning("skipping unreadable seq-state record %r: %s", key, exc)
@@ -302,13 +332,15 @@ class KafkaSequencer:
                         env.dumps({"d": mark.delivered, "r": mark.read})))
         t1 = time.perf_counter()
         try:
-            await asyncio.wait_for(self.worker.run(self._transact, out), TXN_DEADLINE)
+            positions = await asyncio.wait_for(self.worker.run(self._transact, out),
+                                               TXN_DEADLINE)
         except TimeoutError:
             # librdkafka calls can outlast their own timeouts when the broker goes away
             # mid-transaction; a fresh process restores from msg.seq-state instead
             _exit(f"transaction stuck for {TXN_DEADLINE}s")
         METRICS.txn_seconds.observe(time.perf_counter() - t1)
         # committed: only now does the state move
+        self.offsets.update(positions)
         self.kernel.commit(batch)
         self.book.note(batch.plan)
         for k, mark in marks.marks.items():
@@ -364,17 +396,26 @@ class KafkaSequencer:
             except Exception as exc:  # the new home sends the fence again until it sees it
                 log.warning("could not record the fence of %s: %s", conv, exc)
 
-    def _transact(self, out: list[tuple[str, bytes, bytes]]) -> None:
+    def _transact(self, out: list[tuple[str, bytes, bytes]]) -> dict[int, int]:
+        """Produce `out` and the input positions in one transaction; the positions."""
         assert self.producer is not None and self.consumer is not None
         producer, consumer = self.producer, self.consumer
+        read = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+        positions = self.offsets | {tp.partition: tp.offset for tp in read}
         producer.begin_transaction()
-        for topic, key, value in out:
+        for topic, key, value in [*out, (SEQ_STATE, OFFSETS_KEY, offsets_value(positions))]:
             while True:
                 try:
                     producer.produce(topic, value, key)
                     break
                 except BufferError:
                     producer.poll(0.05)
-        positions = consumer.position(consumer.assignment())
-        producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 10)
         producer.commit_transaction(10)
+        now = time.monotonic()
+        if read and now - self._group_commit_at >= GROUP_COMMIT_S:
+            self._group_commit_at = now
+            try:  # only for lag tools: a failure here changes nothing
+                consumer.commit(offsets=read, asynchronous=True)
+            except KafkaException as exc:
+                log.debug("group offsets not committed: %s", exc)
+        return positions

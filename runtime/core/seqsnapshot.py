@@ -71,12 +71,36 @@ def marks_key(conv: str, user: str) -> bytes:
     return json.dumps(["w", conv, user]).encode()
 
 
+# the sequencer's input positions, written in each transaction beside the snapshots: the
+# offsets commit with the results without a consumer-group round trip (AddOffsetsToTxn and
+# TxnOffsetCommit were two of a transaction's five broker requests)
+OFFSETS_KEY = json.dumps(["o"]).encode()
+
+
 def parse_key(key: bytes) -> tuple[str, str, str | None]:
-    """('h', conv, None) or ('w', conv, user) from a `msg.seq-state` key."""
+    """('h', conv, None), ('w', conv, user) or ('o', '', None) from a `msg.seq-state` key."""
     parts = json.loads(key)
     if parts[0] == "w":
         return "w", parts[1], parts[2]
+    if parts[0] == "o":
+        return "o", "", None
     return "h", parts[1], None
+
+
+def offsets_value(positions: dict[int, int]) -> bytes:
+    """The record of the next ingress offset to read per partition."""
+    return json.dumps({str(p): o for p, o in sorted(positions.items())}).encode()
+
+
+def parse_offsets(snap: dict[str, Any]) -> dict[int, int]:
+    """Partition -> next offset from an offsets record; ValueError when malformed."""
+    out: dict[int, int] = {}
+    for part, offset in snap.items():
+        p, o = int(part), offset
+        if type(o) is not int or p < 0 or o < 0:
+            raise ValueError(f"bad ingress offset {part}: {offset!r}")
+        out[p] = o
+    return out
 
 
 class LruMarks(OrderedDict[tuple[str, str], Watermark]):

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from runtime.adapters.cluster.kafka import SEQ_STATE
-from runtime.core.seqsnapshot import head_key
+from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE
+from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, parse_offsets
 from runtime.core.sequencing import sender_key
 from tests import engines
 from tests.conftest import Deployment, msgctl
@@ -93,6 +93,72 @@ async def test_sequencer_restart_restores_its_state(cluster_deployment: Deployme
     assert (again["seq"], again["prev"]) == (first[1]["seq"], first[1]["prev"])
     new = await a.send_text(conv, "c3", timeout=20)
     assert (new["seq"], new["prev"]) == (4, 3)
+    await a.close()
+
+
+def read_all(dep: Deployment, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every committed record of `topic`, oldest first per partition."""
+    consumer = Consumer(engines.kafka_config(
+        dep.home, f"127.0.0.1:{dep.port + 20}", **{
+            "group.id": uid("test-reader"), "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": True}))
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        pending, out = set(parts), []
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            for rec in consumer.consume(1000, 1.0):
+                if rec.error() is not None:
+                    assert rec.error().code() == KafkaError._PARTITION_EOF, rec.error()
+                    pending.discard(rec.partition())
+                else:
+                    out.append((rec.key(), rec.value()))
+        assert not pending, f"{topic} not read to its end"
+        return out
+    finally:
+        consumer.close()
+
+
+def ingress_ends(dep: Deployment) -> dict[int, int]:
+    consumer = Consumer(engines.kafka_config(dep.home, f"127.0.0.1:{dep.port + 20}",
+                                             **{"group.id": uid("test-ends")}))
+    try:
+        parts = consumer.list_topics(INGRESS, timeout=30).topics[INGRESS].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(INGRESS, p), 30)[1]
+                for p in parts}
+    finally:
+        consumer.close()
+
+
+async def test_the_sequencer_input_offsets_commit_with_its_results(
+        cluster_deployment: Deployment) -> None:
+    """The ingress offsets go into each transaction as a `msg.seq-state` record (not
+    through the consumer group): a restarted sequencer resumes after what it has
+    sequenced, so nothing sent before the restart is sequenced twice."""
+    dep = cluster_deployment
+    alice, bob = uid("alice"), uid("bob")
+    a = await Client.open(dep.gateway_url(0), dep.token(alice))
+    conv = (await a.create([bob]))["conv"]
+    for i in range(3):
+        await a.send_text(conv, f"c{i}")
+    records = [v for k, v in read_all(dep, SEQ_STATE) if k == OFFSETS_KEY]
+    assert records, "no offsets record in msg.seq-state"
+    offsets = parse_offsets(json.loads(records[-1]))
+    ends = ingress_ends(dep)
+    assert offsets and all(0 < o <= ends[p] for p, o in offsets.items()), (offsets, ends)
+    msgctl("restart", "sequencer.local", "--home", str(dep.home), timeout=120)
+    new = await a.send_text(conv, "c3", timeout=20)
+    assert (new["seq"], new["prev"]) == (4, 3)
+    # one event per send: the three before the restart were not read and sequenced again
+    # (that would have added `duplicate` events to the conversation's key)
+    deadline = time.monotonic() + 20
+    while True:
+        events = [v for k, v in read_all(dep, EVENTS) if k == conv.encode()]
+        if len(events) >= 4 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert len(events) == 4, len(events)
     await a.close()
 
 

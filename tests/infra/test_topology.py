@@ -117,6 +117,9 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     ({"kafka": {"warmup_s": -1}}, "kafka.warmup_s must be a number of seconds from 0 to 600"),
     ({"cassandra": {"warmup_s": "1m"}}, "cassandra.warmup_s must be a number of seconds"),
     ({"redis": {"port": 6379, "warmup_s": 5}}, "redis: unknown setting(s) warmup_s"),
+    ({"kafka": {"partitions": 0}}, "kafka.partitions must be an integer from 1 to 256"),
+    ({"kafka": {"external": "h:9092", "partitions": "8"}}, "kafka.partitions must be an"),
+    ({"redis": {"port": 6379, "partitions": 2}}, "redis: unknown setting(s) partitions"),
     ({"cassandra": {"port": 9092}}, "cassandra and kafka both use port 9092"),
     ({"kafka": None, "redis": {"port": 70000}}, "redis.port: port 70000 is out of range"),
 ])
@@ -139,6 +142,23 @@ def test_warmup_s_bounds_each_jvms_warm_up(tmp_path: Path) -> None:
     assert default_timeout(list(programs.values())) - default_timeout(others) == 2.5
 
 
+def test_kafka_partitions_reach_the_broker_and_the_runtimes(tmp_path: Path) -> None:
+    """`engines.kafka.partitions`: of the topics msgctl creates (by the sequencer, and the
+    broker's default); 2 unless told."""
+    for engines, want in (({"kafka": {}, "cassandra": {}, "redis": {}}, 2),
+                          ({"kafka": {"partitions": 6}, "cassandra": {}, "redis": {}}, 6)):
+        home = tmp_path / str(want)
+        programs = {p.name: p for p in plan(home, cluster(engines, processes=1))}
+        conf = home / "engines" / "kafka.eu" / "conf" / "server.properties"
+        assert f"num.partitions={want}\n" in conf.read_text()
+        cfg = NodeConfig.load(Path(programs["sequencer.eu"].argv[-1]))
+        assert cfg.engines.partitions == want
+    external = {"kafka": {"external": "k:9092", "partitions": 12}, "cassandra": {},
+                "redis": {}}
+    programs = {p.name: p for p in plan(tmp_path / "ext", cluster(external, processes=1))}
+    assert NodeConfig.load(Path(programs["sequencer.eu"].argv[-1])).engines.partitions == 12
+
+
 def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="'redis' is missing"):
         plan(tmp_path, cluster({"kafka": {}, "cassandra": {}}))
@@ -157,7 +177,7 @@ def test_cli_reports_a_bad_engine_setting_in_one_line_with_exit_2(tmp_path: Path
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == ("msgctl: bad.yaml: regions[0].engines.kafka: unknown "
                                        "setting(s) heap; known: controller_port, external, "
-                                       "heap_mb, port, version, warmup_s")
+                                       "heap_mb, partitions, port, version, warmup_s")
     assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
 
 

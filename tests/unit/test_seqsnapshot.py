@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.core.seqsnapshot import SnapshotBook, head_key, marks_key, parse_key
+from runtime.core.seqsnapshot import (
+    OFFSETS_KEY,
+    SnapshotBook,
+    head_key,
+    marks_key,
+    offsets_value,
+    parse_key,
+    parse_offsets,
+)
 from runtime.core.sequencing import SendRequest, SequencerState
 
 
@@ -60,3 +71,17 @@ def test_a_small_conversation_is_complete_after_restore() -> None:
 def test_state_keys_round_trip_any_ids(conv: str, user: str) -> None:
     assert parse_key(head_key(conv)) == ("h", conv, None)
     assert parse_key(marks_key(conv, user)) == ("w", conv, user)
+
+
+@given(st.dictionaries(st.integers(0, 255), st.integers(0, 2**62), max_size=16))
+def test_input_offsets_round_trip(positions: dict[int, int]) -> None:
+    assert parse_key(OFFSETS_KEY) == ("o", "", None)
+    assert parse_offsets(json.loads(offsets_value(positions))) == positions
+
+
+@pytest.mark.parametrize("snap", [{"0": -1}, {"x": 4}, {"0": "4"}, {"0": 1.5}, {"-1": 3},
+                                  {"0": True}])
+def test_a_malformed_offsets_record_is_refused(snap: dict) -> None:
+    # the sequencer refuses to start on it rather than guess where its input resumes
+    with pytest.raises(ValueError):
+        parse_offsets(snap)

