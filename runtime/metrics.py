@@ -16,7 +16,9 @@ from prometheus_client import (
 
 disable_created_metrics()
 
-_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# fine between 10 and 250 ms, where the cluster path's stages fall
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1, 0.15,
+            0.25, 0.5, 1, 2.5)
 
 
 class Metrics:
@@ -46,6 +48,10 @@ class Metrics:
             buckets=_LATENCY, registry=r)
         self.route_lag_seconds = Histogram(
             "msgctl_route_lag_seconds", "Send at the gateway -> message read by the router",
+            buckets=_LATENCY, registry=r)
+        self.publish_lag_seconds = Histogram(
+            "msgctl_publish_lag_seconds",
+            "Send at the gateway -> published to the gateways by the router",
             buckets=_LATENCY, registry=r)
         self.store_seconds = Histogram("msgctl_store_seconds",
                                        "Store writer: one batch into the message store",

@@ -307,4 +307,7 @@ class StoreRouter:
                 pipe.publish(gateway_channel(self.region, gateway),
                              env.EventsBatch(tuple(events)).encode())
             await pipe.execute()
+            sends = [i.message.ts for i in items if isinstance(i, env.MessageRecord)]
+            if sends:
+                METRICS.publish_lag_seconds.observe(max(0.0, time.time() - min(sends) / 1000))
         METRICS.routed.inc(len(per_event))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import socket
 import threading
 import time
@@ -263,6 +265,30 @@ async def test_concurrent_overlapping_writers_converge(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_mixed_batch_is_written_whole_and_quietly(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Small messages of many conversations share requests (`pack`), large ones go
+    alone; every row lands, and Cassandra sends back no warning (the driver logs each
+    as "Server warning": a batch over 5 KiB or 10 partitions would be one)."""
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    try:
+        convs = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(23)]
+        batch = [_msg(c, 1) for c in convs]
+        batch += [dataclasses.replace(_msg(convs[0], s), body="x" * 16_000) for s in (2, 3)]
+        with caplog.at_level(logging.WARNING, logger="cassandra"):
+            await store.upsert_messages(batch)
+        for conv in convs:
+            want = [1, 2, 3] if conv == convs[0] else [1]
+            assert [m.seq for m in await store.messages(conv, 0, 10)] == want
+            assert await store.lookup_cid(conv, "alice", "c1") == (1, 0)
+            assert await store.head(conv) == want[-1]
+        assert len((await store.messages(convs[0], 1, 10))[0].body) == 16_000
+        assert "Server warning" not in caplog.text
+    finally:
+        await store.close()
 
 
 async def test_membership_is_repaired_by_a_later_create(

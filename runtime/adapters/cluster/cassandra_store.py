@@ -21,9 +21,8 @@ import json
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from cassandra import (
     ConsistencyLevel,
@@ -69,6 +68,7 @@ from runtime.ports import Conversation, DeviceState, Message, PushToken
 from runtime.ports import Unavailable as TryAgain
 
 log = logging.getLogger("msgctl.store.cassandra")
+T = TypeVar("T")
 
 _LWT = "lwt"
 _MSG_COLS = ("conv, seq, prev, mid, cid, sender, from_device, ts, kind, body, media, "
@@ -82,6 +82,11 @@ _BATCH_BYTES = 256 * 1024
 # to a request: a request each cost the store writer more than the writes themselves, and
 # Cassandra warns about unlogged batches over 10 partitions
 _ROWS_PER_REQUEST = 10
+# small partitions of a store batch (the messages of one conversation, a cid row) share a
+# request up to this size: under Cassandra's batch_size_warn_threshold (5 KiB), which
+# guards only batches of several partitions. At 200 msgs/s a batch held 1-2 messages of
+# different conversations, and each request cost Cassandra more than its rows
+_PACK_BYTES = 4096
 # head reads of one `heads` call in flight at once: a user in 10,000 conversations must
 # not take the whole `max_inflight` budget (every other request of the process waits on it)
 HEADS_IN_FLIGHT = 32
@@ -122,6 +127,33 @@ def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any
     # RuntimeError: the loop is closed, nobody waits for this any more
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, fut, result)
+
+
+def pack(groups: list[tuple[int, list[T]]], max_parts: int = _ROWS_PER_REQUEST,
+         max_bytes: int = _PACK_BYTES) -> list[list[T]]:
+    """The requests for `groups`, each one partition's (estimated size, rows): partitions
+    smaller than `max_bytes` share a request (at most `max_parts` partitions and
+    `max_bytes`), a larger one gets requests of its own (`_BATCH_ROWS`, `_BATCH_BYTES`
+    each: a single-partition batch is applied atomically and has no size guard)."""
+    out: list[list[T]] = []
+    shared: list[T] = []
+    parts = size = 0
+    for group_size, rows in groups:
+        if group_size > max_bytes or len(rows) > _BATCH_ROWS:
+            per_row = group_size / max(1, len(rows))
+            step = max(1, min(_BATCH_ROWS, int(_BATCH_BYTES // max(per_row, 1))))
+            out += [rows[i:i + step] for i in range(0, len(rows), step)]
+            continue
+        if parts and (parts + 1 > max_parts or size + group_size > max_bytes
+                      or len(shared) + len(rows) > _BATCH_ROWS):
+            out.append(shared)
+            shared, parts, size = [], 0, 0
+        shared += rows
+        parts += 1
+        size += group_size
+    if shared:
+        out.append(shared)
+    return out
 
 
 def _bucket(seq: int, size: int) -> int:
@@ -401,27 +433,22 @@ class CassandraStore:
         every earlier batch are stored). Idempotent."""
         if not messages:
             return
-        partitions: dict[tuple[str, int], list[Message]] = defaultdict(list)
+        # each partition: (estimated bytes, its rows as (statement, values))
+        partitions: dict[tuple[str, int], tuple[list[int], list[tuple[str, tuple[Any, ...]]]]] \
+            = {}
+        groups: list[tuple[int, list[tuple[str, tuple[Any, ...]]]]] = []
         for m in messages:
-            partitions[(m.conv, _bucket(m.seq, self.bucket_size))].append(m)
-        requests: list[Awaitable[Any]] = []
-        for (_, bucket), group in partitions.items():
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            size = 0
-            for m in group:
-                media = json.dumps(m.media) if m.media is not None else None
-                if len(batch) >= _BATCH_ROWS or size >= _BATCH_BYTES:
-                    requests.append(self._run(batch))
-                    batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-                    size = 0
-                batch.add(self._ps["ins_msg"], (bucket, m.conv, m.seq, m.prev, m.mid, m.cid,
-                                                 m.sender, m.from_device, m.ts, m.kind, m.body,
-                                                 media, m.moved_from))
-                size += len(m.body) + len(media or "") + 128
-            requests.append(self._run(batch))
-        requests += self._rows("ins_cid", [(m.conv, m.sender, m.cid, m.seq, m.prev)
-                                           for m in messages])
-        await self._all(requests)
+            bucket = _bucket(m.seq, self.bucket_size)
+            size, rows = partitions.setdefault((m.conv, bucket), ([0], []))
+            media = json.dumps(m.media) if m.media is not None else None
+            rows.append(("ins_msg", (bucket, m.conv, m.seq, m.prev, m.mid, m.cid, m.sender,
+                                     m.from_device, m.ts, m.kind, m.body, media,
+                                     m.moved_from)))
+            size[0] += len(m.body) + len(media or "") + len(m.conv) + len(m.cid) + 160
+            cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
+            groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
+        groups = [(size[0], rows) for size, rows in partitions.values()] + groups
+        await self._all(self._run(self._request(rows)) for rows in pack(groups))
 
     async def set_heads(self, messages: list[Message]) -> None:
         """Each conversation's head to the highest seq of `messages` (a head only grows: it
@@ -431,6 +458,15 @@ class CassandraStore:
             heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
         await self._all(self._rows("set_head", [(conv, head, head)
                                                 for conv, head in heads.items()]))
+
+    def _request(self, rows: list[tuple[str, tuple[Any, ...]]]) -> Any:
+        """One statement, or an unlogged batch of several."""
+        if len(rows) == 1:
+            return self._bind(*rows[0])
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for name, values in rows:
+            batch.add(self._ps[name], values)
+        return batch
 
     def _rows(self, name: str, rows: list[tuple[Any, ...]]) -> list[Awaitable[Any]]:
         """One-row writes of statement `name`, `_ROWS_PER_REQUEST` to a request (a lone
