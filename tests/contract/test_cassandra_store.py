@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import socket
 import threading
@@ -288,6 +289,30 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
         assert len((await store.messages(convs[0], 1, 10))[0].body) == 16_000
         assert "Server warning" not in caplog.text
     finally:
+        await store.close()
+
+
+async def test_requests_leave_no_garbage_for_the_cyclic_collector(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    """Each request's driver future is freed as soon as it is answered, not left in a
+    reference cycle: in the router's process those cycles made the collector pause for
+    up to 170 ms at 200 msgs/s."""
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        conv = f"conv-{uuid.uuid4().hex[:8]}"
+        for seq in range(1, 31):
+            await store.upsert_messages([_msg(conv, seq)])
+        assert len(await store.messages(conv, 0, 100)) == 30
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+        assert "ResponseFuture" not in kinds, sorted(kinds)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
         await store.close()
 
 
