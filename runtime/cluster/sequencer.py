@@ -129,10 +129,9 @@ class KafkaSequencer:
             "fetch.wait.max.ms": 100,
         })
         # One owner per region takes every partition by assignment, not by group
-        # membership: no rebalance can revoke it in the middle of a transaction (a
-        # broker restart would otherwise leave send_offsets_to_transaction waiting on a
-        # group generation that never comes back). Zombies are fenced by the
-        # transactional id; input offsets still commit inside each transaction.
+        # membership: no rebalance can revoke it in the middle of a transaction. Zombies
+        # are fenced by the transactional id; input offsets commit inside each
+        # transaction as a msg.seq-state record.
         await self.worker.run(self._assign)
         self._task = asyncio.create_task(run_or_exit(self._loop(), "sequencer loop", log),
                                          name="sequencer")
