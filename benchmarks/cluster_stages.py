@@ -9,7 +9,7 @@ one open-loop 1:1 step at RATE msgs/s, and prints per histogram the count, the m
 and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write, gateway send -> published to the
-gateways. Next to them, the client's own
+gateways (the oldest message of each published batch). Next to them, the client's own
 send -> sent and send -> deliver percentiles of the step, and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core:
 on a small machine the latency is mostly time spent waiting for a core.
@@ -43,7 +43,7 @@ STAGES = {
     "msgctl_txn_seconds": "sequencer: Kafka transaction",
     "msgctl_route_lag_seconds": "router: gateway send -> read by the router",
     "msgctl_store_seconds": "router: store write of one batch",
-    "msgctl_publish_lag_seconds": "router: gateway send -> published to the gateways",
+    "msgctl_publish_lag_seconds": "router: gateway send -> published (oldest of a batch)",
 }
 
 

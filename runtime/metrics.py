@@ -51,7 +51,8 @@ class Metrics:
             buckets=_LATENCY, registry=r)
         self.publish_lag_seconds = Histogram(
             "msgctl_publish_lag_seconds",
-            "Send at the gateway -> published to the gateways by the router",
+            "Send at the gateway of a published batch's oldest message -> the batch "
+            "published to the gateways by the router",
             buckets=_LATENCY, registry=r)
         self.store_seconds = Histogram("msgctl_store_seconds",
                                        "Store writer: one batch into the message store",

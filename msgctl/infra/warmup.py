@@ -9,9 +9,10 @@ compiler threads go quiet (`JitWatch`) or the time runs out, and `msgctl up`
 waits for that:
 
 - Kafka: an idempotent lz4 producer (the gateways' ingress), a consumer whose
-  records a transactional producer writes again, committing the consumer's
-  offsets in the transaction (the sequencer), more transactional producers
-  beside it, and a read_committed consumer (the store writer and push), on
+  records a transactional producer writes again with a keyed record of the
+  consumer's positions in the same transaction (the sequencer), more
+  transactional producers beside it, and a read_committed consumer (the store
+  writer and push), on
   `msgctl.warmup.in` and `msgctl.warmup.out`. The topics and consumer groups
   are deleted afterwards.
 - Cassandra: msgctl's own `CassandraStore` in the keyspace
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import threading
@@ -39,7 +41,7 @@ from runtime.adapters.cluster import engine_auth
 
 TOPIC_IN, TOPIC_OUT = "msgctl.warmup.in", "msgctl.warmup.out"
 GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
-PARTITIONS = 8
+PARTITIONS = 2  # as the runtimes' topics (engines.kafka.partitions)
 BODY = b"x" * 200  # about a sealed 100-byte message with its envelope
 TRANSACTORS = 2  # transactional producers at once
 INGRESS_RATE = 400  # msgs/s into msgctl.warmup.in
@@ -170,8 +172,10 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
             txn.begin_transaction()
             for r in records:
                 txn.produce(TOPIC_OUT, r.value(), key=r.key(), partition=r.partition())
-            txn.send_offsets_to_transaction(seq.position(seq.assignment()),
-                                            seq.consumer_group_metadata(), timeout)
+            # the sequencer's input positions go in its transaction as a keyed record
+            positions = {str(tp.partition): tp.offset
+                         for tp in seq.position(seq.assignment())}
+            txn.produce(TOPIC_OUT, json.dumps(positions).encode(), key=b'["o"]')
             txn.commit_transaction(timeout)
             counts["transactions"] += 1
             if loaded is not None:

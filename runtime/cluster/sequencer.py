@@ -96,6 +96,7 @@ class KafkaSequencer:
         # ingress partition -> next offset, as of the last committed transaction
         self.offsets: dict[int, int] = {}
         self._group_commit_at = 0.0
+        self._group_pending = False  # committed positions not yet in the group
         self.worker = Worker("sequencer-kafka")
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
@@ -223,7 +224,8 @@ class KafkaSequencer:
             if key[:5] == b'["h",' or key == OFFSETS_KEY:
                 # guessing a head could hand out a seq twice, guessing an offset could
                 # skip a send: refuse to start instead
-                raise RuntimeError(f"unreadable head snapshot {key!r} in {SEQ_STATE}: {exc}") \
+                what = "input offsets" if key == OFFSETS_KEY else "head snapshot"
+                raise RuntimeError(f"unreadable {what} {key!r} in {SEQ_STATE}: {exc}") \
                     from exc
             log.warning("skipping unreadable seq-state record %r: %s", key, exc)
 
@@ -234,6 +236,8 @@ class KafkaSequencer:
             records = await self.worker.run(take, self.consumer, MAX_BATCH, 0.1)
             records = [r for r in records if r.error() is None]
             if not records:
+                if self._group_pending:  # the input went quiet: bring the group up to date
+                    await self.worker.run(self._commit_group, dict(self.offsets))
                 continue
             try:
                 await self._process(records)
@@ -410,11 +414,18 @@ class KafkaSequencer:
                 except BufferError:
                     producer.poll(0.05)
         producer.commit_transaction(10)
-        now = time.monotonic()
-        if read and now - self._group_commit_at >= GROUP_COMMIT_S:
-            self._group_commit_at = now
-            try:  # only for lag tools: a failure here changes nothing
-                consumer.commit(offsets=read, asynchronous=True)
-            except KafkaException as exc:
-                log.debug("group offsets not committed: %s", exc)
+        self._group_pending = True
+        if time.monotonic() - self._group_commit_at >= GROUP_COMMIT_S:
+            self._commit_group(positions)
         return positions
+
+    def _commit_group(self, positions: dict[int, int]) -> None:
+        """The group's offsets, for lag tools only (a restart reads msg.seq-state's)."""
+        assert self.consumer is not None
+        self._group_commit_at = time.monotonic()
+        self._group_pending = False
+        try:  # committed already: nothing here may fail the batch
+            self.consumer.commit(offsets=[TopicPartition(INGRESS, p, o)
+                                          for p, o in positions.items()], asynchronous=True)
+        except Exception as exc:
+            log.debug("group offsets not committed: %s", exc)

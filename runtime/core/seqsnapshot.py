@@ -92,8 +92,10 @@ def offsets_value(positions: dict[int, int]) -> bytes:
     return json.dumps({str(p): o for p, o in sorted(positions.items())}).encode()
 
 
-def parse_offsets(snap: dict[str, Any]) -> dict[int, int]:
+def parse_offsets(snap: Any) -> dict[int, int]:
     """Partition -> next offset from an offsets record; ValueError when malformed."""
+    if not isinstance(snap, dict):
+        raise ValueError(f"an offsets record is a mapping, not {type(snap).__name__}")
     out: dict[int, int] = {}
     for part, offset in snap.items():
         p, o = int(part), offset

@@ -62,7 +62,6 @@ def test_a_failed_or_late_store_is_logged_not_raised(caplog) -> None:
     worker, consumer = Worker("test-consumer"), SlowConsumer()
     consumer.fail = KafkaException(KafkaError(KafkaError._STATE))
     store_offsets(worker, consumer, [TopicPartition("t", 0, 5)], log)
-    worker.later(time.sleep, 0)  # queued after the store: done once it is
     deadline = time.monotonic() + 5
     while "storing offsets failed" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.01)

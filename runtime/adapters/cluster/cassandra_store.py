@@ -129,6 +129,15 @@ def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any
         loop.call_soon_threadsafe(_settle, fut, result)
 
 
+def _row_bytes(m: Message, media: str | None) -> int:
+    """A message row's size as Cassandra's batch size check counts it: 16 bytes per
+    cell (10 of them, unset ones written as tombstones) plus each value's bytes, the
+    clustering key and the row's liveness; the partition key is not counted."""
+    values = (m.mid, m.cid, m.sender, m.from_device, m.kind, m.body, media or "",
+              m.moved_from or "")
+    return 10 * 16 + 8 + 8 + 16 + sum(len(v.encode()) for v in values)
+
+
 def pack(groups: list[tuple[int, list[T]]], max_parts: int = _ROWS_PER_REQUEST,
          max_bytes: int = _PACK_BYTES) -> list[list[T]]:
     """The requests for `groups`, each one partition's (estimated size, rows): partitions
@@ -412,7 +421,11 @@ class CassandraStore:
                 # rf._on_timeout -> rf. In the router's process at 200 msgs/s they were
                 # 90% of what each collection freed, in pauses of up to 170 ms.
                 rf.clear_callbacks()
-                rf._timer = None  # cancelled once settled; the driver's own attribute
+                if fut.done() and not fut.cancelled() and hasattr(rf, "_timer"):
+                    # the driver cancelled it before it answered; a request still in
+                    # flight (this task was cancelled) keeps its timer, which frees
+                    # its stream id if no answer ever comes
+                    rf._timer = None
 
     def _bind(self, name: str, params: Sequence[Any]) -> Any:
         if self._session is None:
@@ -453,7 +466,7 @@ class CassandraStore:
             rows.append(("ins_msg", (bucket, m.conv, m.seq, m.prev, m.mid, m.cid, m.sender,
                                      m.from_device, m.ts, m.kind, m.body, media,
                                      m.moved_from)))
-            size[0] += len(m.body) + len(media or "") + len(m.conv) + len(m.cid) + 160
+            size[0] += _row_bytes(m, media)
             cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
             groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
         groups = [(size[0], rows) for size, rows in partitions.values()] + groups
