@@ -279,6 +279,8 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
         convs = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(23)]
         batch = [_msg(c, 1) for c in convs]
         batch += [dataclasses.replace(_msg(convs[0], s), body="x" * 16_000) for s in (2, 3)]
+        # a reconciled orphan names the seq it was first acknowledged as, and media
+        batch[4] = dataclasses.replace(batch[4], moved_from=7, media={"url": "u", "size": 1})
         caplog.set_level(logging.WARNING, logger="cassandra")
         await store.upsert_messages(batch)
         for conv in convs:
@@ -286,6 +288,8 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
             assert [m.seq for m in await store.messages(conv, 0, 10)] == want
             assert await store.lookup_cid(conv, "alice", "c1") == (1, 0)
             assert await store.head(conv) == want[-1]
+        moved = (await store.messages(convs[4], 0, 10))[0]
+        assert (moved.moved_from, moved.media) == (7, {"url": "u", "size": 1})
         assert len((await store.messages(convs[0], 1, 10))[0].body) == 16_000
         # the longest ids the protocol allows, non-ASCII bodies: shared requests filled
         # to the packing bound by the estimate stay under Cassandra's 5 KiB

@@ -133,9 +133,9 @@ def _row_bytes(m: Message, media: str | None) -> int:
     """A message row's size as Cassandra's batch size check counts it: 16 bytes per
     cell (10 of them, unset ones written as tombstones) plus each value's bytes, the
     clustering key and the row's liveness; the partition key is not counted."""
-    values = (m.mid, m.cid, m.sender, m.from_device, m.kind, m.body, media or "",
-              m.moved_from or "")
-    return 10 * 16 + 8 + 8 + 16 + sum(len(v.encode()) for v in values)
+    values = (m.mid, m.cid, m.sender, m.from_device, m.kind, m.body, media or "")
+    # prev, ts and moved_from: 8 bytes each
+    return 10 * 16 + 8 + 8 + 24 + sum(len(v.encode()) for v in values)
 
 
 def pack(groups: list[tuple[int, list[T]]], max_parts: int = _ROWS_PER_REQUEST,
