@@ -380,6 +380,11 @@ async def test_slow_consumer_is_closed_and_resumes(deployment: Deployment) -> No
     # a new device starts at the heads of its first hello: what is sent before it is
     # not its history (sending before it came was a race that lost the first messages)
     assert json.loads(await asyncio.wait_for(slow.recv(), 10))["t"] == "hello"
+    # the gateway reads frames once the session's resume after hello is done: with the
+    # pong, the sends below reach it live (a resume still running when they were routed
+    # filled them from the store, paced, and the test never saw a slow consumer)
+    await slow.send(json.dumps({"t": "ping", "id": "p"}))
+    assert json.loads(await asyncio.wait_for(slow.recv(), 10))["t"] == "pong"
     body = "y" * 15000
     count = 400
     for i in range(count):
