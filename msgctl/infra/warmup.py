@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import threading
@@ -38,6 +37,7 @@ from typing import Any
 
 from msgctl.infra.security import client_engines as identity
 from runtime.adapters.cluster import engine_auth
+from runtime.core.seqsnapshot import OFFSETS_KEY, offsets_value
 
 TOPIC_IN, TOPIC_OUT = "msgctl.warmup.in", "msgctl.warmup.out"
 GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
@@ -173,9 +173,8 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
             for r in records:
                 txn.produce(TOPIC_OUT, r.value(), key=r.key(), partition=r.partition())
             # the sequencer's input positions go in its transaction as a keyed record
-            positions = {str(tp.partition): tp.offset
-                         for tp in seq.position(seq.assignment())}
-            txn.produce(TOPIC_OUT, json.dumps(positions).encode(), key=b'["o"]')
+            positions = {tp.partition: tp.offset for tp in seq.position(seq.assignment())}
+            txn.produce(TOPIC_OUT, offsets_value(positions), key=OFFSETS_KEY)
             txn.commit_transaction(timeout)
             counts["transactions"] += 1
             if loaded is not None:
