@@ -107,7 +107,7 @@ class EnginesConfig:
     keyspace: str = "msgctl"
     replication: dict[str, int] = field(default_factory=dict)  # data center -> replicas
     redis_url: str = ""  # redis://host:port/db
-    partitions: int = 2  # of the topics it creates (topology: engines.kafka.partitions)
+    partitions: int = 1  # of the topics it creates (topology: engines.kafka.partitions)
     # the other regions (multi-region): name -> Kafka bootstrap (their ingress takes the
     # sends of conversations homed there; their events are mirrored here as
     # "<name>.msg.events") and name -> Redis URL (who is online there, for push)

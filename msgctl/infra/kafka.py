@@ -61,7 +61,7 @@ def security_settings(keystore: Path, truststore: Path, super_users: list[str]
 
 
 def write_config(conf: Path, data: Path, host: str, port: int, controller_port: int,
-                 partitions: int = 2, security: dict[str, str] | None = None) -> Path:
+                 partitions: int = 1, security: dict[str, str] | None = None) -> Path:
     """server.properties and log4j2.yaml; returns the properties file. `security`:
     `security_settings` (then both listeners speak SSL only)."""
     conf.mkdir(parents=True, exist_ok=True)

@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from msgctl.infra.security import client_engines as identity
+from msgctl.infra.spec import DEFAULT_PARTITIONS
 from runtime.adapters.cluster import engine_auth
 from runtime.core.seqsnapshot import OFFSETS_KEY, offsets_value
 
 TOPIC_IN, TOPIC_OUT = "msgctl.warmup.in", "msgctl.warmup.out"
 GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
-PARTITIONS = 2  # as the runtimes' topics (engines.kafka.partitions)
+PARTITIONS = DEFAULT_PARTITIONS  # as the runtimes' topics (engines.kafka.partitions)
 BODY = b"x" * 200  # about a sealed 100-byte message with its envelope
 TRANSACTORS = 2  # transactional producers at once
 INGRESS_RATE = 400  # msgs/s into msgctl.warmup.in

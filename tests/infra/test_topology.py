@@ -144,8 +144,8 @@ def test_warmup_s_bounds_each_jvms_warm_up(tmp_path: Path) -> None:
 
 def test_kafka_partitions_reach_the_broker_and_the_runtimes(tmp_path: Path) -> None:
     """`engines.kafka.partitions`: of the topics msgctl creates (by the sequencer, and the
-    broker's default); 2 unless told."""
-    for engines, want in (({"kafka": {}, "cassandra": {}, "redis": {}}, 2),
+    broker's default); 1 unless told."""
+    for engines, want in (({"kafka": {}, "cassandra": {}, "redis": {}}, 1),
                           ({"kafka": {"partitions": 6}, "cassandra": {}, "redis": {}}, 6)):
         home = tmp_path / str(want)
         programs = {p.name: p for p in plan(home, cluster(engines, processes=1))}
