@@ -14,9 +14,9 @@ written while the earlier ones are routed, so under load the store's round
 trips overlap instead of adding up. A batch's heads are written once its own
 messages and every earlier batch's are stored (a head never points past what a
 reader can fetch): in the same requests as its messages when no earlier batch
-is still being written, else after. Routing stays in batch order: the batches read ahead whose
-writes are done are routed together (watermarks stored, events published,
-offsets committed), after every batch before them.
+is still being written, else after. Routing stays in batch order: the batches
+read ahead whose writes are done are routed together (watermarks stored, events
+published, offsets committed), after every batch before them.
 """
 
 from __future__ import annotations
