@@ -4,8 +4,9 @@
 
 Starts both deployments in temporary homes (the cluster one with `msgctl up`
 on the test suite's one-region topology on free ports: real Kafka, Cassandra,
-Redis and S3Proxy, two gateways, TLS; the JVMs warmed up before `up` reports
-ready, as with the shipped topologies), measures the cluster's time to RUNNING
+Redis and S3Proxy, two gateways, TLS, the tests' limits and the engines' default
+heaps; the JVMs warmed up before `up` reports ready, as with the shipped
+topologies), measures the cluster's time to RUNNING
 and the total RSS of every supervised process of each, then (after one
 unmeasured 10 s warm-up step) drives the same open-loop 1:1 traffic
 (`msgctl bench`'s client workers) at each rate: send->sent and send->deliver
@@ -53,8 +54,8 @@ def start(root: Path, family: str) -> tuple[Deployment, float]:
     base = free_block(30)
     if family == "cluster":
         topo = write_cluster_topology(root / "topology.yaml", base)
-        # the tests' topology skips the JVMs' warm-up; measured here as shipped, `up`
-        # warms them before it reports ready
+        # the tests' topology skips the JVMs' warm-up; here `up` warms them before it
+        # reports ready, as it does for the shipped topologies
         spec = yaml.safe_load(topo.read_text())
         for engine in spec["regions"][0]["engines"].values():
             engine.pop("warmup_s", None)

@@ -2,7 +2,7 @@
 
     engines:
       kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120,
-              partitions: 2}
+              partitions: 1}
       cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 512,
                   warmup_s: 120}
       redis: {port: 6379}
@@ -10,7 +10,7 @@
 
 or, for engines that already run elsewhere (then msgctl starts only the runtimes):
 
-      kafka: {external: "host1:9092,host2:9092", ca: ..., partitions: 2}  # ca: then SSL
+      kafka: {external: "host1:9092,host2:9092", ca: ..., partitions: 1}  # ca: then SSL
       cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1,
                   username: app, password: ..., ca: /etc/ssl/cassandra-ca.pem}  # optional
       redis: {external: "rediss://user:password@host:6380/0", ca: ...}  # ca optional

@@ -42,7 +42,7 @@ from runtime.core.seqsnapshot import OFFSETS_KEY, offsets_value
 
 TOPIC_IN, TOPIC_OUT = "msgctl.warmup.in", "msgctl.warmup.out"
 GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
-PARTITIONS = DEFAULT_PARTITIONS  # as the runtimes' topics (engines.kafka.partitions)
+PARTITIONS = DEFAULT_PARTITIONS  # the default of the runtimes' topics (not a topology's)
 BODY = b"x" * 200  # about a sealed 100-byte message with its envelope
 TRANSACTORS = 2  # transactional producers at once
 INGRESS_RATE = 400  # msgs/s into msgctl.warmup.in

@@ -13,10 +13,9 @@ Batches are pipelined: up to `PIPELINE` batches read ahead have their messages
 written while the earlier ones are routed, so under load the store's round
 trips overlap instead of adding up. A batch's heads are written once its own
 messages and every earlier batch's are stored (a head never points past what a
-reader can fetch): in the same requests as its messages when no earlier batch
-is still being written, else after. Routing stays in batch order: the batches
-read ahead whose writes are done are routed together (watermarks stored, events
-published, offsets committed), after every batch before them.
+reader can fetch). Routing stays in batch order: the batches read ahead whose
+writes are done are routed together (watermarks stored, events published,
+offsets committed), after every batch before them.
 """
 
 from __future__ import annotations
@@ -64,11 +63,6 @@ def next_offsets(records: list[Record]) -> list[TopicPartition]:
         key = (rec.topic() or "", rec.partition() or 0)
         last[key] = max(last.get(key, -1), rec.offset() or 0)
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in last.items()]
-
-
-def _settled(task: asyncio.Task[None] | None) -> bool:
-    """Whether the stores `task` waits for are all written (none yet, or it succeeded)."""
-    return task is None or (task.done() and not task.cancelled() and task.exception() is None)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -147,22 +141,17 @@ class StoreRouter:
                                 rec.offset(), exc)
             messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
             early = None
-            if messages and _settled(through):
-                # nothing earlier is still being written: the heads go in the same
-                # requests as the messages, one round trip instead of two (a head can
-                # point past no unstored message of an earlier batch)
-                early = through = asyncio.create_task(self._store_messages(messages, True))
-            elif messages:
+            if messages:
                 through = asyncio.create_task(self._stored_through(
                     asyncio.create_task(self._store_messages(messages)), through, finished))
                 early = asyncio.create_task(self._heads(messages, through))
             finished = asyncio.get_running_loop().create_future()
             await ahead.put((read, items, early, finished))
 
-    async def _store_messages(self, messages: list[Message], heads: bool = False) -> None:
+    async def _store_messages(self, messages: list[Message]) -> None:
         METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
         t0 = time.perf_counter()
-        await self.store.store_messages(messages, heads=heads)
+        await self.store.store_messages(messages)
         METRICS.store_seconds.observe(time.perf_counter() - t0)
 
     @staticmethod

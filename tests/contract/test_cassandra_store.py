@@ -303,36 +303,6 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
         await store.close()
 
 
-async def test_messages_stored_with_their_heads_land_whole_and_quietly(
-        cassandra_endpoint: Endpoint, cassandra_keyspace: str,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """`store_messages(heads=True)`: the router's one round trip when nothing earlier is
-    being written. The heads share the packed requests, stay under Cassandra's batch
-    warnings, and only grow: a replay of an older batch moves no head back."""
-    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
-    try:
-        convs = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(23)]
-        batch = [_msg(c, s) for c in convs for s in (1, 2)]
-        batch.append(dataclasses.replace(_msg(convs[0], 3), body="x" * 16_000))
-        caplog.set_level(logging.WARNING, logger="cassandra")
-        await store.store_messages(batch, heads=True)
-        heads = await store.heads(convs)
-        assert heads == {c: 3 if c == convs[0] else 2 for c in convs}
-        for conv in convs[:3]:
-            assert [m.seq for m in await store.messages(conv, 0, 10)] == \
-                ([1, 2, 3] if conv == convs[0] else [1, 2])
-            assert await store.lookup_cid(conv, "alice", "c2") == (2, 1)
-        await store.store_messages([_msg(convs[1], 1)], heads=True)  # a replay
-        assert await store.head(convs[1]) == 2
-        # without `heads`, the heads are left for `set_heads`
-        fresh = f"conv-{uuid.uuid4().hex[:8]}"
-        await store.store_messages([_msg(fresh, 1)])
-        assert await store.head(fresh) == 0
-        assert "Server warning" not in caplog.text
-    finally:
-        await store.close()
-
-
 async def test_requests_leave_no_garbage_for_the_cyclic_collector(
         cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
     """Each request's driver future is freed as soon as it is answered, not left in a

@@ -1,6 +1,5 @@
 """The store writer's pipeline (runtime.cluster.router): batches read ahead are stored at
-once (with their heads when nothing earlier is still being written), but no head lands
-before an earlier batch's messages are stored, events are routed
+once, but no head lands before an earlier batch's messages are stored, events are routed
 in the order read and only after they are stored, and offsets are stored for the next
 commit only after their batch is routed. A store that fails is retried in order.
 
@@ -86,9 +85,8 @@ class RecordingStore:
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_once: set[str] = set()
         self.upserts: list[tuple[int, ...]] = []  # written again by the in-order pass
-        self.merged: list[tuple[int, ...]] = []  # messages stored with their heads
 
-    async def store_messages(self, messages: list[Message], *, heads: bool = False) -> None:
+    async def store_messages(self, messages: list[Message]) -> None:
         conv = messages[0].conv
         if conv in self.gates:
             await self.gates[conv].wait()
@@ -96,9 +94,6 @@ class RecordingStore:
             self.fail_once.discard(conv)
             raise StoreUnavailable("cassandra away")
         self.log.append(("messages", tuple(m.seq for m in messages)))
-        if heads:  # the same requests: one call carries both
-            self.merged.append(tuple(m.seq for m in messages))
-            self.log.append(("heads", tuple(m.seq for m in messages)))
 
     async def set_heads(self, messages: list[Message]) -> None:
         self.log.append(("heads", tuple(m.seq for m in messages)))
@@ -197,39 +192,6 @@ def test_a_slow_batch_holds_later_heads_and_routes_but_not_their_messages() -> N
         assert sorted({tp for stored in consumer.stored for tp in stored}) == \
             [(0, 11), (1, 22)]
         assert consumer.stored[0][0] == (0, 11)
-
-    asyncio.run(go())
-
-
-def test_a_batch_with_nothing_earlier_in_flight_stores_its_heads_with_its_messages() -> None:
-    """One round trip instead of two when no earlier batch is still being written; a batch
-    read while one is keeps its heads until every earlier batch is stored."""
-    async def go() -> None:
-        store = RecordingStore()
-        store.gates["slow"] = asyncio.Event()
-        a_stored = threading.Event()  # "slow" is read only once "a" is written
-        consumer = ScriptedConsumer([[Record(0, 10, msg("a", 1))],
-                                     [Record(0, 11, msg("slow", 5))],
-                                     [Record(1, 20, msg("b", 9))]], hold=(1, a_stored))
-        r = router(store, consumer)
-        task = asyncio.create_task(run_until(r, lambda: len(consumer.stored) >= 3))
-        for _ in range(200):
-            if ("heads", (1,)) in store.log:
-                break
-            await asyncio.sleep(0.01)
-        a_stored.set()
-        for _ in range(200):  # "b" is read, and its messages written, while "slow" is held
-            if ("messages", (9,)) in store.log:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        assert store.merged == [(1,)] and ("heads", (9,)) not in store.log
-        store.gates["slow"].set()
-        await task
-        # "a" and "slow" found nothing earlier being written; "b" was read behind "slow",
-        # so its heads went on their own, after "slow"'s messages
-        assert store.merged == [(1,), (5,)]
-        assert store.log.index(("messages", (5,))) < store.log.index(("heads", (9,)))
 
     asyncio.run(go())
 

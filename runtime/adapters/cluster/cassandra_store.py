@@ -165,14 +165,6 @@ def pack(groups: list[tuple[int, list[T]]], max_parts: int = _ROWS_PER_REQUEST,
     return out
 
 
-def _heads_of(messages: list[Message]) -> dict[str, int]:
-    """Each conversation's highest seq in `messages`."""
-    heads: dict[str, int] = {}
-    for m in messages:
-        heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
-    return heads
-
-
 def _bucket(seq: int, size: int) -> int:
     return seq // size
 
@@ -458,14 +450,9 @@ class CassandraStore:
         await self.store_messages(messages)
         await self.set_heads(messages)
 
-    async def store_messages(self, messages: list[Message], *, heads: bool = False) -> None:
-        """The messages and their cid index; idempotent. The heads only with `heads`:
-        otherwise `set_heads` writes them once these and every earlier batch are stored.
-
-        With `heads`, a conversation's head may become readable a moment before its
-        messages (they share requests, not an atomic write): for a caller with no earlier
-        batch still being written, that routes only after this returns (see the router).
-        """
+    async def store_messages(self, messages: list[Message]) -> None:
+        """The messages and their cid index, not the heads (`set_heads`, once these and
+        every earlier batch are stored). Idempotent."""
         if not messages:
             return
         # each partition: (estimated bytes, its rows as (statement, values))
@@ -483,16 +470,16 @@ class CassandraStore:
             cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
             groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
         groups = [(size[0], rows) for size, rows in partitions.values()] + groups
-        if heads:
-            groups += [(len(conv) + 48, [("set_head", (conv, head, head))])
-                       for conv, head in _heads_of(messages).items()]
         await self._all(self._run(self._request(rows)) for rows in pack(groups))
 
     async def set_heads(self, messages: list[Message]) -> None:
         """Each conversation's head to the highest seq of `messages` (a head only grows: it
         is written at the timestamp of its value)."""
-        await self._all(self._rows("set_head", [(conv, head, head) for conv, head
-                                                in _heads_of(messages).items()]))
+        heads: dict[str, int] = {}
+        for m in messages:
+            heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
+        await self._all(self._rows("set_head", [(conv, head, head)
+                                                for conv, head in heads.items()]))
 
     def _request(self, rows: list[tuple[str, tuple[Any, ...]]]) -> Any:
         """One statement, or an unlogged batch of several."""
