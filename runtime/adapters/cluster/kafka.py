@@ -137,9 +137,17 @@ def take(consumer: Consumer, limit: int, timeout: float) -> list[Message]:
     records = [first, *consumer.consume(limit - 1, 0)] if limit > 1 else [first]
     for rec in records:
         err = rec.error()
-        if err is not None and err.fatal():  # the consumer is dead (e.g. a fenced static
-            raise KafkaException(err)        # member after a broker restart)
+        if err is not None and is_fatal(err):  # the consumer is dead (e.g. a fenced static
+            raise KafkaException(err)          # member after a broker restart)
     return records
+
+
+def is_fatal(err: KafkaError) -> bool:
+    """Whether `err` ends its client. A consumer hands a fatal error to the application
+    as an event whose code is `_FATAL` but whose own fatal flag is not set: a router
+    fenced after a broker restart ("Static consumer fenced ... OffsetCommit failed")
+    polled a dead consumer for good, and no send was answered again."""
+    return err.fatal() or err.code() == KafkaError._FATAL
 
 
 def exit_for_restart(logger: logging.Logger, reason: str) -> NoReturn:
@@ -180,7 +188,7 @@ async def take_or_wait(worker: Worker, consumer: Consumer, limit: int, timeout: 
         return await worker.run(take, consumer, limit, timeout)
     except KafkaException as exc:
         err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.fatal():
+        if isinstance(err, KafkaError) and is_fatal(err):
             exit_for_restart(logger, f"reading {what} failed fatally: {err}")
         logger.warning("reading %s failed, retrying: %s", what, exc)
         await asyncio.sleep(1.0)
