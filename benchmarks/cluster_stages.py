@@ -1,7 +1,8 @@
 """Where a message's time goes on the running deployment: each stage's latency from the
 runtimes' own histograms, around one steady `msgctl bench` step.
 
-    python benchmarks/cluster_stages.py [--home DIR] [--rate 200] [--seconds 10] [--json]
+    python benchmarks/cluster_stages.py [--home DIR] [--rate 200] [--seconds 10]
+        [--ack-every 32] [--json]
 
 Scrapes `/metrics` of every runtime of the first region (each gateway process and,
 on the cluster family, the sequencer, presence and push processes) before and after
@@ -142,6 +143,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--ack-every", type=int, default=None,
+                        help="receivers ack every N messages (default 32; 1: each one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     home = Home(args.home or default_home())
@@ -154,6 +157,8 @@ def main() -> None:
     points = endpoints(home)
     s = runner.Settings.quick()
     s.warmup_seconds = 1.0
+    if args.ack_every is not None:
+        s.ack_every = max(1, args.ack_every)
     before = scrape_all(points)
     ticks, t0 = cpu_ticks(home), time.monotonic()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from msgctl import wire
 from msgctl.wire import decode, encode
 
-ACK_EVERY = 32  # receivers ack cumulatively, as real clients do
+ACK_EVERY = 32  # receivers ack cumulatively, every this many messages, unless told
 MAX_SAMPLES = 50_000
 
 
@@ -83,7 +83,7 @@ class Pair:
 
 
 async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: dict[str, int],
-                    window: tuple[float, float]) -> None:
+                    window: tuple[float, float], ack_every: int = ACK_EVERY) -> None:
     since_ack = 0
     last_seq = 0
     try:
@@ -100,7 +100,7 @@ async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: 
                 counts["disorder"] += 1
             last_seq = frame["seq"]
             since_ack += 1
-            if since_ack >= ACK_EVERY:
+            if since_ack >= ack_every:
                 since_ack = 0
                 await ws.send(encode({"t": "ack", "conv": pair.conv, "seq": last_seq}))
     except ConnectionClosed:
@@ -127,7 +127,8 @@ async def _sender_reader(ws: ClientConnection, counts: dict[str, int],
 
 
 async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, duration: float,
-                   relay: bool, receiver_url: str) -> dict[str, Any]:
+                   relay: bool, receiver_url: str, ack_every: int = ACK_EVERY
+                   ) -> dict[str, Any]:
     counts = {"sent": 0, "delivered": 0, "errors": 0, "closed": 0, "disorder": 0, "offered": 0}
     lat: list[float] = []
     sent_lat: list[float] = []
@@ -147,7 +148,7 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
         senders.append(s)
     start = time.time() + 0.2
     window = (start + warmup, start + warmup + duration)
-    tasks = [asyncio.create_task(_receiver(r, p, lat, counts, window))
+    tasks = [asyncio.create_task(_receiver(r, p, lat, counts, window, ack_every))
              for r, p in zip(receivers, pairs, strict=True)]
     tasks += [asyncio.create_task(_sender_reader(s, counts, sent_at, sent_lat, window))
               for s in senders]
@@ -192,10 +193,13 @@ async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, dura
 
 
 def traffic_worker(url: str, pairs: list[Pair], rate: float, warmup: float, duration: float,
-                   relay: bool = False, receiver_url: str = "") -> dict[str, Any]:
+                   relay: bool = False, receiver_url: str = "", ack_every: int = ACK_EVERY
+                   ) -> dict[str, Any]:
     """Open-loop 1:1 traffic at `rate`: senders on `url`, receivers on `receiver_url`
-    (another region's gateway; "": the same)."""
-    return _run(_traffic(url, pairs, rate, warmup, duration, relay, receiver_url or url))
+    (another region's gateway; "": the same), each receiver acking every `ack_every`
+    messages (1: each one, as a client showing delivery ticks does)."""
+    return _run(_traffic(url, pairs, rate, warmup, duration, relay, receiver_url or url,
+                         ack_every))
 
 
 # -- catch-up ---------------------------------------------------------------

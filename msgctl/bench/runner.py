@@ -47,6 +47,7 @@ class Settings:
     catch_up_messages: int = 5_000
     client_workers: int = 2
     relay: bool = True
+    ack_every: int = driver.ACK_EVERY  # each receiver acks every this many messages
 
     @classmethod
     def quick(cls) -> Settings:
@@ -215,7 +216,7 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
     with _pool(workers) as pool:
         futures = [pool.submit(driver.traffic_worker, target.url, g, rate / workers,
                                s.warmup_seconds, duration or s.step_seconds, relay,
-                               target.receiver_url or target.url)
+                               target.receiver_url or target.url, s.ack_every)
                    for g in groups]
         results = [f.result() for f in futures]
     lat = [x for r in results for x in r["latencies_ms"]]

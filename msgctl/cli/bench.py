@@ -106,6 +106,9 @@ def bench(
     = None,
     save: Annotated[Path | None, typer.Option(
         help="Also write the JSON results to this file (e.g. a CI baseline).")] = None,
+    ack_every: Annotated[int | None, typer.Option(
+        help="Receivers ack every N messages (default 32; 1: every message, as a client "
+             "showing delivery ticks does).")] = None,
 ) -> None:
     """Measure the running deployment: idle connections, throughput, latency, catch-up."""
     parts = {p.strip() for p in only.split(",") if p.strip()}
@@ -123,6 +126,10 @@ def bench(
             raise UsageError("--step-seconds must be positive")
         settings.step_seconds = step_seconds
     settings.relay = relay
+    if ack_every is not None:
+        if ack_every < 1:
+            raise UsageError("--ack-every must be at least 1")
+        settings.ack_every = ack_every
     target = _target(get_home(home), region)
     status_console = err_console if json_out else console
     with status_console.status("benchmarking…") as status:

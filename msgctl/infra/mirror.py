@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msgctl.infra import kafka
+from msgctl.infra import jvm, kafka
 
 MIRRORED = ("msg.events", "msg.typing", "presence.events")
 HEARTBEAT_S = 1
@@ -89,7 +89,7 @@ def write_config(conf: Path, clusters: dict[str, str],
 def argv(java: str, lib: Path, conf: Path, logs: Path, region: str,
          heap_mb: int = DEFAULT_HEAP_MB) -> list[str]:
     return [java, f"-Xms{min(128, heap_mb)}m", f"-Xmx{heap_mb}m", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+            "-XX:MaxGCPauseMillis=20", jvm.gc_log(logs), "-XX:+ExitOnOutOfMemoryError",
             f"-XX:ErrorFile={logs}/hs_err_%p.log", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={conf / 'log4j2.yaml'}", "-cp", f"{lib}/*",
             "org.apache.kafka.connect.mirror.MirrorMaker", str(conf / "mm2.properties"),

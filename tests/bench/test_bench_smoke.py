@@ -46,3 +46,5 @@ def test_bench_without_a_deployment_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 3 and r.stderr.startswith("msgctl: nothing is running")
     r = msgctl("bench", "--only", "nope", "--home", str(tmp_path / "none"), check=False)
     assert r.returncode == 2 and "unknown part" in r.stderr
+    r = msgctl("bench", "--ack-every", "0", "--home", str(tmp_path / "none"), check=False)
+    assert r.returncode == 2 and r.stderr.strip() == "msgctl: --ack-every must be at least 1"

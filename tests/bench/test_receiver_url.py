@@ -1,8 +1,10 @@
 """The bench driver's receivers may sit on another gateway than its senders
-(`benchmarks/regions.py --rate`: senders in us-east, receivers in eu-west)."""
+(`benchmarks/regions.py --rate`: senders in us-east, receivers in eu-west), and ack
+every N messages (`msgctl bench --ack-every`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from concurrent.futures import Future
 from typing import Any
@@ -46,9 +48,41 @@ def test_each_worker_gets_the_receivers_gateway(monkeypatch: pytest.MonkeyPatch,
     settings = runner.Settings.quick()
     step = runner.run_step(target, settings, 20.0, relay=False, duration=1.0)
     assert pool.calls and step.delivered == len(pool.calls)
-    for fn, url, *_rest, receivers in pool.calls:
+    for fn, url, *_rest, receivers, ack_every in pool.calls:
         assert fn is driver.traffic_worker
         assert url == "wss://127.0.0.1:7400/v1/ws" and receivers == expected
+        assert ack_every == driver.ACK_EVERY
+
+
+class FakeReceiver:
+    """Hands out `n` msg frames of one conversation; keeps what the receiver sends."""
+
+    def __init__(self, n: int) -> None:
+        self.frames = [driver.encode({"t": "msg", "conv": "c", "seq": i + 1, "prev": i,
+                                      "body": "0"}) for i in range(n)]
+        self.sent: list[dict[str, Any]] = []
+
+    def __aiter__(self) -> FakeReceiver:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self.frames:
+            raise StopAsyncIteration
+        return self.frames.pop(0)
+
+    async def send(self, raw: str) -> None:
+        self.sent.append(driver.decode(raw))
+
+
+@pytest.mark.parametrize(("ack_every", "acked"), [(1, [1, 2, 3, 4, 5, 6, 7]), (3, [3, 6])])
+def test_receivers_ack_every_n_messages(ack_every: int, acked: list[int]) -> None:
+    ws = FakeReceiver(7)
+    pair = driver.Pair("c", "s", "r", "bob")
+    counts = {"delivered": 0, "disorder": 0, "closed": 0}
+    asyncio.run(driver._receiver(ws, pair, [], counts, (0.0, 0.0),  # type: ignore[arg-type]
+                                 ack_every))
+    assert counts["delivered"] == 7
+    assert [f["seq"] for f in ws.sent] == acked and all(f["t"] == "ack" for f in ws.sent)
 
 
 def test_spawned_workers_keep_the_callers_ca(monkeypatch: pytest.MonkeyPatch) -> None:

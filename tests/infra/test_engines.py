@@ -118,6 +118,14 @@ def test_start_waits_for_the_jvms_warm_up_which_leaves_no_topic(stack: Stack) ->
     assert not {g for g in groups if g.startswith("msgctl-warmup")}, groups
 
 
+def test_the_jvms_log_their_collections(stack: Stack) -> None:
+    """Kafka (the parallel collector) and Cassandra (G1) each log their collections to
+    gc.log in their own logs folder; starting and warming up alone collect young ones."""
+    for engine, collector in (("kafka.lab", "Using Parallel"), ("cassandra.lab", "Using G1")):
+        text = (stack.home / "engines" / engine / "logs" / "gc.log").read_text()
+        assert collector in text and "Pause Young" in text, (engine, text[-500:])
+
+
 def test_infra_status_probes_live(stack: Stack) -> None:
     out = json.loads(msgctl("infra", "status", "--json", "--home", str(stack.home)).stdout)
     rows = {r["engine"]: r for r in out["engines"]}

@@ -159,6 +159,24 @@ def test_kafka_partitions_reach_the_broker_and_the_runtimes(tmp_path: Path) -> N
     assert NodeConfig.load(Path(programs["sequencer.eu"].argv[-1])).engines.partitions == 12
 
 
+def test_engine_jvms_log_collections_and_kafka_runs_the_parallel_collector(
+        tmp_path: Path) -> None:
+    programs = {p.name: p for p in plan(tmp_path, cluster(
+        {"kafka": {}, "cassandra": {}, "redis": {}}, processes=1))}
+    for name in ("kafka.eu", "cassandra.eu"):
+        logs = tmp_path / "engines" / name / "logs"
+        assert [a for a in programs[name].argv if a.startswith("-Xlog")] == [
+            f"-Xlog:gc:file={logs / 'gc.log'}:time,uptime:filecount=5,filesize=10m"]
+    broker = programs["kafka.eu"]
+    assert "-XX:+UseParallelGC" in broker.argv and "-XX:+UseG1GC" not in broker.argv
+    cassandra = programs["cassandra.eu"].argv
+    # G1 sizes Cassandra's young generation for its pause goal: no fixed size
+    assert "-XX:+UseG1GC" in cassandra and "-XX:MaxGCPauseMillis=20" in cassandra
+    assert not any(a.startswith("-Xmn") for a in cassandra)
+    # the one-shot storage format writes no log of its own over the broker's
+    assert broker.prepare and not any(a.startswith("-Xlog") for a in broker.prepare)
+
+
 def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="'redis' is missing"):
         plan(tmp_path, cluster({"kafka": {}, "cassandra": {}}))
