@@ -158,7 +158,9 @@ def main() -> None:
     s = runner.Settings.quick()
     s.warmup_seconds = 1.0
     if args.ack_every is not None:
-        s.ack_every = max(1, args.ack_every)
+        if args.ack_every < 1:
+            parser.error("--ack-every must be at least 1")
+        s.ack_every = args.ack_every
     before = scrape_all(points)
     ticks, t0 = cpu_ticks(home), time.monotonic()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
@@ -170,7 +172,8 @@ def main() -> None:
             s_ = summary(d)
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
-    out = {"rate": args.rate, "seconds": args.seconds, "achieved_msgs_s": step.achieved,
+    out = {"rate": args.rate, "seconds": args.seconds, "ack_every": s.ack_every,
+           "achieved_msgs_s": step.achieved,
            "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,

@@ -11,5 +11,6 @@ GC_LOG_FILES, GC_LOG_SIZE = 5, "10m"
 def gc_log(logs: Path) -> str:
     """Log every collection to `logs`/gc.log (rotated), as Kafka's and Cassandra's own
     start scripts do: the pauses are what to compare a latency spike with."""
-    return (f"-Xlog:gc:file={logs / 'gc.log'}:time,uptime:"
+    # quoted: a ':' or ',' in the home's path would otherwise end the file name
+    return (f"-Xlog:gc:file=\"{logs / 'gc.log'}\":time,uptime:"
             f"filecount={GC_LOG_FILES},filesize={GC_LOG_SIZE}")

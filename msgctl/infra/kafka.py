@@ -90,8 +90,8 @@ def write_config(conf: Path, data: Path, host: str, port: int, controller_port: 
         "group.initial.rebalance.delay.ms": "0",
         # the log cleaner's offset map (compacted topics: msg.seq-state, presence.events,
         # the group and transaction logs) lives on the heap; the default 128 MiB was most of the
-        # broker's live set and kept G1 in back-to-back mark cycles with 20-30 ms remark
-        # pauses. 16 MiB maps ~600,000 keys per cleaning pass.
+        # broker's live set and (then on G1) kept it in back-to-back mark cycles with
+        # 20-30 ms remark pauses. 16 MiB maps ~600,000 keys per cleaning pass.
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         **(security or {}),
     }

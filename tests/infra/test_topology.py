@@ -166,14 +166,15 @@ def test_engine_jvms_log_collections_and_kafka_runs_the_parallel_collector(
     for name in ("kafka.eu", "cassandra.eu"):
         logs = tmp_path / "engines" / name / "logs"
         assert [a for a in programs[name].argv if a.startswith("-Xlog")] == [
-            f"-Xlog:gc:file={logs / 'gc.log'}:time,uptime:filecount=5,filesize=10m"]
+            f"-Xlog:gc:file=\"{logs / 'gc.log'}\":time,uptime:filecount=5,filesize=10m"]
     broker = programs["kafka.eu"]
     assert "-XX:+UseParallelGC" in broker.argv and "-XX:+UseG1GC" not in broker.argv
     cassandra = programs["cassandra.eu"].argv
     # G1 sizes Cassandra's young generation for its pause goal: no fixed size
     assert "-XX:+UseG1GC" in cassandra and "-XX:MaxGCPauseMillis=20" in cassandra
     assert not any(a.startswith("-Xmn") for a in cassandra)
-    # the one-shot storage format writes no log of its own over the broker's
+    # the one-shot storage format logs no collections (its gc.log would rotate the
+    # broker's aside)
     assert broker.prepare and not any(a.startswith("-Xlog") for a in broker.prepare)
 
 
