@@ -83,7 +83,7 @@ class Pair:
 
 
 async def _receiver(ws: ClientConnection, pair: Pair, lat: list[float], counts: dict[str, int],
-                    window: tuple[float, float], ack_every: int = ACK_EVERY) -> None:
+                    window: tuple[float, float], ack_every: int) -> None:
     since_ack = 0
     last_seq = 0
     try:
@@ -127,8 +127,7 @@ async def _sender_reader(ws: ClientConnection, counts: dict[str, int],
 
 
 async def _traffic(url: str, pairs: list[Pair], rate: float, warmup: float, duration: float,
-                   relay: bool, receiver_url: str, ack_every: int = ACK_EVERY
-                   ) -> dict[str, Any]:
+                   relay: bool, receiver_url: str, ack_every: int) -> dict[str, Any]:
     counts = {"sent": 0, "delivered": 0, "errors": 0, "closed": 0, "disorder": 0, "offered": 0}
     lat: list[float] = []
     sent_lat: list[float] = []
