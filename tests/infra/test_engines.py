@@ -104,7 +104,8 @@ def test_start_waits_for_the_jvms_warm_up_which_leaves_no_topic(stack: Stack) ->
     # bounded by warmup_s (the JIT of a fresh JVM does not settle in 4 s)
     assert WARMUP_S <= kafka["seconds"] < WARMUP_S + 30 and not kafka["jit_settled"]
     assert kafka["transactions"] > 0 and kafka["produced"] > 0
-    assert cql["rounds"] > 0 and cql["messages"] == 10 * cql["rounds"]
+    # the store writer's batches: 1 to 4 conversations of 1 to 3 messages each
+    assert cql["rounds"] > 0 and cql["rounds"] <= cql["messages"] <= 12 * cql["rounds"]
 
     from confluent_kafka.admin import AdminClient
 

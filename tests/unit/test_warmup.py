@@ -145,6 +145,44 @@ def test_keyspace_names_are_cql_identifiers() -> None:
     assert warmup.keyspace("EU.West 1") == "msgctl_warmup_eu_west_1"
 
 
+def test_store_batches_take_every_shape_of_the_store_writers() -> None:
+    """One to four conversations, one to three messages of each, every count within 12
+    rounds; each conversation's seqs run on from its head and wrap."""
+    from runtime.ports import Conversation
+
+    convs = [Conversation(f"warmup-{i}", (f"a{i}", f"b{i}"), "lab") for i in range(16)]
+    heads = dict.fromkeys((c.conv for c in convs), 0)
+    shapes: set[int] = set()
+    sizes: set[int] = set()
+    for n in range(12):
+        msgs = warmup.store_batch(n, convs, heads, "x")
+        per_conv: dict[str, list[int]] = {}
+        for m in msgs:
+            per_conv.setdefault(m.conv, []).append(m.seq)
+            assert m.prev == m.seq - 1 and m.sender == convs[int(m.conv[7:])].members[0]
+        assert msgs[0].conv == convs[n].conv
+        assert all(seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+                   for seqs in per_conv.values())
+        shapes.add(len(per_conv))
+        sizes.update(len(seqs) for seqs in per_conv.values())
+    assert shapes == {1, 2, 3, 4} and sizes == {1, 2, 3}
+    heads = dict.fromkeys(heads, warmup.WRAP - 1)
+    wrapped = warmup.store_batch(4, convs, heads, "x")  # two messages of one conversation
+    assert [m.seq for m in wrapped] == [warmup.WRAP, 1]
+
+
+def test_snapshots_are_one_state_record_per_key() -> None:
+    """As the sequencer's `msg.seq-state`: one keyed snapshot per key of the batch,
+    the newest offset winning, over a bounded set of keys."""
+    import json
+
+    out = warmup.snapshots([(b"1", 10), (str(1 + warmup.STATE_KEYS).encode(), 11),
+                            (b"2", 12), (None, 13)])
+    assert {tuple(json.loads(k)) for k in out} == {("h", "warmup-1"), ("h", "warmup-2"),
+                                                   ("h", "warmup-0")}
+    assert json.loads(out[json.dumps(["h", "warmup-1"]).encode()])["head"] == 11
+
+
 SERVER = """
 import http.server, json, sys
 class H(http.server.BaseHTTPRequestHandler):
