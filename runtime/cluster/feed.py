@@ -26,6 +26,7 @@ from runtime.adapters.cluster.kafka import (
     run_or_exit,
     stop_loop,
     store_offsets,
+    stuck_watch,
     take_or_wait,
 )
 from runtime.metrics import METRICS
@@ -51,7 +52,7 @@ class EventFeed:
             # static membership: the restarted process takes its partitions back at once
             # instead of waiting for the killed one's session to expire (a rebalance)
             "group.instance.id": group, "session.timeout.ms": 10_000,
-            **STORED_OFFSETS,
+            **STORED_OFFSETS, **stuck_watch(log, f"{group} feed"),
         })
         self.topics = topics or [EVENTS]
         self.callback = callback

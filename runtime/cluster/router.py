@@ -40,6 +40,7 @@ from runtime.adapters.cluster.kafka import (
     run_or_exit,
     stop_loop,
     store_offsets,
+    stuck_watch,
     take_or_wait,
 )
 from runtime.adapters.cluster.redis_bus import RedisDirectory, gateway_channel
@@ -99,7 +100,7 @@ class StoreRouter:
             "group.instance.id": f"msgctl-router-{self.region}",
             # a mirrored topic appears once MirrorMaker 2 first replicates into it
             "topic.metadata.refresh.interval.ms": 2000,
-            **STORED_OFFSETS,
+            **STORED_OFFSETS, **stuck_watch(log, "router"),
         })
         self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(run_or_exit(self._loop(), "router loop", log),

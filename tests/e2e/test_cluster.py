@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE
+from runtime.core.fetchwatch import FetchWatch
 from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, parse_offsets
 from runtime.core.sequencing import sender_key
 from tests import engines
@@ -195,3 +196,30 @@ async def test_a_sequencer_state_log_that_lost_its_tail_never_reuses_a_seq(
     assert [(m["seq"], m["cid"]) for m in body["msgs"]][:3] == [(1, "c0"), (2, "c1"),
                                                                 (3, "c2")]
     await a.close()
+
+
+def test_a_healthy_consumer_group_reports_its_partitions_fetching(
+        cluster_deployment: Deployment) -> None:
+    """The router and the push feed end their process when an assigned partition stops
+    fetching in a steady group (runtime.core.fetchwatch). On the real broker, a group
+    consumer of `msg.events` as theirs reports a steady group and fetching partitions, so
+    the watch never fires on a healthy one, even at a limit of 2 s."""
+    dep = cluster_deployment
+    reports: list[tuple[float, str]] = []
+    consumer = Consumer(engines.kafka_config(dep.home, f"127.0.0.1:{dep.port + 20}", **{
+        "group.id": uid("test-watch"), "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 100, "statistics.interval.ms": 500,
+        "stats_cb": lambda r: reports.append((time.monotonic(), r))}))
+    try:
+        consumer.subscribe([EVENTS])
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            consumer.poll(0.2)
+    finally:
+        consumer.close()
+    watch = FetchWatch(limit=2)
+    assert all(watch.observe_json(r, t) is None for t, r in reports), reports[-1][1]
+    last = json.loads(reports[-1][1])
+    assert last["cgrp"]["join_state"] == "steady" and last["cgrp"]["assignment_size"] >= 1
+    parts = last["topics"][EVENTS]["partitions"]
+    assert parts["0"]["desired"] and parts["0"]["fetch_state"] == "active", parts["0"]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
@@ -25,6 +26,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from runtime.core.fetchwatch import FetchWatch
 
 log = logging.getLogger("msgctl.eventlog")
 
@@ -148,6 +151,26 @@ def is_fatal(err: KafkaError) -> bool:
     fenced after a broker restart ("Static consumer fenced ... OffsetCommit failed")
     polled a dead consumer for good, and no send was answered again."""
     return err.fatal() or err.code() == KafkaError._FATAL
+
+
+# how often a watched consumer reports its state (librdkafka's statistics; each report is
+# one small JSON document per consumer, handed over by its polls)
+WATCH_INTERVAL_MS = 5000
+
+
+def stuck_watch(logger: logging.Logger, what: str,
+                limit: float = FetchWatch.limit) -> dict[str, Any]:
+    """Consumer settings that end the process when an assigned partition stops fetching
+    for good in a healthy group (`runtime.core.fetchwatch`): the supervisor restarts it
+    with a fresh consumer, which resumes from the committed offsets."""
+    watch = FetchWatch(limit)
+
+    def on_stats(report: str) -> None:
+        stuck = watch.observe_json(report, time.monotonic())
+        if stuck is not None:
+            exit_for_restart(logger, f"the {what} consumer stopped fetching: {stuck}")
+
+    return {"statistics.interval.ms": WATCH_INTERVAL_MS, "stats_cb": on_stats}
 
 
 def exit_for_restart(logger: logging.Logger, reason: str) -> NoReturn:
