@@ -104,7 +104,15 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         "concurrent_reads": 8,
         "concurrent_writes": 32,  # writes mostly wait on the commit log, not the CPU
         "concurrent_counter_writes": 8,
-        "memtable_allocation_type": "heap_buffers",
+        # memtables as tries with their cells off the heap (Cassandra 5's own
+        # cassandra_latest.yaml): young collections every ~10 s instead of ~3 s under
+        # traffic, and a cheaper write path at 2,000 msgs/s (see docs/infra.md); the
+        # off-heap part is bounded at a quarter of the heap, as the on-heap part is
+        "memtable_allocation_type": "offheap_objects",
+        "memtable": {"configurations": {
+            "skiplist": {"class_name": "SkipListMemtable"},
+            "trie": {"class_name": "TrieMemtable"},
+            "default": {"inherits": "trie"}}},
         **(security or {}),
     }
     path = conf / "cassandra.yaml"

@@ -127,6 +127,25 @@ def test_the_jvms_log_their_collections(stack: Stack) -> None:
         assert collector in text and "Pause Young" in text, (engine, text[-500:])
 
 
+def test_cassandra_keeps_its_memtables_as_tries_off_the_heap(stack: Stack) -> None:
+    """The running node took the memtable settings msgctl wrote (a setting it did not
+    know would have stopped it from starting; one it ignored would show here)."""
+    from cassandra.cluster import Cluster
+
+    from tests import engines
+
+    cluster = Cluster(["127.0.0.1"], port=stack.ports["cql"],
+                      **engines.cassandra_kwargs(stack.home))
+    try:
+        session = cluster.connect()
+        rows = {r.name: r.value for r in session.execute(
+            "SELECT name, value FROM system_views.settings WHERE name IN "
+            "('memtable_allocation_type', 'memtable')")}
+    finally:
+        cluster.shutdown()
+    assert rows.get("memtable_allocation_type") == "offheap_objects", rows
+
+
 def test_infra_status_probes_live(stack: Stack) -> None:
     out = json.loads(msgctl("infra", "status", "--json", "--home", str(stack.home)).stdout)
     rows = {r["engine"]: r for r in out["engines"]}
@@ -195,3 +214,4 @@ def test_stop_leaves_no_process_and_frees_every_port(stack: Stack) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))  # raises if anything still listens
     assert msgctl("infra", "status", "--home", str(stack.home), check=False).returncode == 3
+
