@@ -24,11 +24,11 @@ waits for that:
   push tokens. The sequence numbers wrap, so every warm-up overwrites the same
   few MB.
 
-The shapes matter as much as the volume: the JIT compiles for the requests it
-sees, and a warm-up whose transactions touched one partition, or whose store
-batches held ten messages of one conversation, left the first minute of real
-traffic recompiling (on this project's stack, 147 methods of Kafka's and 101
-of Cassandra's reached the top tier only then).
+The JIT compiles for the requests it sees: while the warm-up's transactions
+touched one partition and its store batches held ten messages of one
+conversation, 147 of Kafka's methods reached the top tier only in the first
+20 s of real traffic; with these shapes, 97 in one run (Cassandra's did not
+fall, and the first seconds' latency did not move: see docs/infra.md).
 
 `run` returns what was done, ends early when `stop` is set, and raises on an
 error (the supervisor logs it; the engine still counts as ready).
@@ -74,7 +74,7 @@ def _create_topics(admin: Any, timeout: float) -> None:
     from confluent_kafka.admin import NewTopic
 
     configs = {TOPIC_IN: {"retention.ms": "600000"}, TOPIC_OUT: {"retention.ms": "600000"},
-               # as msg.seq-state: the log cleaner runs in the warm-up too
+               # configured as msg.seq-state
                TOPIC_STATE: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
                              "segment.ms": "600000"}}
     futures = admin.create_topics(

@@ -1,15 +1,14 @@
 """When a consumer's partition has stopped fetching for good: librdkafka's statistics in,
 a verdict out. Pure: no clock, no client.
 
-librdkafka can leave an assigned partition in a state that never fetches again after a
-broker is fenced and comes back (its leader epoch moved on): offset validation
-(`validate-epoch-wait`) or an offset request (`offset-wait`) that is never answered,
-while the consumer's group membership looks healthy, heartbeats and all. A router in that
-state stores and delivers nothing more, and only a new consumer recovers. So: a partition
-that is assigned (`desired`), in a group that is `steady`, and not `active` for longer
-than `limit` seconds is stuck. So is a steady member with no partition at all for that
-long: the router and the push feed are each their group's one member (a static one), so
-an empty assignment means one lost in a rejoin, not a share given to another member.
+librdkafka has been reported to leave an assigned partition in a state that never
+fetches again after its leader moved or a broker came back (an offset request or an
+offset validation, `offset-wait` or `validate-epoch-wait`, never answered), while the
+consumer's group membership looks healthy, heartbeats and all; only a new consumer
+recovers. A router in that state stores and delivers nothing more. So: a partition that
+is assigned (`desired`), in a group that is `steady`, and not `active` for longer than
+`limit` seconds is stuck. (A member with no partition is not judged: another consumer
+in the same group, an operator's for one, may hold them all.)
 
 A group that is not steady (a broker down, a rebalance) is not judged: the consumer
 cannot fetch then, and a new one could not either. Neither is a consumer the
@@ -42,11 +41,6 @@ class FetchWatch:
             return None
         seen: set[tuple[str, str]] = set()
         stuck: list[str] = []
-        if group.get("assignment_size", 1) == 0:
-            seen.add(("", ""))
-            since = self._since.setdefault(("", ""), now)
-            if now - since > self.limit:
-                stuck.append(f"no partition assigned for {now - since:.0f}s")
         for topic, info in (stats.get("topics") or {}).items():
             for part, p in (info.get("partitions") or {}).items():
                 if part == _UA or not p.get("desired"):
@@ -66,9 +60,15 @@ class FetchWatch:
         return "; ".join(stuck) or None
 
     def observe_json(self, report: str, now: float) -> str | None:
-        """`observe` of a report as librdkafka hands it over (a malformed one: None)."""
+        """`observe` of a report as librdkafka hands it over (a malformed one: None), at
+        the time it was made (its `ts`, librdkafka's monotonic clock in microseconds):
+        reports reach the application only through its polls, so one can arrive late,
+        after records fetched before it; `now` when it has none."""
         try:
             stats = json.loads(report)
         except ValueError:
             return None
-        return self.observe(stats, now) if isinstance(stats, dict) else None
+        if not isinstance(stats, dict):
+            return None
+        ts = stats.get("ts")
+        return self.observe(stats, ts / 1e6 if isinstance(ts, int | float) else now)

@@ -201,14 +201,17 @@ async def test_a_sequencer_state_log_that_lost_its_tail_never_reuses_a_seq(
 def test_a_healthy_consumer_group_reports_its_partitions_fetching(
         cluster_deployment: Deployment) -> None:
     """The router and the push feed end their process when an assigned partition stops
-    fetching in a steady group (runtime.core.fetchwatch). On the real broker, a group
-    consumer of `msg.events` as theirs reports a steady group and fetching partitions, so
-    the watch never fires on a healthy one, even at a limit of 2 s."""
+    fetching in a steady group (runtime.core.fetchwatch). On the real broker, a static
+    group member of `msg.events` as theirs reports a steady group and fetching
+    partitions, so the watch never fires on a healthy one, even at a limit of 2 s; and
+    neither the router nor push has logged it on this session's deployment."""
     dep = cluster_deployment
     reports: list[tuple[float, str]] = []
+    group = uid("test-watch")
     consumer = Consumer(engines.kafka_config(dep.home, f"127.0.0.1:{dep.port + 20}", **{
-        "group.id": uid("test-watch"), "isolation.level": "read_committed",
-        "fetch.wait.max.ms": 100, "statistics.interval.ms": 500,
+        "group.id": group, "group.instance.id": group, "session.timeout.ms": 10_000,
+        "isolation.level": "read_committed", "fetch.wait.max.ms": 100,
+        "statistics.interval.ms": 500,
         "stats_cb": lambda r: reports.append((time.monotonic(), r))}))
     try:
         consumer.subscribe([EVENTS])
@@ -223,3 +226,6 @@ def test_a_healthy_consumer_group_reports_its_partitions_fetching(
     assert last["cgrp"]["join_state"] == "steady" and last["cgrp"]["assignment_size"] >= 1
     parts = last["topics"][EVENTS]["partitions"]
     assert parts["0"]["desired"] and parts["0"]["fetch_state"] == "active", parts["0"]
+    for program in ("sequencer.local", "push.local"):
+        text = (dep.home / "logs" / f"{program}.log").read_text()
+        assert "stopped fetching" not in text, program

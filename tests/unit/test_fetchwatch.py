@@ -71,14 +71,32 @@ def test_odd_reports_are_no_verdict() -> None:
     assert watch.observe_json(json.dumps(report(p0="active")), 20.0) is None
 
 
-def test_a_steady_member_without_any_partition_is_stuck() -> None:
-    """The router and the push feed are their group's only member: an empty assignment
-    in a steady group is one lost in a rejoin."""
-    watch = FetchWatch(limit=30)
+def test_a_member_without_any_partition_is_not_judged() -> None:
+    """Another consumer of the group (an operator's) may hold every partition."""
+    watch = FetchWatch(limit=1)
     empty = report()
-    empty["cgrp"]["assignment_size"] = 0
-    assert watch.observe(empty, 0.0) is None
-    assert watch.observe(report(p0="active"), 20.0) is None  # assigned again: reset
-    assert watch.observe(empty, 25.0) is None and watch.observe(empty, 55.0) is None
-    verdict = watch.observe(empty, 56.0)
-    assert verdict is not None and "no partition assigned for 31s" in verdict
+    assert empty["cgrp"]["assignment_size"] == 0
+    assert watch.observe(empty, 0.0) is None and watch.observe(empty, 100.0) is None
+
+
+def test_the_unassigned_partition_is_never_judged() -> None:
+    """librdkafka's internal partition -1 of each topic, whatever it reports."""
+    watch = FetchWatch(limit=1)
+    stats = report(p0="active")
+    stats["topics"]["msg.events"]["partitions"]["-1"] = {"desired": True,
+                                                         "fetch_state": "none"}
+    assert watch.observe(stats, 0.0) is None and watch.observe(stats, 100.0) is None
+
+
+def test_a_report_is_judged_at_the_time_it_was_made() -> None:
+    """Reports arrive through polls, maybe late: their own `ts` (microseconds of
+    librdkafka's monotonic clock) counts, not the time they were handed over."""
+    watch = FetchWatch(limit=30)
+    stuck = report(p0="offset-wait")
+    stuck["ts"] = 1_000_000
+    assert watch.observe_json(json.dumps(stuck), 500.0) is None
+    stuck["ts"] = 20_000_000  # 19 s later, though handed over "at" 600
+    assert watch.observe_json(json.dumps(stuck), 600.0) is None
+    stuck["ts"] = 32_000_000
+    verdict = watch.observe_json(json.dumps(stuck), 601.0)
+    assert verdict is not None and "for 31s" in verdict

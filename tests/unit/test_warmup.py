@@ -155,14 +155,17 @@ def test_store_batches_take_every_shape_of_the_store_writers() -> None:
     shapes: set[int] = set()
     sizes: set[int] = set()
     for n in range(12):
+        before = dict(heads)
         msgs = warmup.store_batch(n, convs, heads, "x")
+        assert len(msgs) <= 9
         per_conv: dict[str, list[int]] = {}
         for m in msgs:
             per_conv.setdefault(m.conv, []).append(m.seq)
             assert m.prev == m.seq - 1 and m.sender == convs[int(m.conv[7:])].members[0]
         assert msgs[0].conv == convs[n].conv
-        assert all(seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-                   for seqs in per_conv.values())
+        # each conversation runs on from where the last round left it
+        assert all(seqs == list(range(before[c] + 1, before[c] + 1 + len(seqs)))
+                   and heads[c] == seqs[-1] for c, seqs in per_conv.items())
         shapes.add(len(per_conv))
         sizes.update(len(seqs) for seqs in per_conv.values())
     assert shapes == {1, 2, 3, 4} and sizes == {1, 2, 3}
