@@ -48,7 +48,7 @@ from typing import Any
 from msgctl.infra.security import client_engines as identity
 from msgctl.infra.spec import DEFAULT_PARTITIONS
 from runtime.adapters.cluster import engine_auth
-from runtime.core.seqsnapshot import OFFSETS_KEY, offsets_value
+from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, offsets_value
 
 TOPIC_IN, TOPIC_OUT, TOPIC_STATE = "msgctl.warmup.in", "msgctl.warmup.out", "msgctl.warmup.state"
 TOPICS = (TOPIC_IN, TOPIC_OUT, TOPIC_STATE)
@@ -73,10 +73,10 @@ def _create_topics(admin: Any, timeout: float) -> None:
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import NewTopic
 
+    from runtime.adapters.cluster.kafka import SEQ_STATE_CONFIG
+
     configs = {TOPIC_IN: {"retention.ms": "600000"}, TOPIC_OUT: {"retention.ms": "600000"},
-               # configured as msg.seq-state
-               TOPIC_STATE: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-                             "segment.ms": "600000"}}
+               TOPIC_STATE: dict(SEQ_STATE_CONFIG)}  # configured as msg.seq-state
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1, config=configs[t])
          for t in TOPICS], operation_timeout=timeout)
@@ -217,8 +217,7 @@ def snapshots(records: list[tuple[bytes | None, int | None]]) -> dict[bytes, byt
     out: dict[bytes, bytes] = {}
     for key, offset in records:
         n = int(key) % STATE_KEYS if key and key.isdigit() else 0
-        out[json.dumps(["h", f"warmup-{n}"]).encode()] = json.dumps(
-            {"head": offset or 0, "recent": []}).encode()
+        out[head_key(f"warmup-{n}")] = json.dumps({"head": offset or 0, "recent": []}).encode()
     return out
 
 

@@ -52,6 +52,11 @@ T = TypeVar("T")
 _security: dict[str, Any] = {}
 
 
+# the sequencer's state: only the newest record per key matters
+SEQ_STATE_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+                    "segment.ms": "600000"}
+
+
 def configure(security: dict[str, Any]) -> None:
     """The SSL settings every Kafka client of this process uses from now on."""
     _security.clear()
@@ -102,9 +107,7 @@ def ensure_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> lis
     wanted = {
         INGRESS: {"retention.ms": str(7 * 86_400_000)},
         EVENTS: {"retention.ms": str(7 * 86_400_000)},
-        # the sequencer's state: only the newest record per key matters
-        SEQ_STATE: {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
-                    "segment.ms": "600000"},
+        SEQ_STATE: dict(SEQ_STATE_CONFIG),
         # the newest flip per user is the region's verdict on that user
         PRESENCE_EVENTS: {"cleanup.policy": "compact", "segment.ms": "600000"},
         # a typing event is stale within seconds
