@@ -2,11 +2,12 @@
 runtimes' own histograms, around one steady `msgctl bench` step.
 
     python benchmarks/cluster_stages.py [--home DIR] [--rate 200] [--seconds 10]
-        [--ack-every 32] [--json]
+        [--ack-every 32] [--pairs 4] [--json]
 
 Scrapes `/metrics` of every runtime of the first region (each gateway process and,
 on the cluster family, the sequencer, presence and push processes) before and after
-one open-loop 1:1 step at RATE msgs/s, and prints per histogram the count, the mean
+one open-loop 1:1 step at RATE msgs/s (over --pairs conversations: 4, or one per
+100 msgs/s when that is more), and prints per histogram the count, the mean
 and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write, gateway send -> published to the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import ssl
 import sys
@@ -145,8 +147,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--ack-every", type=int, default=None,
                         help="receivers ack every N messages (default 32; 1: each one)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="1:1 conversations the step spreads its messages over "
+                             "(default 4, more when the rate needs more connections)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    for flag, value in (("--ack-every", args.ack_every), ("--pairs", args.pairs)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1")
     home = Home(args.home or default_home())
     dep = home.deployment() or {}
     if home.supervisor_pid() is None or not dep.get("regions"):
@@ -158,9 +166,9 @@ def main() -> None:
     s = runner.Settings.quick()
     s.warmup_seconds = 1.0
     if args.ack_every is not None:
-        if args.ack_every < 1:
-            parser.error("--ack-every must be at least 1")
         s.ack_every = args.ack_every
+    if args.pairs is not None:
+        s.pairs = args.pairs
     before = scrape_all(points)
     ticks, t0 = cpu_ticks(home), time.monotonic()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
@@ -173,6 +181,7 @@ def main() -> None:
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
     out = {"rate": args.rate, "seconds": args.seconds, "ack_every": s.ack_every,
+           "pairs": max(s.pairs, math.ceil(args.rate / runner.PER_CONNECTION_RATE)),
            "achieved_msgs_s": step.achieved,
            "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,

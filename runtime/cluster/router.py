@@ -21,6 +21,7 @@ offsets committed), after every batch before them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -64,6 +65,19 @@ def next_offsets(records: list[Record]) -> list[TopicPartition]:
         key = (rec.topic() or "", rec.partition() or 0)
         last[key] = max(last.get(key, -1), rec.offset() or 0)
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in last.items()]
+
+
+def _succeeded(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _forget(storing: dict[str, asyncio.Task[None]], convs: set[str],
+            task: asyncio.Task[None]) -> None:
+    """Drop `task` from `storing` once it has stored its batch (and every earlier one)."""
+    if _succeeded(task):
+        for conv in convs:
+            if storing.get(conv) is task:
+                del storing[conv]
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -126,6 +140,9 @@ class StoreRouter:
         # in-order pass has finished the last batch read
         through: asyncio.Task[None] | None = None
         finished: asyncio.Future[None] | None = None
+        # conv -> `through` of the newest batch read with a message of it: its head may
+        # go beside the messages (one write) only once that one is done
+        storing: dict[str, asyncio.Task[None]] = {}
         while True:
             records = await take_or_wait(self.worker, self.consumer, 1000, 0.1,
                                          ",".join(self.topics), log)
@@ -143,20 +160,30 @@ class StoreRouter:
             messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
             early = None
             if messages:
-                through = asyncio.create_task(self._stored_through(
-                    asyncio.create_task(self._store_messages(messages)), through, finished))
-                early = asyncio.create_task(self._heads(messages, through))
+                convs = {m.conv for m in messages}
+                ready = {c for c in convs if c not in storing or _succeeded(storing[c])}
+                own = asyncio.create_task(self._store_messages(messages, ready))
+                through = asyncio.create_task(self._stored_through(own, through, finished))
+                early = asyncio.create_task(self._heads(messages, own, through))
+                for conv in convs:
+                    storing[conv] = through
+                # a failed one stays (no head beside the messages) until a later batch of
+                # its conversation, which waits for it to be written again, replaces it
+                through.add_done_callback(functools.partial(_forget, storing, convs))
             finished = asyncio.get_running_loop().create_future()
             await ahead.put((read, items, early, finished))
 
-    async def _store_messages(self, messages: list[Message]) -> None:
+    async def _store_messages(self, messages: list[Message], heads: set[str]) -> set[str]:
+        """Store `messages`, the heads of `heads` beside them where the store can; those
+        it wrote."""
         METRICS.route_lag_seconds.observe(max(0.0, time.time() - messages[0].ts / 1000))
         t0 = time.perf_counter()
-        await self.store.store_messages(messages)
+        inline: set[str] = await self.store.store_messages(messages, heads)
         METRICS.store_seconds.observe(time.perf_counter() - t0)
+        return inline
 
     @staticmethod
-    async def _stored_through(own: asyncio.Task[None], before: asyncio.Task[None] | None,
+    async def _stored_through(own: asyncio.Task[set[str]], before: asyncio.Task[None] | None,
                               finished: asyncio.Future[None] | None) -> None:
         """Done when this batch's messages and every earlier batch's are stored; raises
         when this batch's store failed. An earlier batch whose store failed is written
@@ -172,11 +199,16 @@ class StoreRouter:
             assert finished is not None  # set for every batch after the first
             await finished
 
-    async def _heads(self, messages: list[Message], through: asyncio.Task[None]) -> None:
-        """A batch's heads, once no head can point past a message not stored yet. Heads
-        only grow (written at their value's timestamp), so these may land in any order."""
+    async def _heads(self, messages: list[Message], own: asyncio.Task[set[str]],
+                     through: asyncio.Task[None]) -> None:
+        """A batch's heads not written beside its messages, once no head can point past a
+        message not stored yet. Heads only grow (written at their value's timestamp), so
+        these may land in any order."""
         await through
-        await self.store.set_heads(messages)
+        inline = own.result()
+        rest = [m for m in messages if m.conv not in inline]
+        if rest:
+            await self.store.set_heads(rest)
 
     async def _in_order(self, ahead: asyncio.Queue[Any]) -> None:
         """Route the batches in the order read, those waiting together; then commit."""

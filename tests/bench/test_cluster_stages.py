@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cluster_stages.py"
@@ -59,3 +62,11 @@ def test_cpu_is_what_each_program_used_during_the_step(tmp_path: Path) -> None:
     assert 20 <= cpu["busy.local"] <= 110  # a spinning process, on a possibly busy machine
     # a program whose counter went back (it restarted) is left out
     assert stages.cpu_percent({"x": 500}, {"x": 10}, 1.0) == {}
+
+
+@pytest.mark.parametrize("flag", ["--pairs", "--ack-every"])
+def test_a_count_below_one_is_refused_before_anything_runs(flag: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--home", str(tmp_path), flag, "0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{flag} must be at least 1" in done.stderr

@@ -194,6 +194,10 @@ def test_ensure_schema_is_idempotent_and_records_migrations(
         assert {"messages", "message_cids", "conv_heads", "conversations",
                 "user_conversations", "device_cursors", "watermarks", "push_tokens",
                 "schema_migrations", "store_settings"} <= tables
+        head = session.execute("SELECT kind FROM system_schema.columns WHERE keyspace_name = "
+                               "%s AND table_name = 'messages' AND column_name = 'head'",
+                               (keyspace,)).one()
+        assert head is not None and head.kind == "static"  # migration 4
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
 
@@ -266,6 +270,42 @@ async def test_concurrent_overlapping_writers_converge(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_head_goes_beside_its_messages_only_inside_the_bucket_of_the_last(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    """A batch's head is written in its messages' partition (one mutation) while the
+    conversation stays in a bucket; a batch that enters a bucket leaves its head to
+    `set_heads`, and until then the head readers see stays where it was."""
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    try:
+        conv = f"conv-{uuid.uuid4().hex[:8]}"
+        first = [_msg(conv, 1), _msg(conv, 2)]
+        # a conversation's first messages: conv_heads is written by `set_heads`
+        assert await store.store_messages(first, {conv}) == set()
+        assert await store.head(conv) == 0
+        await store.set_heads(first)
+        assert await store.store_messages([_msg(conv, 3)], {conv}) == {conv}
+        assert await store.head(conv) == 3  # conv_heads says 2, bucket 0's own head 3
+        assert await store.heads([conv]) == {conv: 3}
+        # 9 -> 10, 11 crosses from bucket 0 into bucket 1 (TEST_BUCKET_SIZE 10)
+        entering = [_msg(conv, s) for s in range(4, 12)]
+        assert await store.store_messages(entering, {conv}) == set()
+        assert await store.head(conv) == 3
+        await store.set_heads(entering)
+        assert await store.head(conv) == 11
+        assert await store.store_messages([_msg(conv, 12)], {conv}) == {conv}
+        assert await store.head(conv) == 12
+        # replaying older batches, either way, never moves it back
+        assert await store.store_messages([_msg(conv, 3)], {conv}) == {conv}
+        await store.upsert_messages(entering)
+        assert await store.head(conv) == 12
+        assert [m.seq for m in await store.messages(conv, 0, 100)] == list(range(1, 13))
+        # not asked for: the head is left to the caller
+        assert await store.store_messages([_msg(conv, 13)]) == set()
+        assert await store.head(conv) == 12
+    finally:
+        await store.close()
 
 
 async def test_a_mixed_batch_is_written_whole_and_quietly(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Collection
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -86,7 +87,10 @@ class RecordingStore:
         self.fail_once: set[str] = set()
         self.upserts: list[tuple[int, ...]] = []  # written again by the in-order pass
 
-    async def store_messages(self, messages: list[Message]) -> None:
+    async def store_messages(self, messages: list[Message],
+                             heads: Collection[str] = ()) -> set[str]:
+        """Logs the messages, then ("beside", seqs) for the heads it wrote with them:
+        each conversation asked for (no bucket rule here)."""
         conv = messages[0].conv
         if conv in self.gates:
             await self.gates[conv].wait()
@@ -94,6 +98,10 @@ class RecordingStore:
             self.fail_once.discard(conv)
             raise StoreUnavailable("cassandra away")
         self.log.append(("messages", tuple(m.seq for m in messages)))
+        beside = {m.conv for m in messages} & set(heads)
+        if beside:
+            self.log.append(("beside", tuple(m.seq for m in messages if m.conv in beside)))
+        return beside
 
     async def set_heads(self, messages: list[Message]) -> None:
         self.log.append(("heads", tuple(m.seq for m in messages)))
@@ -161,7 +169,7 @@ async def run_until(r: StoreRouter, done: Any, timeout: float = 5.0) -> None:
         r.worker.close()
 
 
-def test_a_slow_batch_holds_later_heads_and_routes_but_not_their_messages() -> None:
+def test_a_slow_batch_holds_later_routes_but_not_their_messages_or_own_heads() -> None:
     async def go() -> None:
         store = RecordingStore()
         store.gates["slow"] = asyncio.Event()
@@ -176,18 +184,18 @@ def test_a_slow_batch_holds_later_heads_and_routes_but_not_their_messages() -> N
             if ("messages", (1, 2)) in store.log:
                 break
             await asyncio.sleep(0.01)
-        assert store.log == [("messages", (1, 2))]
-        # ...but its heads, its routing and every offset wait for the first batch
+        # ...with its head beside them (no earlier batch of "fast" is being written)...
+        assert store.log == [("messages", (1, 2)), ("beside", (1, 2))]
+        # ...but its routing and every offset wait for the first batch
         await asyncio.sleep(0.1)
-        assert store.log == [("messages", (1, 2))]
+        assert store.log == [("messages", (1, 2)), ("beside", (1, 2))]
         assert consumer.stored == []
         store.gates["slow"].set()
         await task
-        first_messages = store.log.index(("messages", (1,)))
-        assert store.log.index(("heads", (1, 2))) > first_messages
         routes = [e for e in store.log if e[0] == "route"]
         assert routes in ([("route", (1,)), ("route", (1, 2))], [("route", (1, 1, 2))])
-        assert store.log.index(routes[0]) > store.log.index(("heads", (1,)))
+        assert store.log.index(routes[0]) > store.log.index(("messages", (1,)))
+        assert not [e for e in store.log if e[0] == "heads"]
         # offsets past both batches, in order, after their routing
         assert sorted({tp for stored in consumer.stored for tp in stored}) == \
             [(0, 11), (1, 22)]
@@ -210,11 +218,11 @@ def test_a_failed_store_is_written_again_in_order_before_anything_after_it_is_ro
         def first(kind: str, seq: int) -> int:
             return next(i for i, (k, seqs) in enumerate(log) if k == kind and seq in seqs)
 
-        # a is written again (by the in-order pass) before anything is routed, and b's
-        # head never lands before a's message is stored
-        assert first("messages", 1) < first("route", 1) <= first("route", 5)
-        assert first("heads", 1) < first("route", 1)
-        assert first("messages", 1) < first("heads", 5) < first("route", 5)
+        # a is written again (by the in-order pass, its head after it) before anything
+        # is routed; b (another conversation) has its head beside its messages
+        assert first("messages", 1) < first("heads", 1) < first("route", 1)
+        assert first("route", 1) <= first("route", 5)
+        assert first("beside", 5) < first("route", 5)
 
     asyncio.run(go())
 
@@ -236,7 +244,38 @@ def test_after_a_failed_store_later_batches_are_stored_ahead_again() -> None:
 
         await run_until(r, a_written_again)
         assert store.upserts and all(9 not in seqs for seqs in store.upserts)
-        assert ("messages", (9,)) in store.log and ("heads", (9,)) in store.log
+        assert ("messages", (9,)) in store.log and ("beside", (9,)) in store.log
+
+    asyncio.run(go())
+
+
+def test_a_head_waits_for_an_earlier_batch_of_its_conversation_still_being_stored(
+) -> None:
+    """Only a conversation with no earlier batch still being written has its head put
+    beside its messages; the others' heads are written after that batch is stored."""
+    async def go() -> None:
+        store = RecordingStore()
+        store.gates["a"] = asyncio.Event()
+        consumer = ScriptedConsumer([[Record(0, 0, msg("a", 1))],
+                                     [Record(0, 1, msg("b", 7)), Record(0, 2, msg("a", 2))]])
+        r = router(store, consumer)
+        task = asyncio.create_task(run_until(r, lambda: consumer.stored and
+                                             consumer.stored[-1] == [(0, 3)]))
+        for _ in range(200):
+            if ("messages", (7, 2)) in store.log:
+                break
+            await asyncio.sleep(0.01)
+        # the second batch is stored while the first is held: b's head beside it, a's not
+        assert store.log == [("messages", (7, 2)), ("beside", (7,))]
+        await asyncio.sleep(0.1)
+        assert not [e for e in store.log if e[0] == "heads"]
+        store.gates["a"].set()
+        await task
+        log = store.log
+        # a's head (2) only after a's first message is stored, and before 2 is routed
+        assert log.index(("messages", (1,))) < log.index(("heads", (2,))) < \
+            next(i for i, e in enumerate(log) if e[0] == "route" and 2 in e[1])
+        assert ("beside", (1,)) in log  # the first batch of a: nothing before it
 
     asyncio.run(go())
 

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
 from cassandra import (
@@ -324,6 +324,12 @@ class CassandraStore:
             "sel_head": f"SELECT head FROM {ks}.conv_heads WHERE conv = ?",
             "set_head": f"INSERT INTO {ks}.conv_heads (conv, head) VALUES (?, ?) "
                         "USING TIMESTAMP ?",
+            # the head beside the messages (migration 4): a static column, so it joins
+            # the messages' own mutation when it goes in their partition's request
+            "set_bucket_head": f"UPDATE {ks}.messages USING TIMESTAMP ? SET head = ? "
+                               "WHERE conv = ? AND bucket = ?",
+            "sel_bucket_head": f"SELECT head FROM {ks}.messages WHERE conv = ? AND bucket = ? "
+                               "LIMIT 1",
             "ins_msg": f"INSERT INTO {ks}.messages (bucket, {_MSG_COLS}) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             "del_msg": f"DELETE FROM {ks}.messages WHERE conv = ? AND bucket = ? AND seq = ?",
@@ -450,16 +456,30 @@ class CassandraStore:
         await self.store_messages(messages)
         await self.set_heads(messages)
 
-    async def store_messages(self, messages: list[Message]) -> None:
-        """The messages and their cid index, not the heads (`set_heads`, once these and
-        every earlier batch are stored). Idempotent."""
+    async def store_messages(self, messages: list[Message],
+                             heads: Collection[str] = ()) -> set[str]:
+        """The messages and their cid index. Idempotent.
+
+        The heads of the conversations in `heads` (the caller knows every earlier message
+        of theirs is stored) go into the same mutation as the messages, as their newest
+        bucket's static head, where that is atomic and findable: the batch continues a
+        conversation (`prev` > 0) in the bucket of its previous head, which `conv_heads`
+        points into by the time anything of this batch is routed (batches are routed in
+        order, each after its own heads), and the partition's rows fit one request.
+        Returns those conversations; every other head is the caller's to write with
+        `set_heads`, once these and every earlier batch's messages are stored.
+        """
         if not messages:
-            return
+            return set()
         # each partition: (estimated bytes, its rows as (statement, values))
         partitions: dict[tuple[str, int], tuple[list[int], list[tuple[str, tuple[Any, ...]]]]] \
             = {}
         groups: list[tuple[int, list[tuple[str, tuple[Any, ...]]]]] = []
+        # conv -> (its highest seq here, the lowest prev here)
+        span: dict[str, tuple[int, int]] = {}
         for m in messages:
+            top, low = span.get(m.conv, (m.seq, m.prev))
+            span[m.conv] = (max(top, m.seq), min(low, m.prev))
             bucket = _bucket(m.seq, self.bucket_size)
             size, rows = partitions.setdefault((m.conv, bucket), ([0], []))
             media = json.dumps(m.media) if m.media is not None else None
@@ -469,8 +489,26 @@ class CassandraStore:
             size[0] += _row_bytes(m, media)
             cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
             groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
+        inline: set[str] = set()
+        for conv in heads:
+            if conv not in span:
+                continue
+            top, low = span[conv]
+            bucket = _bucket(top, self.bucket_size)
+            if low == 0 or _bucket(low, self.bucket_size) != bucket:
+                # its first messages, or it enters a bucket: conv_heads must point there
+                # first (a conversation without a conv_heads row has no messages: `head`
+                # reads one row for it)
+                continue
+            size, rows = partitions[(conv, bucket)]
+            if size[0] + 64 > _PACK_BYTES or len(rows) + 1 > _BATCH_ROWS:
+                continue  # `pack` would split the partition over requests: not atomic
+            rows.append(("set_bucket_head", (top, top, conv, bucket)))
+            size[0] += 64
+            inline.add(conv)
         groups = [(size[0], rows) for size, rows in partitions.values()] + groups
         await self._all(self._run(self._request(rows)) for rows in pack(groups))
+        return inline
 
     async def set_heads(self, messages: list[Message]) -> None:
         """Each conversation's head to the highest seq of `messages` (a head only grows: it
@@ -535,11 +573,18 @@ class CassandraStore:
         return [row[0] for row in await self._run(self._bind("sel_convs_of", (user,)))]
 
     async def head(self, conv: str) -> int:
+        """`conv_heads`, or the static head of the bucket it points into when higher."""
         rows = await self._run(self._bind("sel_head", (conv,)))
-        return rows[0][0] if rows and rows[0][0] is not None else 0
+        if not rows or rows[0][0] is None:
+            return 0  # a conversation's first batch writes conv_heads, never a static head
+        head = rows[0][0]
+        rows = await self._run(self._bind("sel_bucket_head",
+                                          (conv, _bucket(head, self.bucket_size))))
+        return max(head, rows[0][0]) if rows and rows[0][0] is not None else head
 
     async def heads(self, convs: list[str]) -> dict[str, int]:
-        """The head of each of `convs`, HEADS_IN_FLIGHT single-partition reads at a time.
+        """The head of each of `convs` (`head`: one or two single-partition reads),
+        HEADS_IN_FLIGHT conversations at a time.
 
         Not one `IN (...)` query: that makes one coordinator fan out to every replica
         set of the list and wait for the slowest, and it fails as a whole. A failure

@@ -10,9 +10,17 @@ Layout and the invariants it keeps:
 
 - `messages` is partitioned by (conv, bucket) with bucket = seq // bucket_size,
   so a hot conversation spreads over bounded partitions; clustering seq DESC.
-- `conv_heads.head`, `device_cursors.acked`, `watermarks.delivered` and
-  `watermarks.read` are monotonic registers: they are always written with
-  `USING TIMESTAMP <value>`, so Cassandra's last-write-wins keeps the highest
+- A conversation's head is the larger of `conv_heads.head` and the static
+  `messages.head` of the bucket `conv_heads.head` is in (migration 4). The store
+  writer puts the static head in the same single-partition mutation as the messages
+  it covers when a batch continues a conversation in the bucket of its previous
+  head; a conversation's first batch, and a batch that enters a new bucket, write
+  `conv_heads` after their messages instead. So a static head lands only in a
+  bucket `conv_heads` points into before any message it covers is routed (the
+  writer routes batches in order, each after its own heads), where readers look.
+- `conv_heads.head`, `messages.head`, `device_cursors.acked`,
+  `watermarks.delivered` and `watermarks.read` are monotonic registers: they are
+  always written with `USING TIMESTAMP <value>`, so Cassandra's last-write-wins keeps the highest
   value whatever the arrival order (replayed batches, racing writers) without
   a read-before-write or a Paxos round. Never write them with a normal
   timestamp, and never DELETE them: a delete at wall-clock time would shadow
@@ -95,6 +103,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE IF NOT EXISTS {ks}.moved_to (
             home text, conv text, epoch int, PRIMARY KEY ((home), conv))""",
         "ALTER TABLE {ks}.messages ADD IF NOT EXISTS moved_from bigint",
+    )),
+    # a conversation's head inside its newest bucket's partition, written in the same
+    # mutation as the messages it covers: the store writer's second round trip (and a
+    # third of its writes) is gone for a batch that stays in its conversations' buckets;
+    # `conv_heads` still points at the newest bucket (written when a batch enters one)
+    Migration(4, "heads beside the messages", (
+        "ALTER TABLE {ks}.messages ADD IF NOT EXISTS head bigint static",
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
