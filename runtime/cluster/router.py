@@ -80,6 +80,15 @@ def _forget(storing: dict[str, asyncio.Task[None]], convs: set[str],
                 del storing[conv]
 
 
+def _release(storing: dict[str, asyncio.Task[None]], convs: set[str],
+             through: asyncio.Task[None] | None, _finished: asyncio.Future[None]) -> None:
+    """The in-order pass is done with a batch (its messages and heads are stored, written
+    again if they had failed): its conversations no longer wait for it."""
+    for conv in convs:
+        if storing.get(conv) is through:
+            del storing[conv]
+
+
 def _retrieve(task: asyncio.Task[None]) -> None:
     """Retrieve a task's outcome nobody awaits (else asyncio logs it as never retrieved)."""
     if not task.cancelled():
@@ -167,10 +176,13 @@ class StoreRouter:
                 early = asyncio.create_task(self._heads(messages, own, through))
                 for conv in convs:
                     storing[conv] = through
-                # a failed one stays (no head beside the messages) until a later batch of
-                # its conversation, which waits for it to be written again, replaces it
+                # a failed one stays (no head beside the messages) until the in-order
+                # pass has written its batch again (`finished`)
                 through.add_done_callback(functools.partial(_forget, storing, convs))
             finished = asyncio.get_running_loop().create_future()
+            if messages:
+                finished.add_done_callback(functools.partial(_release, storing, convs,
+                                                             through))
             await ahead.put((read, items, early, finished))
 
     async def _store_messages(self, messages: list[Message], heads: set[str]) -> set[str]:

@@ -272,6 +272,17 @@ async def test_concurrent_overlapping_writers_converge(
         await b.close()
 
 
+async def test_a_store_that_creates_its_keyspace_knows_it_keeps_one_replica(
+        session: object, cassandra_endpoint: Endpoint) -> None:
+    keyspace = f"contract_fresh_{uuid.uuid4().hex[:8]}"
+    store = await cassandra_store(cassandra_endpoint, keyspace)
+    try:
+        assert store.heads_beside
+    finally:
+        await store.close()
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
 async def test_a_head_goes_beside_its_messages_only_inside_the_bucket_of_the_last(
         cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
     """A batch's head is written in its messages' partition (one mutation) while the
@@ -279,6 +290,7 @@ async def test_a_head_goes_beside_its_messages_only_inside_the_bucket_of_the_las
     `set_heads`, and until then the head readers see stays where it was."""
     store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
     try:
+        assert store.heads_beside  # the test node's data center keeps one replica
         conv = f"conv-{uuid.uuid4().hex[:8]}"
         first = [_msg(conv, 1), _msg(conv, 2)]
         # a conversation's first messages: conv_heads is written by `set_heads`
@@ -296,14 +308,21 @@ async def test_a_head_goes_beside_its_messages_only_inside_the_bucket_of_the_las
         assert await store.head(conv) == 11
         assert await store.store_messages([_msg(conv, 12)], {conv}) == {conv}
         assert await store.head(conv) == 12
-        # replaying older batches, either way, never moves it back
-        assert await store.store_messages([_msg(conv, 3)], {conv}) == {conv}
-        await store.upsert_messages(entering)
-        assert await store.head(conv) == 12
-        assert [m.seq for m in await store.messages(conv, 0, 100)] == list(range(1, 13))
-        # not asked for: the head is left to the caller
-        assert await store.store_messages([_msg(conv, 13)]) == set()
-        assert await store.head(conv) == 12
+        assert await store.store_messages([_msg(conv, 13)], {conv}) == {conv}
+        assert await store.head(conv) == 13
+        # replaying an older batch of the same bucket, either way, never moves it back
+        assert await store.store_messages([_msg(conv, 12)], {conv}) == {conv}
+        await store.upsert_messages([_msg(conv, 12)])
+        assert await store.head(conv) == 13
+        assert [m.seq for m in await store.messages(conv, 0, 100)] == list(range(1, 14))
+        # not asked for, or too large for one request: the head is left to the caller
+        assert await store.store_messages([_msg(conv, 14)]) == set()
+        big = dataclasses.replace(_msg(conv, 15), body="x" * 5000)
+        assert await store.store_messages([big], {conv}) == set()
+        assert await store.head(conv) == 13
+        # a bucket whose rows were deleted keeps its head (a monotonic register)
+        await store.delete_messages(conv, [12, 13, 14, 15])
+        assert await store.head(conv) == 13
     finally:
         await store.close()
 

@@ -85,12 +85,14 @@ class RecordingStore:
         self.log: list[tuple[str, tuple[int, ...]]] = []
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_once: set[str] = set()
+        self.heads_gates: dict[str, asyncio.Event] = {}  # a separate heads write waits
         self.upserts: list[tuple[int, ...]] = []  # written again by the in-order pass
 
     async def store_messages(self, messages: list[Message],
                              heads: Collection[str] = ()) -> set[str]:
-        """Logs the messages, then ("beside", seqs) for the heads it wrote with them:
-        each conversation asked for (no bucket rule here)."""
+        """Logs the messages, then ("beside", seqs) for the heads it wrote with them: as
+        the real store, each conversation asked for that is past its first message (no
+        bucket rule here)."""
         conv = messages[0].conv
         if conv in self.gates:
             await self.gates[conv].wait()
@@ -98,12 +100,16 @@ class RecordingStore:
             self.fail_once.discard(conv)
             raise StoreUnavailable("cassandra away")
         self.log.append(("messages", tuple(m.seq for m in messages)))
-        beside = {m.conv for m in messages} & set(heads)
+        beside = {m.conv for m in messages if m.prev > 0} & set(heads)
+        beside -= {m.conv for m in messages if m.prev == 0}
         if beside:
             self.log.append(("beside", tuple(m.seq for m in messages if m.conv in beside)))
         return beside
 
     async def set_heads(self, messages: list[Message]) -> None:
+        conv = messages[0].conv
+        if conv in self.heads_gates:
+            await self.heads_gates[conv].wait()
         self.log.append(("heads", tuple(m.seq for m in messages)))
 
     async def upsert_messages(self, messages: list[Message]) -> None:
@@ -174,28 +180,31 @@ def test_a_slow_batch_holds_later_routes_but_not_their_messages_or_own_heads() -
         store = RecordingStore()
         store.gates["slow"] = asyncio.Event()
         consumer = ScriptedConsumer([[Record(0, 10, msg("slow", 1))],
-                                     [Record(1, 20, msg("fast", 1)),
-                                      Record(1, 21, msg("fast", 2))]])
+                                     [Record(1, 20, msg("fast", 5)),
+                                      Record(1, 21, msg("fast", 6))]])
         r = router(store, consumer)
         task = asyncio.create_task(run_until(r, lambda: len(consumer.stored) >= 1 and
-                                             ("route", (1, 2)) in store.log))
+                                             any(e[0] == "route" and 6 in e[1]
+                                                 for e in store.log)))
         # the second batch's messages are written while the first one's are held...
         for _ in range(200):
-            if ("messages", (1, 2)) in store.log:
+            if ("messages", (5, 6)) in store.log:
                 break
             await asyncio.sleep(0.01)
         # ...with its head beside them (no earlier batch of "fast" is being written)...
-        assert store.log == [("messages", (1, 2)), ("beside", (1, 2))]
+        assert store.log == [("messages", (5, 6)), ("beside", (5, 6))]
         # ...but its routing and every offset wait for the first batch
         await asyncio.sleep(0.1)
-        assert store.log == [("messages", (1, 2)), ("beside", (1, 2))]
+        assert store.log == [("messages", (5, 6)), ("beside", (5, 6))]
         assert consumer.stored == []
         store.gates["slow"].set()
         await task
         routes = [e for e in store.log if e[0] == "route"]
-        assert routes in ([("route", (1,)), ("route", (1, 2))], [("route", (1, 1, 2))])
-        assert store.log.index(routes[0]) > store.log.index(("messages", (1,)))
-        assert not [e for e in store.log if e[0] == "heads"]
+        assert routes in ([("route", (1,)), ("route", (5, 6))], [("route", (1, 5, 6))])
+        # slow's first message has its head as a second write, before its routing
+        assert store.log.index(("messages", (1,))) < store.log.index(("heads", (1,))) < \
+            store.log.index(routes[0])
+        assert ("heads", (5, 6)) not in store.log
         # offsets past both batches, in order, after their routing
         assert sorted({tp for stored in consumer.stored for tp in stored}) == \
             [(0, 11), (1, 22)]
@@ -275,7 +284,57 @@ def test_a_head_waits_for_an_earlier_batch_of_its_conversation_still_being_store
         # a's head (2) only after a's first message is stored, and before 2 is routed
         assert log.index(("messages", (1,))) < log.index(("heads", (2,))) < \
             next(i for i, e in enumerate(log) if e[0] == "route" and 2 in e[1])
-        assert ("beside", (1,)) in log  # the first batch of a: nothing before it
+        assert ("heads", (1,)) in log  # a's first message: always a second write
+
+    asyncio.run(go())
+
+
+def test_a_head_beside_its_messages_while_an_earlier_heads_write_is_pending() -> None:
+    """The earlier batch's messages are stored, its separate heads write is not done:
+    the next batch of the conversation may put its head beside its messages (readers
+    find it once conv_heads lands), but it is routed only after that write."""
+    async def go() -> None:
+        store = RecordingStore()
+        store.heads_gates["a"] = asyncio.Event()
+        consumer = ScriptedConsumer([[Record(0, 0, msg("a", 1))], [Record(0, 1, msg("a", 2))]])
+        r = router(store, consumer)
+        task = asyncio.create_task(run_until(r, lambda: consumer.stored and
+                                             consumer.stored[-1] == [(0, 2)]))
+        for _ in range(200):
+            if ("beside", (2,)) in store.log:
+                break
+            await asyncio.sleep(0.01)
+        assert store.log == [("messages", (1,)), ("messages", (2,)), ("beside", (2,))]
+        await asyncio.sleep(0.1)
+        assert not [e for e in store.log if e[0] == "route"]
+        store.heads_gates["a"].set()
+        await task
+        log = store.log
+        assert log.index(("heads", (1,))) < \
+            min(i for i, e in enumerate(log) if e[0] == "route")
+
+    asyncio.run(go())
+
+
+def test_a_conversation_whose_batch_failed_gets_heads_beside_again_once_rewritten() -> None:
+    """A failed batch holds its conversations' heads to second writes only until the
+    in-order pass has written it again."""
+    async def go() -> None:
+        store = RecordingStore()
+        store.fail_once.add("a")
+        later = threading.Event()
+        consumer = ScriptedConsumer([[Record(0, 0, msg("a", 5))], [Record(0, 1, msg("a", 6))]],
+                                    hold=(1, later))
+
+        def rewritten() -> bool:
+            if consumer.stored and consumer.stored[-1] == [(0, 1)]:
+                later.set()  # the second batch is read once the first is routed
+            return bool(consumer.stored) and consumer.stored[-1] == [(0, 2)]
+
+        await run_until(router(store, consumer), rewritten)
+        assert store.upserts == [(5,)]
+        assert ("heads", (5,)) in store.log  # the retry writes its head after it
+        assert ("beside", (6,)) in store.log and ("heads", (6,)) not in store.log
 
     asyncio.run(go())
 

@@ -232,6 +232,9 @@ class CassandraStore:
         self._session: Session | None = None
         self._ps: dict[str, PreparedStatement] = {}
         self._inflight: asyncio.Semaphore | None = None
+        # heads beside their messages (`store_messages`): only with one replica per row in
+        # this data center, read from the keyspace at connect
+        self.heads_beside = False
 
     @classmethod
     def from_config(cls, engines: EnginesConfig, **kwargs: Any) -> CassandraStore:
@@ -292,6 +295,7 @@ class CassandraStore:
             self._session = session
             self._cluster = cluster
             self._prepare(session)
+            self.heads_beside = self._one_local_replica(cluster)
             self._settle_bucket_size(session)
             if abandoned.is_set():
                 raise StoreUnavailable("connect finished after its caller gave up")
@@ -300,6 +304,27 @@ class CassandraStore:
             self._cluster = None
             cluster.shutdown()
             raise
+
+    def _one_local_replica(self, cluster: Cluster) -> bool:
+        """Whether the keyspace keeps one replica of each row in this data center.
+
+        A static head written beside its messages is one mutation, but with several
+        replicas a write that failed after reaching one of them can show a quorum read
+        the head (read repair copies what the read returned) while another quorum still
+        misses a message under it; `conv_heads`, written only after the messages' write
+        succeeded, has no such window. Unknown counts as several.
+        """
+        meta = cluster.metadata.keyspaces.get(self.keyspace)
+        if meta is None and hasattr(cluster, "refresh_keyspace_metadata"):
+            # created by this connect: the driver may not have loaded it yet
+            with contextlib.suppress(Exception):
+                cluster.refresh_keyspace_metadata(self.keyspace)
+            meta = cluster.metadata.keyspaces.get(self.keyspace)
+        strategy = getattr(meta, "replication_strategy", None)
+        factors = getattr(strategy, "dc_replication_factors", None)
+        if isinstance(factors, dict):
+            return bool(self.local_dc) and factors.get(self.local_dc) == 1
+        return getattr(strategy, "replication_factor", None) == 1
 
     def _settle_bucket_size(self, session: Session) -> None:
         ks = self.keyspace
@@ -465,8 +490,9 @@ class CassandraStore:
         bucket's static head, where that is atomic and findable: the batch continues a
         conversation (`prev` > 0) in the bucket of its previous head, which `conv_heads`
         points into by the time anything of this batch is routed (batches are routed in
-        order, each after its own heads), and the partition's rows fit one request.
-        Returns those conversations; every other head is the caller's to write with
+        order, each after its own heads), the partition's rows fit one request, and
+        the data center keeps one replica of each row (`heads_beside`). Returns those
+        conversations; every other head is the caller's to write with
         `set_heads`, once these and every earlier batch's messages are stored.
         """
         if not messages:
@@ -490,7 +516,7 @@ class CassandraStore:
             cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
             groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
         inline: set[str] = set()
-        for conv in heads:
+        for conv in heads if self.heads_beside else ():
             if conv not in span:
                 continue
             top, low = span[conv]

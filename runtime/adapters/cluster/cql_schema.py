@@ -14,10 +14,12 @@ Layout and the invariants it keeps:
   `messages.head` of the bucket `conv_heads.head` is in (migration 4). The store
   writer puts the static head in the same single-partition mutation as the messages
   it covers when a batch continues a conversation in the bucket of its previous
-  head; a conversation's first batch, and a batch that enters a new bucket, write
-  `conv_heads` after their messages instead. So a static head lands only in a
-  bucket `conv_heads` points into before any message it covers is routed (the
-  writer routes batches in order, each after its own heads), where readers look.
+  head (and the data center keeps one replica of each row: `store_messages`); a
+  conversation's first batch, a batch that enters a new bucket and a batch written
+  again after a failure write `conv_heads` after their messages instead. So a
+  static head lands only in a bucket `conv_heads` points into before any message
+  it covers is routed (the writer routes batches in order, each after its own
+  heads), where readers look.
 - `conv_heads.head`, `messages.head`, `device_cursors.acked`,
   `watermarks.delivered` and `watermarks.read` are monotonic registers: they are
   always written with `USING TIMESTAMP <value>`, so Cassandra's last-write-wins keeps the highest
