@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import ssl
 import sys
@@ -181,7 +180,7 @@ def main() -> None:
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
     out = {"rate": args.rate, "seconds": args.seconds, "ack_every": s.ack_every,
-           "pairs": max(s.pairs, math.ceil(args.rate / runner.PER_CONNECTION_RATE)),
+           "pairs": runner.pair_count(s, args.rate),
            "achieved_msgs_s": step.achieved,
            "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,

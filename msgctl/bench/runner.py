@@ -208,9 +208,15 @@ def _pairs(secret: str, count: int, relay: bool) -> list[driver.Pair]:
     return out
 
 
+def pair_count(s: Settings, rate: float) -> int:
+    """The 1:1 conversations a step at `rate` uses: `s.pairs`, or one per
+    PER_CONNECTION_RATE msgs/s when that is more."""
+    return max(s.pairs, math.ceil(rate / PER_CONNECTION_RATE))
+
+
 def run_step(target: Target, s: Settings, rate: float, relay: bool,
              duration: float | None = None) -> Step:
-    pairs = _pairs(target.secret, max(s.pairs, math.ceil(rate / PER_CONNECTION_RATE)), relay)
+    pairs = _pairs(target.secret, pair_count(s, rate), relay)
     workers = s.client_workers
     groups = [pairs[i::workers] for i in range(workers)]
     with _pool(workers) as pool:

@@ -71,19 +71,11 @@ def _succeeded(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 
-def _forget(storing: dict[str, asyncio.Task[None]], convs: set[str],
-            task: asyncio.Task[None]) -> None:
-    """Drop `task` from `storing` once it has stored its batch (and every earlier one)."""
-    if _succeeded(task):
-        for conv in convs:
-            if storing.get(conv) is task:
-                del storing[conv]
-
-
 def _release(storing: dict[str, asyncio.Task[None]], convs: set[str],
-             through: asyncio.Task[None] | None, _finished: asyncio.Future[None]) -> None:
+             through: asyncio.Task[None], _finished: asyncio.Future[None]) -> None:
     """The in-order pass is done with a batch (its messages and heads are stored, written
-    again if they had failed): its conversations no longer wait for it."""
+    again if they had failed): its conversations no longer wait for it. (A batch stored
+    at its first try lets them go earlier: `ready` takes a `through` that succeeded.)"""
     for conv in convs:
         if storing.get(conv) is through:
             del storing[conv]
@@ -176,11 +168,11 @@ class StoreRouter:
                 early = asyncio.create_task(self._heads(messages, own, through))
                 for conv in convs:
                     storing[conv] = through
-                # a failed one stays (no head beside the messages) until the in-order
-                # pass has written its batch again (`finished`)
-                through.add_done_callback(functools.partial(_forget, storing, convs))
             finished = asyncio.get_running_loop().create_future()
             if messages:
+                # one whose store failed holds its conversations until the in-order pass
+                # has written it again
+                assert through is not None
                 finished.add_done_callback(functools.partial(_release, storing, convs,
                                                              through))
             await ahead.put((read, items, early, finished))
