@@ -11,6 +11,7 @@ directory sorts last) and leave every part running again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import time
@@ -132,8 +133,14 @@ async def burst_with_fault(dep: Deployment, fault, count: int = 150,
     senders = [Sender(a1, conv, count, "p"), Sender(a2, conv, count, "l")]
     deadline = time.monotonic() + deadline_s
     tasks = [asyncio.create_task(s.run(deadline)) for s in senders]
-    await asyncio.sleep(0.5)  # mid-burst
-    await asyncio.get_running_loop().run_in_executor(None, fault)
+    # mid-burst: once a sixth of the sends are acknowledged (a fixed 0.5 s came after
+    # every send of a fast burst once), on a thread of its own (the loop's default
+    # executor may be busy with another test's blocking calls)
+    started = time.monotonic() + 10
+    while sum(len(s.acked) for s in senders) < count // 3 and time.monotonic() < started:
+        await asyncio.sleep(0.01)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        await asyncio.get_running_loop().run_in_executor(pool, fault)
     await asyncio.gather(*tasks)
     total = sum(len(s.acked) for s in senders)
     assert total == 2 * count
