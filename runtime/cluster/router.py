@@ -55,6 +55,9 @@ log = logging.getLogger("msgctl.router")
 RETRY_MAX = 5.0
 # batches read ahead whose messages are being written while earlier batches are routed
 PIPELINE = 4
+# how long the in-order pass waits for a batch's store read ahead before writing it
+# again itself (each of the store's requests times out well before this)
+STORE_WAIT = 60.0
 
 
 def next_offsets(records: list[Record]) -> list[TopicPartition]:
@@ -138,7 +141,8 @@ class StoreRouter:
         """Read batches; start storing each one's messages at once."""
         assert self.consumer is not None
         # done once the messages of every batch read so far are stored, and whether the
-        # in-order pass has finished the last batch read
+        # in-order pass has finished the last batch with messages (the one `through` is
+        # of: a batch without messages, say only duplicates, does not move either)
         through: asyncio.Task[None] | None = None
         finished: asyncio.Future[None] | None = None
         # conv -> `through` of the newest batch read with a message of it: its head may
@@ -160,22 +164,23 @@ class StoreRouter:
                                 rec.offset(), exc)
             messages = [i.message for i in items if isinstance(i, env.MessageRecord)]
             early = None
+            done = asyncio.get_running_loop().create_future()
             if messages:
                 convs = {m.conv for m in messages}
                 ready = {c for c in convs if c not in storing or _succeeded(storing[c])}
                 own = asyncio.create_task(self._store_messages(messages, ready))
+                # waits, if the previous batch with messages failed, for the in-order
+                # pass to finish that batch: never a later one, which may be routed in
+                # the same round as this one (that wait would never end)
                 through = asyncio.create_task(self._stored_through(own, through, finished))
                 early = asyncio.create_task(self._heads(messages, own, through))
+                finished = done
                 for conv in convs:
                     storing[conv] = through
-            finished = asyncio.get_running_loop().create_future()
-            if messages:
                 # one whose store failed holds its conversations until the in-order pass
                 # has written it again
-                assert through is not None
-                finished.add_done_callback(functools.partial(_release, storing, convs,
-                                                             through))
-            await ahead.put((read, items, early, finished))
+                done.add_done_callback(functools.partial(_release, storing, convs, through))
+            await ahead.put((read, items, early, done))
 
     async def _store_messages(self, messages: list[Message], heads: set[str]) -> set[str]:
         """Store `messages`, the heads of `heads` beside them where the store can; those
@@ -192,7 +197,8 @@ class StoreRouter:
         """Done when this batch's messages and every earlier batch's are stored; raises
         when this batch's store failed. An earlier batch whose store failed is written
         again by the in-order pass: then this waits for that pass to have finished the
-        batch just before this one (`finished`), not failing every batch after."""
+        previous batch with messages (`finished`, of the batch `before` is of), not
+        failing every batch after."""
         await own
         if before is not None:
             try:
@@ -232,7 +238,15 @@ class StoreRouter:
                         early.add_done_callback(_retrieve)
                     else:
                         try:
-                            await early
+                            # bounded: were a store read ahead ever to wait on something
+                            # that waits on this pass, writing again in order ends it
+                            await asyncio.wait_for(asyncio.shield(early), STORE_WAIT)
+                        except TimeoutError:
+                            METRICS.errors.labels("store_ahead_stalled").inc()
+                            log.warning("store of a batch read ahead not done in %.0fs; "
+                                        "writing it again in order", STORE_WAIT)
+                            early.add_done_callback(_retrieve)
+                            stored = False
                         except Exception as exc:  # written again below, with retries
                             log.debug("store of a batch read ahead failed: %r", exc)
                             stored = False

@@ -19,6 +19,7 @@ from confluent_kafka import TopicPartition
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.cassandra_store import StoreUnavailable
+from runtime.cluster import router as router_module
 from runtime.cluster.router import StoreRouter, next_offsets
 from runtime.ports import Conversation, Message
 
@@ -85,6 +86,7 @@ class RecordingStore:
         self.log: list[tuple[str, tuple[int, ...]]] = []
         self.gates: dict[str, asyncio.Event] = {}
         self.fail_once: set[str] = set()
+        self.hang_once: set[str] = set()  # the first write of these never returns
         self.heads_gates: dict[str, asyncio.Event] = {}  # a separate heads write waits
         self.upserts: list[tuple[int, ...]] = []  # written again by the in-order pass
 
@@ -99,6 +101,9 @@ class RecordingStore:
         if conv in self.fail_once:
             self.fail_once.discard(conv)
             raise StoreUnavailable("cassandra away")
+        if conv in self.hang_once:
+            self.hang_once.discard(conv)
+            await asyncio.Event().wait()
         self.log.append(("messages", tuple(m.seq for m in messages)))
         beside = {m.conv for m in messages if m.prev > 0} & set(heads)
         beside -= {m.conv for m in messages if m.prev == 0}
@@ -111,6 +116,11 @@ class RecordingStore:
         if conv in self.heads_gates:
             await self.heads_gates[conv].wait()
         self.log.append(("heads", tuple(m.seq for m in messages)))
+
+    async def message(self, conv: str, seq: int) -> Message:
+        """The stored original of a duplicate (as `msg` makes it)."""
+        return Message(conv, seq, seq - 1, f"m{seq}", f"c{seq}", "alice", "phone", 0,
+                       "text", "hi")
 
     async def upsert_messages(self, messages: list[Message]) -> None:
         self.upserts.append(tuple(m.seq for m in messages))
@@ -134,7 +144,9 @@ class Pipeline:
     async def execute(self) -> None:
         for payload in self.payloads:
             batch = env.EventsBatch.decode(payload)
-            self.log.append(("route", tuple(e.event.message.seq for e in batch.items)))
+            self.log.append(("route", tuple(
+                e.event.message.seq if isinstance(e.event, env.MessageRecord)
+                else -e.event.original.seq for e in batch.items)))  # a duplicate: -seq
 
 
 class Directory:
@@ -335,6 +347,59 @@ def test_a_conversation_whose_batch_failed_gets_heads_beside_again_once_rewritte
         assert store.upserts == [(5,)]
         assert ("heads", (5,)) in store.log  # the retry writes its head after it
         assert ("beside", (6,)) in store.log and ("heads", (6,)) not in store.log
+
+    asyncio.run(go())
+
+
+def test_a_batch_of_only_duplicates_after_a_failed_store_does_not_hold_the_next() -> None:
+    """A failed batch, then one without messages (a sender's retries answered as
+    duplicates, as while Cassandra restarts), then a batch with messages, the last two
+    routed in one round: the third waits for the in-order pass to finish the failed
+    batch, not the duplicates' batch of its own round (which never finished: the
+    router stopped for good)."""
+    async def go() -> None:
+        store = RecordingStore()
+        store.gates["a"] = asyncio.Event()
+        store.fail_once.add("a")
+        later = threading.Event()
+        dup = env.duplicate_event("a", "alice", "c1", 1, 0, "gw-1")
+        consumer = ScriptedConsumer([[Record(0, 0, msg("a", 1))], [Record(0, 1, dup)],
+                                     [Record(0, 2, msg("b", 5))]], hold=(1, later))
+        r = router(store, consumer)
+        task = asyncio.create_task(run_until(r, lambda: consumer.stored and
+                                             consumer.stored[-1] == [(0, 3)]))
+        await asyncio.sleep(0.1)  # the in-order pass waits for the first batch alone
+        later.set()
+        for _ in range(200):  # the two others are read and b's messages stored
+            if ("messages", (5,)) in store.log:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        store.gates["a"].set()  # the first batch's store fails now
+        await task
+        log = store.log
+        assert store.upserts == [(1,)]
+        routes = [e for e in log if e[0] == "route"]
+        assert routes in ([("route", (1,)), ("route", (-1, 5))],
+                          [("route", (1,)), ("route", (-1,)), ("route", (5,))])
+        assert log.index(("heads", (1,))) < log.index(routes[0])
+
+    asyncio.run(go())
+
+
+def test_a_store_read_ahead_that_never_ends_is_written_again_in_order(
+        monkeypatch: Any) -> None:
+    """The in-order pass bounds its wait for a batch's store: past it the batch is
+    written again, and routed, rather than the router stopping for good."""
+    monkeypatch.setattr(router_module, "STORE_WAIT", 0.3)
+
+    async def go() -> None:
+        store = RecordingStore()
+        store.hang_once.add("a")
+        consumer = ScriptedConsumer([[Record(0, 0, msg("a", 1))]])
+        await run_until(router(store, consumer), lambda: consumer.stored == [[(0, 1)]])
+        assert store.upserts == [(1,)]
+        assert store.log == [("messages", (1,)), ("heads", (1,)), ("route", (1,))]
 
     asyncio.run(go())
 
