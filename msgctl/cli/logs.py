@@ -191,35 +191,45 @@ def _through_agents(h: Home, target: str, keep: Filter, lines: int, follow: bool
         waiting = set(live)  # agents whose history has not fully come
         history: dict[str, list[Line]] = {a.region: [] for a in chosen}
         failures: list[str] = []
+        answered: set[str] = set()  # regions whose agent sent lines or ended cleanly
 
         def ended(region: str, item: object) -> None:
             live.discard(region)
             waiting.discard(region)
             if isinstance(item, BaseException):
                 failures.append(str(item))
-                if len(chosen) > 1 and (live or waiting):
-                    err_console.print(f"msgctl: {item}", highlight=False)
+            else:
+                answered.add(region)
 
         while waiting:
             region, item = queue.get()
             if isinstance(item, Line):
                 history[region].append(item)
+                answered.add(region)
             elif item is _HISTORY_END:
                 waiting.discard(region)
+                answered.add(region)
             else:
                 ended(region, item)
-        if failures and not live and not any(history.values()):
+        # decided once every history is in: which agent's stream ends first is a race
+        if failures and not answered:
             raise MsgctlError(failures[0])
+        for failure in failures:
+            err_console.print(f"msgctl: {failure}", highlight=False)
         merged = list(logs_mod.merge(list(history.values())))
         for line in merged[-lines:] if lines else []:
             emit(line)
+        reported = len(failures)
         while follow and live:
             region, item = queue.get()
             if isinstance(item, Line):
                 emit(item)
             elif item is not _HISTORY_END:
                 ended(region, item)
-        if follow and failures:
+                if len(failures) > reported and live:  # the others go on
+                    reported = len(failures)
+                    err_console.print(f"msgctl: {failures[-1]}", highlight=False)
+        if follow and len(failures) > reported:
             raise MsgctlError(failures[-1])
 
 

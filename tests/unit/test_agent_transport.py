@@ -8,9 +8,11 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from msgctl.agent import transport
 from msgctl.deploy import logs as logs_mod
+from msgctl.errors import MsgctlError
 from msgctl.home import Home
 
 
@@ -72,3 +74,74 @@ def test_a_follow_stream_marks_its_history_and_loses_nothing_after(tmp_path: Pat
     stop.set()
     texts = [x.text if isinstance(x, logs_mod.Line) else x for x in got]
     assert texts == ["old 2", "old 3", "old 4", marker, "new"]
+
+
+class TwoAgents:
+    """`transport.Agents` for `msgctl logs`: east sends its lines and ends, west fails
+    with `west_error` after `west_after` seconds (or, when None, sends a line too)."""
+
+    def __init__(self, west_error: Exception | None, west_after: float) -> None:
+        self.list = [transport.Agent("east", "127.0.0.1:1"),
+                     transport.Agent("west", "127.0.0.2:1")]
+        self.west_error, self.west_after = west_error, west_after
+
+    def __call__(self, home: object) -> TwoAgents:
+        return self
+
+    def __enter__(self) -> TwoAgents:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def follow(self, agent: transport.Agent, request: object) -> object:
+        from msgctl.v1 import agent_pb2 as pb
+
+        if agent.region == "west":
+            time.sleep(self.west_after)
+            if self.west_error is not None:
+                raise self.west_error
+        yield pb.LogLine(log=f"node.{agent.region}", region=agent.region, time=1000.0,
+                         level="info", text=f"hello from {agent.region}", raw="x",
+                         own_time=True)
+
+
+def run_logs(monkeypatch: object, agents: TwoAgents) -> list[str]:
+    from msgctl.cli import logs as logs_cli
+
+    monkeypatch.setattr(transport, "Agents", agents)  # type: ignore[attr-defined]
+    got: list[str] = []
+    logs_cli._through_agents(None, "*", logs_mod.Filter(), 5, False,  # type: ignore[arg-type]
+                             lambda line: got.append(line.text))
+    return got
+
+
+def test_logs_warn_of_an_agent_that_fails_after_the_other_ended(
+        monkeypatch: object, capsys: object) -> None:
+    """However the streams' ends race, an unreachable agent is one warning line while
+    another agent's lines are printed (once east had ended first, it was none)."""
+    for after in (0.0, 0.3):
+        unreachable = transport.Unreachable("the agent of west at 127.0.0.2:1 is unreachable")
+        got = run_logs(monkeypatch, TwoAgents(unreachable, after))
+        assert got == ["hello from east"]
+        err = capsys.readouterr().err  # type: ignore[attr-defined]
+        assert err.count("\n") == 1 and "the agent of west" in err, (after, err)
+
+
+def test_logs_of_agents_that_all_answer_have_no_warning(
+        monkeypatch: object, capsys: object) -> None:
+    got = run_logs(monkeypatch, TwoAgents(None, 0.1))
+    assert sorted(got) == ["hello from east", "hello from west"]
+    assert capsys.readouterr().err == ""  # type: ignore[attr-defined]
+
+
+def test_logs_when_no_agent_answers_is_the_error(monkeypatch: object,
+                                                capsys: object) -> None:
+    class NoneAnswer(TwoAgents):
+        def follow(self, agent: transport.Agent, request: object) -> object:
+            raise transport.Unreachable(f"the agent of {agent.region} is unreachable")
+            yield
+
+    with pytest.raises(MsgctlError, match="unreachable"):
+        run_logs(monkeypatch, NoneAnswer(None, 0.0))
+    assert capsys.readouterr().err == ""  # type: ignore[attr-defined]  # the error alone
