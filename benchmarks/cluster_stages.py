@@ -2,12 +2,13 @@
 runtimes' own histograms, around one steady `msgctl bench` step.
 
     python benchmarks/cluster_stages.py [--home DIR] [--rate 200] [--seconds 10]
-        [--ack-every 32] [--pairs 4] [--json]
+        [--ack-every 32] [--pairs 4] [--warmup 1] [--json]
 
 Scrapes `/metrics` of every runtime of the first region (each gateway process and,
 on the cluster family, the sequencer, presence and push processes) before and after
 one open-loop 1:1 step at RATE msgs/s (over --pairs conversations: 4, or one per
-100 msgs/s when that is more), and prints per histogram the count, the mean
+100 msgs/s when that is more; the client's figures leave out its first --warmup
+seconds, where the conversations' first messages go), and prints per histogram the count, the mean
 and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write, gateway send -> published to the
@@ -149,11 +150,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=None,
                         help="1:1 conversations the step spreads its messages over "
                              "(default 4, more when the rate needs more connections)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="seconds at the start of the step left out of the client's "
+                             "figures (0: the first messages of the step's new "
+                             "conversations count too)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     for flag, value in (("--ack-every", args.ack_every), ("--pairs", args.pairs)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
     home = Home(args.home or default_home())
     dep = home.deployment() or {}
     if home.supervisor_pid() is None or not dep.get("regions"):
@@ -163,7 +170,7 @@ def main() -> None:
     target = runner.Target(region["ws_url"], region["http_url"], 0, home.secret())
     points = endpoints(home)
     s = runner.Settings.quick()
-    s.warmup_seconds = 1.0
+    s.warmup_seconds = args.warmup
     if args.ack_every is not None:
         s.ack_every = args.ack_every
     if args.pairs is not None:
@@ -179,7 +186,8 @@ def main() -> None:
             s_ = summary(d)
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
-    out = {"rate": args.rate, "seconds": args.seconds, "ack_every": s.ack_every,
+    out = {"rate": args.rate, "seconds": args.seconds, "warmup": args.warmup,
+           "ack_every": s.ack_every,
            "pairs": runner.pair_count(s, args.rate),
            "achieved_msgs_s": step.achieved,
            "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,

@@ -7,9 +7,14 @@ router and push.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from runtime.ports import Conversation, MessageStore
+
+# store reads `get_many` keeps in flight at once
+READS_IN_FLIGHT = 32
 
 
 class Conversations:
@@ -29,6 +34,35 @@ class Conversations:
         if found is not None:
             self._put(found)
         return found
+
+    async def get_many(self, convs: Iterable[str]) -> dict[str, Conversation]:
+        """`get` of each of `convs` (those that exist), the ones not cached read from the
+        store READS_IN_FLIGHT at a time rather than one after another; a failed read is
+        raised once every read has ended."""
+        out: dict[str, Conversation] = {}
+        missing: list[str] = []
+        for conv in dict.fromkeys(convs):
+            hit = self._cache.get(conv)
+            if hit is None:
+                missing.append(conv)
+            else:
+                self._cache.move_to_end(conv)
+                out[conv] = hit
+        if missing:
+            gate = asyncio.Semaphore(READS_IN_FLIGHT)
+
+            async def one(conv: str) -> Conversation | None:
+                async with gate:
+                    return await self.get(conv)
+
+            results = await asyncio.gather(*(one(c) for c in missing),
+                                           return_exceptions=True)
+            for conv, result in zip(missing, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                if result is not None:
+                    out[conv] = result
+        return out
 
     async def create(self, conv: Conversation) -> Conversation:
         stored = await self.store.create_conversation(conv)

@@ -25,6 +25,8 @@ log = logging.getLogger("msgctl.sequencer")
 
 # conversations taken in between two yields to the event loop by `heads`
 HEADS_SLICE = 500
+# watermark reads `load_marks` keeps in flight at once
+MARKS_IN_FLIGHT = 32
 
 
 @dataclass
@@ -111,8 +113,10 @@ class SequencingKernel:
     async def plan(self, sends: list[Send], also: Iterable[str] = ()) -> Batch:
         """Plan `sends`; the heads of `also` (conversations of acks and reads) are loaded
         too. Raises what the store raises; nothing changes until `commit`."""
-        for conv in {s.conv for s in sends} | set(also):
-            await self.head(conv)
+        # the heads not compared with the store yet are read together, not one round
+        # trip after another (a batch of many new conversations, or the first after a
+        # restart, waited for each in turn)
+        await self.heads([*dict.fromkeys(s.conv for s in sends), *also])
         reqs = [SendRequest.of(s.conv, s.sender, s.cid) for s in sends]
         ask = self.state.unknown(reqs)
         found: dict[tuple[str, str], tuple[int, int]] = {}
@@ -149,11 +153,28 @@ class SequencingKernel:
 async def load_marks(ops: Iterable[MarkOp], cached: Callable[[str, str], Watermark | None],
                      read: Callable[[str, str], Awaitable[Watermark]]
                      ) -> dict[tuple[str, str], Watermark]:
-    """The watermark of every (conv, user) in `ops`: from `cached`, else from the store."""
+    """The watermark of every (conv, user) in `ops`: from `cached`, else from the store,
+    MARKS_IN_FLIGHT reads at a time (the first acks of many new pairs in one batch
+    waited for each read in turn)."""
     out: dict[tuple[str, str], Watermark] = {}
+    missing: list[tuple[str, str]] = []
     for op in ops:
         k = (op.conv, op.user)
         if k not in out:
             mark = cached(*k)
-            out[k] = mark if mark is not None else await read(op.user, op.conv)
+            if mark is None:
+                missing.append(k)
+            out[k] = mark if mark is not None else Watermark()
+    if missing:
+        gate = asyncio.Semaphore(MARKS_IN_FLIGHT)
+
+        async def one(k: tuple[str, str]) -> None:
+            async with gate:
+                out[k] = await read(k[1], k[0])
+
+        # every read ends before a failure is raised: none is left running unwatched
+        for result in await asyncio.gather(*(one(k) for k in missing),
+                                           return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
     return out

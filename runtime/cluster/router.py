@@ -308,11 +308,14 @@ class StoreRouter:
         once, however many gateways it goes to)."""
         per_event: list[tuple[env.RoutedPayload, list[str], str | None]] = []
         users: set[str] = set()
-        for i in items:
-            conv_id = i.message.conv if isinstance(i, env.MessageRecord) else \
-                i.receipt.conv if isinstance(i, env.ReceiptRecord) else \
-                i.event.conv if isinstance(i, env.TypingRecord) else i.conv
-            conv = await self.conversations.get(conv_id)
+        conv_ids = [i.message.conv if isinstance(i, env.MessageRecord) else
+                    i.receipt.conv if isinstance(i, env.ReceiptRecord) else
+                    i.event.conv if isinstance(i, env.TypingRecord) else i.conv
+                    for i in items]
+        # the conversations not cached (new ones) are read together
+        convs = await self.conversations.get_many(conv_ids)
+        for i, conv_id in zip(items, conv_ids, strict=True):
+            conv = convs.get(conv_id)
             if conv is None:
                 continue
             # the gateway waiting for this send's `sent` is in the region that sent it

@@ -70,3 +70,9 @@ def test_a_count_below_one_is_refused_before_anything_runs(flag: str, tmp_path: 
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"{flag} must be at least 1" in done.stderr
+
+
+def test_a_negative_warmup_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--home", str(tmp_path), "--warmup",
+                           "-1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--warmup must be 0 or more" in done.stderr

@@ -9,14 +9,15 @@ from typing import Any
 from runtime.adapters.cluster import envelopes as env
 from runtime.cluster.gateway_link import GatewayLink
 from runtime.cluster.router import StoreRouter
+from runtime.conversations import Conversations
 from runtime.core.presence import PresenceState
 from runtime.ports import Conversation, Event, Message, TypingEvent
 
 ORIGINAL = Message("c", 3, 2, "m3", "x", "alice", "phone", 99, "text", "hi")
 
 
-class Convs:
-    async def get(self, conv: str) -> Conversation | None:
+class ConvStore:
+    async def get_conversation(self, conv: str) -> Conversation | None:
         return Conversation(conv, ("alice", "bob"), "eu-west") if conv == "c" else None
 
 
@@ -48,7 +49,8 @@ class Directory:
 
 def router(messages: list[Message]) -> tuple[StoreRouter, Directory]:
     directory = Directory()
-    return StoreRouter("h:9092", "eu-west", Store(messages), Convs(),  # type: ignore[arg-type]
+    return StoreRouter("h:9092", "eu-west", Store(messages),  # type: ignore[arg-type]
+                       Conversations(ConvStore()),  # type: ignore[arg-type]
                        directory), directory  # type: ignore[arg-type]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from runtime.adapters.cluster import envelopes as env
 from runtime.cluster.gateway_link import Ingresses
+from runtime.conversations import Conversations
 from runtime.ports import Conversation, Message, Send, Unavailable
 
 
@@ -24,18 +25,18 @@ class FakeProducer:
         return fut
 
 
-class Convs:
+class ConvStore:
     def __init__(self, homes: dict[str, str]) -> None:
         self.homes = homes
 
-    async def get(self, conv: str) -> Conversation | None:
+    async def get_conversation(self, conv: str) -> Conversation | None:
         home = self.homes.get(conv)
         return None if home is None else Conversation(conv, ("a", "b"), home, None, 0)
 
 
 def ingresses(homes: dict[str, str]) -> tuple[Ingresses, FakeProducer, FakeProducer]:
     local, peer = FakeProducer(), FakeProducer()
-    ing = Ingresses(local, "eu-west", {"us-east": "h:9092"}, Convs(homes))  # type: ignore
+    ing = Ingresses(local, "eu-west", {"us-east": "h:9092"}, Conversations(ConvStore(homes)))  # type: ignore
     ing._producers["us-east"] = peer  # type: ignore[assignment]
     return ing, local, peer
 
@@ -95,7 +96,8 @@ async def test_the_router_answers_the_sender_only_in_the_senders_region() -> Non
     from runtime.cluster.router import StoreRouter
 
     directory = FakeDirectory()
-    router = StoreRouter("h:9092", "eu-west", None, Convs({"c": "us-east"}),  # type: ignore
+    router = StoreRouter("h:9092", "eu-west", None,  # type: ignore[arg-type]
+                         Conversations(ConvStore({"c": "us-east"})),  # type: ignore
                          directory)  # type: ignore[arg-type]
     m = Message("c", 1, 0, "m", "m1", "a", "phone", 1, "text", "hi")
     # sent from eu-west's gateway-2, sequenced in us-east, read here mirrored

@@ -1,4 +1,5 @@
-"""A sequencer whose restored state is behind the store never reuses a seq.
+"""A sequencer whose restored state is behind the store never reuses a seq; what the
+kernel reads from the store, it reads together.
 
 The cluster sequencer restores heads from `msg.seq-state`; a broker that lost the
 topic's tail in a machine crash (it had not fsynced; Cassandra had) would hand back
@@ -9,13 +10,17 @@ the lost tail still get their stored seq. Run against the embedded SQLite store.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.core.seqsnapshot import SnapshotBook
 from runtime.core.sequencing import SequencerState, sender_key
+from runtime.core.watermarks import MarkOp, Watermark
 from runtime.ports import Message, Send
-from runtime.sequencing import SequencingKernel
+from runtime.sequencing import SequencingKernel, load_marks
 
 
 def send(cid: str) -> Send:
@@ -66,3 +71,76 @@ async def test_a_head_restored_ahead_of_the_store_is_kept(tmp_path: Path) -> Non
         assert kernel.behind == []
     finally:
         await store.close()
+
+
+async def test_a_batch_reads_the_heads_it_has_not_compared_together(tmp_path: Path) -> None:
+    """A batch over several conversations not compared with the store yet (new ones, or
+    every one after a restart) asks the store for their heads in one call, which the
+    Cassandra store answers with reads in flight together, not one after another."""
+    store = SqliteStore(tmp_path / "region.db")
+    try:
+        await store.append([stored(1), stored(2)])
+        calls: list[tuple[str, list[str]]] = []
+        real_head, real_heads = store.head, store.heads
+
+        async def head(conv: str) -> int:
+            calls.append(("head", [conv]))
+            return await real_head(conv)
+
+        async def heads(convs: list[str]) -> dict[str, int]:
+            calls.append(("heads", list(convs)))
+            return await real_heads(convs)
+
+        store.head, store.heads = head, heads  # type: ignore[method-assign]
+        kernel = SequencingKernel(store)
+        sends = [send("a"), Send("d", "x", "bob", "phone", "text", "hi", None, 1),
+                 send("b"), Send("e", "y", "bob", "phone", "text", "hi", None, 1)]
+        batch = await kernel.plan(sends, also={"f"})
+        assert len(calls) == 1 and calls[0][0] == "heads"
+        assert sorted(calls[0][1]) == ["c", "d", "e", "f"]
+        assert [(a.conv, a.seq) for a in batch.plan.assignments] == \
+            [("c", 3), ("d", 1), ("c", 4), ("e", 1)]
+        kernel.commit(batch)
+        await kernel.plan([send("g")], also={"d"})  # all compared already: no read
+        assert len(calls) == 1
+    finally:
+        await store.close()
+
+
+async def test_watermarks_not_cached_are_read_together_and_a_failure_waits_for_all() -> None:
+    """`load_marks`: the cached marks as they are, the others read with several reads in
+    flight (each new pair's first ack waited for the one before), each pair once; a
+    failed read is raised only once every read has ended."""
+    ops = [MarkOp("ack", f"c{i % 5}", "bob", "phone", 3) for i in range(10)] + \
+        [MarkOp("read", "c0", "carol", "laptop", 2)]
+    in_flight, most, reads = 0, 0, []
+
+    async def read(user: str, conv: str) -> Watermark:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        reads.append((conv, user))
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return Watermark(1, 0)
+
+    cached = {("c1", "bob"): Watermark(7, 7)}
+    marks = await load_marks(ops, lambda conv, user: cached.get((conv, user)), read)
+    assert marks[("c1", "bob")] == Watermark(7, 7)
+    assert sorted(reads) == [("c0", "bob"), ("c0", "carol"), ("c2", "bob"), ("c3", "bob"),
+                             ("c4", "bob")]
+    assert all(marks[k] == Watermark(1, 0) for k in reads)
+    assert most == 5
+
+    ended: list[str] = []
+
+    async def flaky(user: str, conv: str) -> Watermark:
+        if conv == "c0" and user == "bob":
+            raise ConnectionError("store away")
+        await asyncio.sleep(0.02)
+        ended.append(conv)
+        return Watermark()
+
+    with pytest.raises(ConnectionError):
+        await load_marks(ops, lambda conv, user: None, flaky)
+    assert len(ended) == 5  # the others' reads ended before the error was raised

@@ -21,6 +21,7 @@ from runtime.adapters.cluster import envelopes as env
 from runtime.adapters.cluster.cassandra_store import StoreUnavailable
 from runtime.cluster import router as router_module
 from runtime.cluster.router import StoreRouter, next_offsets
+from runtime.conversations import Conversations
 from runtime.ports import Conversation, Message
 
 
@@ -128,8 +129,8 @@ class RecordingStore:
         await self.set_heads(messages)
 
 
-class Conversations:
-    async def get(self, conv: str) -> Conversation:
+class ConvStore:
+    async def get_conversation(self, conv: str) -> Conversation:
         return Conversation(conv, ("alice", "bob"), "local")
 
 
@@ -167,7 +168,8 @@ def msg(conv: str, seq: int) -> bytes:
 
 
 def router(store: RecordingStore, consumer: ScriptedConsumer) -> StoreRouter:
-    r = StoreRouter("unused:9092", "local", store, Conversations(),  # type: ignore[arg-type]
+    r = StoreRouter("unused:9092", "local", store,  # type: ignore[arg-type]
+                    Conversations(ConvStore()),  # type: ignore[arg-type]
                     Directory(store.log))  # type: ignore[arg-type]
     r.consumer = consumer  # type: ignore[assignment]
     return r
