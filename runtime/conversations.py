@@ -7,10 +7,10 @@ router and push.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from runtime.awaiting import all_of
 from runtime.ports import Conversation, MessageStore
 
 # store reads `get_many` keeps in flight at once
@@ -49,19 +49,8 @@ class Conversations:
                 self._cache.move_to_end(conv)
                 out[conv] = hit
         if missing:
-            gate = asyncio.Semaphore(READS_IN_FLIGHT)
-
-            async def one(conv: str) -> Conversation | None:
-                async with gate:
-                    return await self.get(conv)
-
-            results = await asyncio.gather(*(one(c) for c in missing),
-                                           return_exceptions=True)
-            for conv, result in zip(missing, results, strict=True):
-                if isinstance(result, BaseException):
-                    raise result
-                if result is not None:
-                    out[conv] = result
+            found = await all_of((self.get(c) for c in missing), READS_IN_FLIGHT)
+            out.update((c, f) for c, f in zip(missing, found, strict=True) if f is not None)
         return out
 
     async def create(self, conv: Conversation) -> Conversation:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from runtime.awaiting import all_of
 from runtime.core.sequencing import Plan, SendRequest, SequencerState
 from runtime.core.watermarks import MarkOp, MarksPlan, Watermark, plan_marks
 from runtime.ports import Message, MessageStore, Send
@@ -155,7 +156,7 @@ async def load_marks(ops: Iterable[MarkOp], cached: Callable[[str, str], Waterma
                      ) -> dict[tuple[str, str], Watermark]:
     """The watermark of every (conv, user) in `ops`: from `cached`, else from the store,
     MARKS_IN_FLIGHT reads at a time (the first acks of many new pairs in one batch
-    waited for each read in turn)."""
+    waited for each read in turn); a failed read is raised once every read has ended."""
     out: dict[tuple[str, str], Watermark] = {}
     missing: list[tuple[str, str]] = []
     for op in ops:
@@ -166,15 +167,6 @@ async def load_marks(ops: Iterable[MarkOp], cached: Callable[[str, str], Waterma
                 missing.append(k)
             out[k] = mark if mark is not None else Watermark()
     if missing:
-        gate = asyncio.Semaphore(MARKS_IN_FLIGHT)
-
-        async def one(k: tuple[str, str]) -> None:
-            async with gate:
-                out[k] = await read(k[1], k[0])
-
-        # every read ends before a failure is raised: none is left running unwatched
-        for result in await asyncio.gather(*(one(k) for k in missing),
-                                           return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
+        reads = await all_of((read(user, conv) for conv, user in missing), MARKS_IN_FLIGHT)
+        out.update(zip(missing, reads, strict=True))
     return out

@@ -60,6 +60,7 @@ from runtime.adapters.cluster.cql_schema import (
     check_keyspace,
     ensure_schema,
 )
+from runtime.awaiting import all_of
 from runtime.config import EnginesConfig
 from runtime.core.homes import HomeRecord
 from runtime.core.sequencing import EPOCH_SHIFT
@@ -465,11 +466,7 @@ class CassandraStore:
 
     async def _all(self, requests: Iterable[Awaitable[Any]]) -> list[Any]:
         """Await every request (none is left running), then raise the first failure."""
-        results = await asyncio.gather(*requests, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return results
+        return await all_of(requests)
 
     # -- store writer -----------------------------------------------------
     async def upsert_messages(self, messages: list[Message]) -> None:
