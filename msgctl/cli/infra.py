@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -147,9 +146,7 @@ def stop(
 
 async def _probe_all(programs: list[Any]) -> list[dict[str, Any] | None]:
     # a live look only: the start-time steps (Kafka ACLs, Cassandra logins) are not redone
-    looks = [dataclasses.replace(p, probe={k: v for k, v in p.probe.items()
-                                           if k not in ("setup", "acls")}) for p in programs]
-    return list(await asyncio.gather(*(check(p, timeout=3.0) for p in looks)))
+    return list(await asyncio.gather(*(check(p, timeout=3.0, live=True) for p in programs)))
 
 
 @infra_app.command("status")

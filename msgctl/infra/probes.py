@@ -3,6 +3,12 @@
 Each probe returns a small dict when the engine answers (what it said: a
 version, a broker count) and None when it does not. The blocking drivers run
 in a worker thread so the supervisor's loop keeps going.
+
+The supervisor looks at each Cassandra node again every 10 s for as long as it
+runs, over a session it keeps (`keep`): a login costs the node a bcrypt check of
+the password (100-170 ms of a core here, per connection, two connections per
+driver session), which a fresh session every 10 s paid on the node's request
+threads, a stall of a core under live traffic every time.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ for _name in ("cassandra", "cassandra.cluster", "cassandra.connection", "cassand
 
 
 def _cluster(hosts: list[str], port: int, datacenter: str | None, timeout: float,
-             engines: Any, login: tuple[str, str] | None = None) -> Any:
+             engines: Any, login: tuple[str, str] | None = None, light: bool = False) -> Any:
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, WhiteListRoundRobinPolicy
@@ -34,6 +41,8 @@ def _cluster(hosts: list[str], port: int, datacenter: str | None, timeout: float
     kwargs = engine_auth.cassandra_kwargs(engines)
     if login is not None:
         kwargs["auth_provider"] = PlainTextAuthProvider(*login)
+    if light:  # a look at one node: no schema or token map to keep current
+        kwargs |= {"schema_metadata_enabled": False, "token_metadata_enabled": False}
     return Cluster(hosts, port=port, connect_timeout=timeout,
                    control_connection_timeout=timeout, protocol_version=5,
                    execution_profiles={EXEC_PROFILE_DEFAULT: profile}, **kwargs)
@@ -77,22 +86,60 @@ def _cql_setup(setup: dict[str, Any], engines: Any, security: dict[str, Any],
         cluster.shutdown()
 
 
+# (host, port, data center, identity) -> a kept session's cluster and session
+_kept: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_kept_lock = threading.Lock()
+
+
+def _look(session: Any, peers: int) -> dict[str, Any]:
+    row = session.execute("SELECT release_version, data_center FROM system.local").one()
+    seen = len(list(session.execute("SELECT peer FROM system.peers_v2"))) if peers else 0
+    if seen < peers:  # a joining node is ready once it sees the nodes before it
+        raise RuntimeError(f"{seen} of {peers} peers known")
+    return {"version": row.release_version, "datacenter": row.data_center,
+            **({"peers": seen} if peers else {})}
+
+
 def _cql(host: str, port: int, datacenter: str | None, timeout: float,
          peers: int = 0, security: dict[str, Any] | None = None,
-         setup: dict[str, Any] | None = None) -> dict[str, Any]:
+         setup: dict[str, Any] | None = None, keep: bool = False) -> dict[str, Any]:
     engines = identity(security)
     if setup is not None and security:
         _cql_setup(setup, engines, security, datacenter)
-    cluster = _cluster([host], port, datacenter or None, timeout, engines)
+    if not keep:
+        cluster = _cluster([host], port, datacenter or None, timeout, engines)
+        try:
+            return _look(cluster.connect(), peers)
+        finally:
+            cluster.shutdown()
+    key = (host, port, datacenter, json.dumps(security, sort_keys=True, default=str))
+    with _kept_lock:
+        kept = _kept.pop(key, None)  # one caller at a time uses a kept session
+    if kept is None:
+        cluster = _cluster([host], port, datacenter or None, timeout, engines, light=True)
+        try:
+            kept = (cluster, cluster.connect())
+        except Exception:
+            cluster.shutdown()
+            raise
     try:
-        session = cluster.connect()
-        row = session.execute("SELECT release_version, data_center FROM system.local").one()
-        seen = len(list(session.execute("SELECT peer FROM system.peers_v2"))) if peers else 0
-        if seen < peers:  # a joining node is ready once it sees the nodes before it
-            raise RuntimeError(f"{seen} of {peers} peers known")
-        return {"version": row.release_version, "datacenter": row.data_center,
-                **({"peers": seen} if peers else {})}
-    finally:
+        answer = _look(kept[1], peers)
+    except Exception:
+        kept[0].shutdown()  # the next look logs in again
+        raise
+    with _kept_lock:
+        other = _kept.setdefault(key, kept)
+    if other is not kept:  # a look beside this one kept its own meanwhile
+        kept[0].shutdown()
+    return answer
+
+
+def forget_sessions() -> None:
+    """Close the sessions kept for looks at Cassandra nodes."""
+    with _kept_lock:
+        kept = list(_kept.values())
+        _kept.clear()
+    for cluster, _ in kept:
         cluster.shutdown()
 
 
@@ -154,14 +201,16 @@ async def s3(endpoint: str, access_key: str, secret_key: str,
 
 async def cql(host: str, port: int, datacenter: str | None = None,
               timeout: float = 5.0, peers: int = 0, security: dict[str, Any] | None = None,
-              setup: dict[str, Any] | None = None) -> dict[str, Any] | None:
+              setup: dict[str, Any] | None = None, keep: bool = False
+              ) -> dict[str, Any] | None:
     """``SELECT release_version FROM system.local`` answered by the node (and, with
     `peers`, at least that many other nodes in its ``system.peers_v2``), logged in as
     msgctl with `security`; `setup` first makes the deployment's logins and rights
-    (msgctl.infra.cassandra_auth) through its `seed` node."""
+    (msgctl.infra.cassandra_auth) through its `seed` node. `keep`: over a session kept
+    for the next look (one that fails is closed; `forget_sessions` closes the rest)."""
     try:
         return await asyncio.to_thread(_cql, host, port, datacenter, timeout, peers,
-                                       security, setup)
+                                       security, setup, keep)
     except Exception:  # noqa: BLE001 - any driver failure means "not ready yet"
         return None
 
@@ -205,12 +254,21 @@ async def redis(url: str, timeout: float = 5.0,
         await client.aclose()
 
 
-async def check(spec: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
-    """Run the probe a program's spec names (cql, kafka, mirror, redis or s3)."""
+def live_look(spec: dict[str, Any]) -> dict[str, Any]:
+    """A probe spec without its start-time steps (Kafka's ACLs, Cassandra's logins and
+    rights): what a look at an engine that was ready once runs."""
+    return {k: v for k, v in spec.items() if k not in ("setup", "acls")}
+
+
+async def check(spec: dict[str, Any], timeout: float = 5.0, keep: bool = False
+                ) -> dict[str, Any] | None:
+    """Run the probe a program's spec names (cql, kafka, mirror, redis or s3); `keep`:
+    a Cassandra session stays open for the next look (see the module docstring)."""
     kind = spec.get("kind")
     if kind == "cql":
         return await cql(spec["host"], int(spec["port"]), spec.get("datacenter"), timeout,
-                         int(spec.get("peers", 0)), spec.get("security"), spec.get("setup"))
+                         int(spec.get("peers", 0)), spec.get("security"), spec.get("setup"),
+                         keep)
     if kind == "mirror":
         return await mirror(spec["bootstrap"], list(spec["topics"]), timeout,
                             spec.get("security"))

@@ -105,8 +105,12 @@ def _client_tls(ca: str) -> ssl.SSLContext:
     return client_context(Path(ca) if ca else None)
 
 
-async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None:
-    """Probe a program as its spec says; the answer (a dict) when ready, else None."""
+async def check(program: Program, timeout: float = 1.0, live: bool = False,
+                keep: bool = False) -> dict[str, Any] | None:
+    """Probe a program as its spec says; the answer (a dict) when ready, else None.
+    `live`: a look at a program that was ready once, without an engine's start-time
+    steps (msgctl.infra.probes.live_look); `keep`: a Cassandra session stays open for
+    the next look (the supervisor's: a login costs the node a bcrypt check)."""
     spec = program.probe_spec
     if spec.get("kind") == "http":
         body = await probe(spec["url"], timeout=timeout, ca=spec.get("ca", ""))
@@ -125,7 +129,8 @@ async def check(program: Program, timeout: float = 1.0) -> dict[str, Any] | None
         return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}}
     from msgctl.infra import probes  # the engine drivers load only where engines run
 
-    answer = await probes.check(spec, timeout=max(timeout, 3.0))
+    answer = await probes.check(probes.live_look(spec) if live else spec,
+                                timeout=max(timeout, 3.0), keep=keep)
     if answer is None:
         return None
     return {"ready": True, "runtimes": {r: "ready" for r in program.runtimes}, **answer}
@@ -223,7 +228,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 return False
-            body = await check(m.program, timeout=1.0)
+            body = await check(m.program, timeout=1.0, keep=True)
             if body is not None:
                 m.runtimes = dict(body.get("runtimes") or {})
                 return True
@@ -345,7 +350,7 @@ class Supervisor:
         interval = ENGINE_HEALTH_INTERVAL if m.program.kind == ENGINE else HEALTH_INTERVAL
         while True:
             await asyncio.sleep(interval)
-            body = await check(m.program, timeout=1.0)
+            body = await check(m.program, timeout=1.0, live=True, keep=True)
             runtimes = dict(body.get("runtimes") or {}) if body else {
                 r: "unhealthy" for r in m.program.runtimes}
             if runtimes != m.runtimes:
@@ -481,6 +486,9 @@ class Supervisor:
         self.publish()
         if self.chaos is not None:  # paused programs resume, cut links heal, before stopping
             await self.chaos.close()
+        probes = sys.modules.get("msgctl.infra.probes")  # loaded where engines run
+        if probes is not None:  # before the nodes stop: no reconnecting to them
+            await asyncio.to_thread(probes.forget_sessions)
         for name in reversed(self.order):
             await self.stop_program(name)
         if self.chaos is not None:

@@ -10,15 +10,19 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
+from msgctl.home import Home
 from msgctl.infra import probes, security
+from msgctl.supervisor import daemon
 from tests.conftest import free_port, msgctl
 
 WARMUP_S = 4  # short: what is checked is that each JVM was driven, not how warm it got
@@ -94,6 +98,23 @@ def test_each_engine_is_running_and_answers_its_own_protocol(stack: Stack) -> No
     assert cql == {"version": "5.0.6", "datacenter": "lab"}  # the region is the data center
     assert kafka is not None and kafka["brokers"] == 1
     assert redis is not None and redis["version"]
+
+
+def test_the_supervisor_looks_at_cassandra_over_one_kept_login(stack: Stack) -> None:
+    """Its looks every ENGINE_HEALTH_INTERVAL reuse the session of its readiness look: a
+    login costs the node a bcrypt check on its request threads (100-170 ms of a core)."""
+    supervisor = psutil.Process(Home(stack.home).supervisor_pid())
+
+    def connections() -> set[int]:
+        return {c.laddr.port for c in supervisor.net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == stack.ports["cql"]
+                and c.status == psutil.CONN_ESTABLISHED}
+
+    first = connections()
+    time.sleep(daemon.ENGINE_HEALTH_INTERVAL * 1.5)  # at least one look in between
+    assert first, "no session kept between looks"
+    assert connections() == first
+    assert stack.engines()["cassandra.lab"]["state"] == "RUNNING"
 
 
 def test_start_waits_for_the_jvms_warm_up_which_leaves_no_topic(stack: Stack) -> None:
