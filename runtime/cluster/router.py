@@ -13,14 +13,16 @@ Batches are pipelined: up to `PIPELINE` batches read ahead have their messages
 written while the earlier ones are routed, so under load the store's round
 trips overlap instead of adding up. A batch's heads are written once its own
 messages and every earlier batch's are stored (a head never points past what a
-reader can fetch). Routing stays in batch order: the batches read ahead whose
-writes are done are routed together (watermarks stored, events published,
-offsets committed), after every batch before them.
+reader can fetch). Routing stays in batch order: the oldest batch is routed once
+it is stored, together with the batches after it whose writes are done by then
+(watermarks stored, events published, offsets committed); it never waits for a
+later batch's write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -221,36 +223,25 @@ class StoreRouter:
             await self.store.set_heads(rest)
 
     async def _in_order(self, ahead: asyncio.Queue[Any]) -> None:
-        """Route the batches in the order read, those waiting together; then commit."""
+        """Route the batches in the order read: the oldest once it is stored, with the
+        ones after it whose store is done already (never waiting for a later batch's
+        store, which would hold the oldest's messages for it); then commit."""
         assert self.consumer is not None
         consumer = self.consumer
+        # batches taken off the queue, not routed yet; at most PIPELINE, so that with the
+        # queue's PIPELINE no more than twice that many are read ahead, as before
+        waiting: collections.deque[Any] = collections.deque()
         while True:
-            batches = [await ahead.get()]
-            while not ahead.empty():
-                batches.append(ahead.get_nowait())
-            stored = True
-            items: list[env.EventRecord] = []
-            for _, batch_items, early, _ in batches:
-                if early is not None:
-                    if not stored:
-                        # all of this round is written again below; its later batches'
-                        # stores wait for this round to finish, so they are not awaited
-                        early.add_done_callback(_retrieve)
-                    else:
-                        try:
-                            # bounded: were a store read ahead ever to wait on something
-                            # that waits on this pass, writing again in order ends it
-                            await asyncio.wait_for(asyncio.shield(early), STORE_WAIT)
-                        except TimeoutError:
-                            METRICS.errors.labels("store_ahead_stalled").inc()
-                            log.warning("store of a batch read ahead not done in %.0fs; "
-                                        "writing it again in order", STORE_WAIT)
-                            early.add_done_callback(_retrieve)
-                            stored = False
-                        except Exception as exc:  # written again below, with retries
-                            log.debug("store of a batch read ahead failed: %r", exc)
-                            stored = False
-                items += batch_items
+            if not waiting:
+                waiting.append(await ahead.get())
+            batches = [waiting.popleft()]
+            stored = await self._stored(batches[0][2])
+            while len(waiting) < PIPELINE and not ahead.empty():
+                waiting.append(ahead.get_nowait())
+            while stored and waiting and (waiting[0][2] is None or waiting[0][2].done()):
+                batches.append(waiting.popleft())
+                stored = await self._stored(batches[-1][2])
+            items = [item for _, batch_items, _, _ in batches for item in batch_items]
             if items:
                 await self._handle_until_done(items, stored)
             for *_, finished in batches:
@@ -258,6 +249,27 @@ class StoreRouter:
             offsets = next_offsets([rec for read, *_ in batches for rec in read])
             if offsets:
                 store_offsets(self.worker, consumer, offsets, log)
+
+    @staticmethod
+    async def _stored(early: asyncio.Task[None] | None) -> bool:
+        """Whether a batch's store read ahead (its messages and heads) succeeded; False
+        makes the in-order pass write its round again. Bounded: were a store read ahead
+        ever to wait on something that waits on this pass, writing again in order ends
+        it."""
+        if early is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(early), STORE_WAIT)
+            return True
+        except TimeoutError:
+            METRICS.errors.labels("store_ahead_stalled").inc()
+            log.warning("store of a batch read ahead not done in %.0fs; "
+                        "writing it again in order", STORE_WAIT)
+            early.add_done_callback(_retrieve)
+            return False
+        except Exception as exc:  # written again by the in-order pass, with retries
+            log.debug("store of a batch read ahead failed: %r", exc)
+            return False
 
     async def _handle_until_done(self, items: list[env.EventRecord],
                                  stored: bool = False) -> None:

@@ -389,6 +389,42 @@ def test_a_batch_of_only_duplicates_after_a_failed_store_does_not_hold_the_next(
     asyncio.run(go())
 
 
+def test_a_stored_batch_is_routed_without_waiting_for_a_later_batchs_store() -> None:
+    """Batches routed in order, but the oldest waiting goes once it is stored: a later
+    batch still being stored joins its round only if done by then (it held the earlier
+    batch's messages for its own write)."""
+    async def go() -> None:
+        store = RecordingStore()
+        store.gates["z"] = asyncio.Event()
+        store.gates["b"] = asyncio.Event()
+        consumer = ScriptedConsumer([[Record(0, 0, msg("z", 1))], [Record(0, 1, msg("a", 5))],
+                                     [Record(0, 2, msg("b", 9))]])
+        r = router(store, consumer)
+        task = asyncio.create_task(run_until(r, lambda: consumer.stored and
+                                             consumer.stored[-1] == [(0, 3)]))
+        for _ in range(200):  # all three read; a's messages stored, z's and b's held
+            if ("messages", (5,)) in store.log and consumer.given == 3:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        store.gates["z"].set()
+        def routed() -> list[int]:
+            return [seq for kind, seqs in store.log if kind == "route" for seq in seqs]
+
+        for _ in range(200):
+            if 5 in routed():
+                break
+            await asyncio.sleep(0.01)
+        # a is routed (after z, or with it) while b's store is still held
+        assert routed() == [1, 5]
+        assert consumer.stored[-1] == [(0, 2)]
+        store.gates["b"].set()
+        await task
+        assert routed() == [1, 5, 9]
+
+    asyncio.run(go())
+
+
 def test_a_store_read_ahead_that_never_ends_is_written_again_in_order(
         monkeypatch: Any) -> None:
     """The in-order pass bounds its wait for a batch's store: past it the batch is
