@@ -157,9 +157,12 @@ async def burst_with_fault(dep: Deployment, fault, count: int = 150,
 
 async def test_sigkill_sequencer_mid_burst(cluster_deployment: Deployment) -> None:
     dep = cluster_deployment
+    # looked up before the burst: `msgctl status` takes seconds on a loaded machine, by
+    # which time a fast burst is over
+    pid = pid_of(dep, "sequencer.local")
 
     def kill() -> None:
-        os.kill(pid_of(dep, "sequencer.local"), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
     await burst_with_fault(dep, kill)
     wait_running(dep)
@@ -167,9 +170,10 @@ async def test_sigkill_sequencer_mid_burst(cluster_deployment: Deployment) -> No
 
 async def test_kafka_broker_restart_under_traffic(cluster_deployment: Deployment) -> None:
     dep = cluster_deployment
+    pid = pid_of(dep, "kafka.local")  # before the burst, as above
 
     def restart() -> None:
-        os.kill(pid_of(dep, "kafka.local"), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         time.sleep(3)  # down for a while: sends in this window cannot be stored
 
     senders, _ = await burst_with_fault(dep, restart, count=60)
