@@ -25,10 +25,16 @@ class Conversations:
         self._cache: OrderedDict[str, Conversation] = OrderedDict()
         self._capacity = capacity
 
-    async def get(self, conv: str) -> Conversation | None:
+    def _cached(self, conv: str) -> Conversation | None:
+        """The cached conversation, marked as used; None when not cached."""
         hit = self._cache.get(conv)
         if hit is not None:
             self._cache.move_to_end(conv)
+        return hit
+
+    async def get(self, conv: str) -> Conversation | None:
+        hit = self._cached(conv)
+        if hit is not None:
             return hit
         found = await self.store.get_conversation(conv)
         if found is not None:
@@ -42,11 +48,10 @@ class Conversations:
         out: dict[str, Conversation] = {}
         missing: list[str] = []
         for conv in dict.fromkeys(convs):
-            hit = self._cache.get(conv)
+            hit = self._cached(conv)
             if hit is None:
                 missing.append(conv)
             else:
-                self._cache.move_to_end(conv)
                 out[conv] = hit
         if missing:
             found = await all_of((self.get(c) for c in missing), READS_IN_FLIGHT)
