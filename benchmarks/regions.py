@@ -1,7 +1,7 @@
 """Two and three regions on this machine: startup, memory, cross-region latency, link lag.
 
     python benchmarks/regions.py [--regions 2,3] [--messages 200] [--burst 2000]
-                                 [--rate 500 --seconds 20] [--json]
+                                 [--rate 500 --seconds 20 --warm 10] [--json]
 
 For each count, `msgctl up` of the shipped regions/two-region.yaml or
 three-region.yaml (moved by --port-offset, so a running default deployment is
@@ -21,7 +21,9 @@ the total RSS of all of them. On two regions, also:
   us-east's gateway and receivers on eu-west's (conversations homed in us-east,
   so every message crosses MirrorMaker 2), the send->deliver and send->sent
   percentiles, and each link's replication lag sampled every half second
-  meanwhile (p50/p99/max).
+  meanwhile (p50/p99/max), over Kafka clients kept between samples. The step
+  follows --warm seconds (default 10) of the same traffic, not measured: fresh
+  JVMs compile their hot paths under the first traffic.
 
 Every deployment is taken down at the end. Prints a summary, or JSON.
 """
@@ -129,25 +131,27 @@ async def paced(stack: Stack, sender: int, receiver: int, n: int) -> dict[str, f
             "send_deliver_p99_ms": pct(delivered, 0.99), "messages": n}
 
 
-def lag_now(stack: Stack) -> dict[str, Any]:
+def lag_now(reader: replication.LagReader) -> dict[str, Any]:
     """Each link's replication lag in ms ("source->target": lag, None when unknown)."""
-    return {f"{x.source}->{x.target}": x.lag_ms for x in replication.links(stack.regions())}
+    return {f"{x.source}->{x.target}": x.lag_ms for x in reader.links()}
 
 
 def lag_samples(stack: Stack, count: int, every: float) -> list[dict[str, Any]]:
     out = []
-    for _ in range(count):
-        out.append(lag_now(stack))
-        time.sleep(every)
+    with replication.LagReader(stack.regions()) as reader:
+        for _ in range(count):
+            out.append(lag_now(reader))
+            time.sleep(every)
     return out
 
 
 class LagSampler:
     """Each link's replication lag (`msgctl status`'s measure) every half second, in a
-    thread, until `stop`."""
+    thread, until `stop`, over Kafka clients kept between samples (new ones each time
+    loaded the brokers with TLS handshakes: a third of a broker's CPU at 500 msgs/s)."""
 
     def __init__(self, stack: Stack) -> None:
-        self.stack = stack
+        self.reader = replication.LagReader(stack.regions())
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -156,12 +160,13 @@ class LagSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             t = time.monotonic()
-            self.samples.append(lag_now(self.stack))
+            self.samples.append(lag_now(self.reader))
             self._stop.wait(max(0.0, 0.5 - (time.monotonic() - t)))
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self.reader.close()
 
     def per_link(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -173,9 +178,10 @@ class LagSampler:
         return out
 
 
-def at_rate(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
+def at_rate(stack: Stack, rate: float, seconds: float, warm: float = 0.0) -> dict[str, Any]:
     """Open-loop traffic from us-east's gateway to receivers on eu-west's (see the module
-    docstring), with the links' lag sampled meanwhile."""
+    docstring), with the links' lag sampled meanwhile; after `warm` seconds of the same
+    traffic, not measured, when more than 0."""
     from msgctl.bench import runner
     from msgctl.tls import trust_children
 
@@ -185,6 +191,10 @@ def at_rate(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
                            receiver_url=regions[1]["ws_url"])
     settings = runner.Settings.quick()
     settings.warmup_seconds = 2.0
+    if warm > 0:
+        # fresh JVMs compile their hot paths under the first traffic (benchmarks/families.py
+        # does the same): the measured step is then a steady state, not the first minute
+        runner.run_step(target, settings, rate, relay=False, duration=warm)
     lag = LagSampler(stack)
     try:
         step = runner.run_step(target, settings, rate, relay=False, duration=seconds)
@@ -236,7 +246,7 @@ async def burst(stack: Stack, n: int, pairs: int = 8) -> dict[str, Any]:
 
 
 def measure(count: int, messages: int, burst_n: int, rate: float = 0.0,
-            seconds: float = 20.0) -> dict[str, Any]:
+            seconds: float = 20.0, warm: float = 10.0) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"msgctl-regions{count}-"))
     stack = Stack(root / "home", count)
     out: dict[str, Any] = {"regions": count, "topology": TOPOLOGIES[count]}
@@ -251,7 +261,7 @@ def measure(count: int, messages: int, burst_n: int, rate: float = 0.0,
             out["cross_region_receiver"] = asyncio.run(paced(stack, 0, 1, messages))
             out["cross_region_sender"] = asyncio.run(paced(stack, 1, 0, messages))
         if count == 2 and rate:
-            out["at_rate"] = at_rate(stack, rate, seconds)
+            out["at_rate"] = at_rate(stack, rate, seconds, warm)
         if count == 2 and burst_n:
             out["burst"] = asyncio.run(burst(stack, burst_n))
         out["rss_after_mib"], _ = total_rss_mib(stack.home)
@@ -268,9 +278,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.0,
                     help="msgs/s of open-loop cross-region traffic (two regions; 0: none)")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warm", type=float, default=10.0,
+                    help="seconds of the --rate traffic before the measured step, not "
+                         "measured (0: measure the first traffic at that rate)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [measure(int(c), args.messages, args.burst, args.rate, args.seconds)
+    if args.warm < 0:
+        ap.error("--warm must be 0 or more")
+    results = [measure(int(c), args.messages, args.burst, args.rate, args.seconds, args.warm)
                for c in args.regions.split(",")]
     if args.json:
         print(json.dumps(results, indent=2))

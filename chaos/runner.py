@@ -272,17 +272,23 @@ class Runner:
             self.on_change(self.progress)
 
     async def _sample_lag(self) -> None:
-        regions = self.target.deployment_regions()
-        while True:
-            try:
-                links = await asyncio.to_thread(replication.links, regions)
-            except Exception:  # a probe failing during a fault is expected
-                links = []
-            for x in links:
-                self.history.add("lag", source=x.source, target=x.target, lag_ms=x.lag_ms,
-                                 stalled=x.stalled)
-                self.progress.lag[f"{x.source}->{x.target}"] = x.lag_ms
-            await asyncio.sleep(LAG_EVERY)
+        # its Kafka clients are kept across samples: a client made anew for each would
+        # load the brokers under test with TLS handshakes
+        reader = replication.LagReader(self.target.deployment_regions())
+        try:
+            while True:
+                try:
+                    links = await asyncio.to_thread(reader.links)
+                except Exception:  # a probe failing during a fault is expected
+                    links = []
+                for x in links:
+                    self.history.add("lag", source=x.source, target=x.target,
+                                     lag_ms=x.lag_ms, stalled=x.stalled)
+                    self.progress.lag[f"{x.source}->{x.target}"] = x.lag_ms
+                await asyncio.sleep(LAG_EVERY)
+        finally:
+            # a cancelled sample may still be reading in its thread: close after it
+            await asyncio.to_thread(reader.close)
 
     # -- faults -------------------------------------------------------------------------
     async def _nemesis(self) -> None:

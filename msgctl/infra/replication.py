@@ -20,14 +20,15 @@ a stale copy says something about this link only while the originals in
 ``src`` are fresh. A link is ``stalled`` when it is behind by more than
 STALL_MS, or fresh heartbeats in ``src`` stopped arriving in ``dst`` (older than
 HEARTBEAT_STALE_MS), or none ever arrived, or it cannot be read at all.
-The arithmetic is `assess`, pure; `links` does the reading.
+The arithmetic is `assess`, pure; `links` does the reading (`LagReader` for
+repeated reads, over Kafka clients it keeps).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,17 +73,29 @@ def assess(source: str, target: str, src_tail: dict[int, list[int]],
     return LinkLag(source, target, lag, age, stalled)
 
 
-def _tail(bootstrap: str, topic: str, timeout: float, client: dict[str, Any] | None = None,
-          ) -> tuple[dict[int, list[int]], frozenset[int]]:
-    """Timestamps (ms) of the last TAIL committed records of each partition, and the
-    partitions whose position stayed short of their end. `client`: msgctl's SSL settings
-    for that Kafka (deployment.json's `kafka_client` of the region)."""
-    from confluent_kafka import Consumer, TopicPartition
+class _TailReader:
+    """One Kafka consumer reading the tail of one topic, kept between reads.
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"msgctl-lag-{uuid.uuid4()}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "log_level": 0, "fetch.wait.max.ms": 10, **(client or {})})
-    try:
+    A reader that samples the lag every half second (the benchmarks, the drills)
+    would otherwise make a new client, with its TLS handshakes, for every topic of
+    every sample: at 500 msgs/s over two regions those handshakes were a third of a
+    Kafka broker's CPU, and so part of the latency the sampling measured."""
+
+    def __init__(self, bootstrap: str, topic: str, client: dict[str, Any] | None) -> None:
+        from confluent_kafka import Consumer
+
+        self.topic = topic
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"msgctl-lag-{uuid.uuid4()}",
+            "enable.auto.commit": False, "isolation.level": "read_committed",
+            "log_level": 0, "fetch.wait.max.ms": 10, **(client or {})})
+
+    def read(self, timeout: float) -> tuple[dict[int, list[int]], frozenset[int]]:
+        """Timestamps (ms) of the last TAIL committed records of each partition, and the
+        partitions whose position stayed short of their end."""
+        from confluent_kafka import TopicPartition
+
+        consumer, topic = self.consumer, self.topic
         meta = consumer.list_topics(topic, timeout=timeout)
         info = meta.topics.get(topic)
         if info is None or info.error is not None:
@@ -98,56 +111,102 @@ def _tail(bootstrap: str, topic: str, timeout: float, client: dict[str, Any] | N
         if not starts:
             return {}, frozenset()
         consumer.assign(starts)
-        stamps: dict[int, list[int]] = {}
-        deadline = time.monotonic() + timeout
-        pending, idle = set(ends), 0
-        # until every partition is read to its end; a transaction's trailing marker is
-        # never handed out, so a few quiet polls also end it
-        while pending and idle < 3 and time.monotonic() < deadline:
-            records = consumer.consume(500, 0.1)
-            idle = 0 if records else idle + 1
-            for rec in records:
-                if rec.error() is None:
-                    stamps.setdefault(rec.partition(), []).append(rec.timestamp()[1])
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
-                if tp.offset >= ends[tp.partition]:
-                    pending.discard(tp.partition)
-        # partitions left short of their end: in a sequencer's topic often only a
-        # transaction's trailing marker; in a copy (MM2 writes no transactions) unread
-        return stamps, frozenset(pending)
-    finally:
-        consumer.close()
+        try:
+            stamps: dict[int, list[int]] = {}
+            deadline = time.monotonic() + timeout
+            pending, idle = set(ends), 0
+            # until every partition is read to its end; a transaction's trailing marker
+            # is never handed out, so a few quiet polls also end it
+            while pending and idle < 3 and time.monotonic() < deadline:
+                records = consumer.consume(500, 0.1)
+                idle = 0 if records else idle + 1
+                for rec in records:
+                    if rec.error() is None:
+                        stamps.setdefault(rec.partition() or 0, []).append(rec.timestamp()[1])
+                for tp in consumer.position([TopicPartition(topic, p) for p in list(pending)]):
+                    if tp.offset >= ends[tp.partition]:
+                        pending.discard(tp.partition)
+            # partitions left short of their end: in a sequencer's topic often only a
+            # transaction's trailing marker; in a copy (MM2 writes no transactions) unread
+            return stamps, frozenset(pending)
+        finally:
+            # the next read starts from its own offsets, with nothing fetched for this one
+            consumer.unassign()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class LagReader:
+    """Reads every link's lag (`links`) as often as asked, over Kafka clients it keeps
+    open (one per topic read) until `close`. A client whose read failed is closed and
+    made anew at the next read."""
+
+    def __init__(self, regions: list[dict[str, Any]], timeout: float = 3.0) -> None:
+        kafka = {r["name"]: r.get("engines", {}).get("kafka") for r in regions}
+        self.kafka: dict[str, str] = {name: b for name, b in kafka.items() if b}
+        self.clients = {r["name"]: r.get("kafka_client") for r in regions}
+        self.timeout = timeout
+        self.pairs = [(src, dst) for src in self.kafka for dst in self.kafka if src != dst]
+        reads = {(name, topic) for name in self.kafka for topic in (EVENTS, "heartbeats")}
+        reads |= {(dst, f"{src}.{topic}") for src, dst in self.pairs
+                  for topic in (EVENTS, "heartbeats")}
+        self.reads = sorted(reads)
+        self._readers: dict[tuple[str, str], _TailReader] = {}
+        self._pool = ThreadPoolExecutor(max_workers=min(16, len(self.reads) or 1))
+
+    def _read(self, key: tuple[str, str]) -> tuple[dict[int, list[int]], frozenset[int]]:
+        reader = self._readers.get(key)
+        if reader is None:
+            name, topic = key
+            reader = self._readers[key] = _TailReader(self.kafka[name], topic,
+                                                      self.clients[name])
+        try:
+            return reader.read(self.timeout)
+        except Exception:
+            del self._readers[key]
+            reader.close()
+            raise
+
+    def links(self) -> list[LinkLag]:
+        """Every ordered pair of the regions that have a Kafka endpoint. Each topic is read
+        once, all of them side by side: a call takes about one read, not one per link."""
+        futures = {key: self._pool.submit(self._read, key) for key in self.reads}
+        # every read ends before any is looked at: a reader is never used by two at once
+        wait(futures.values())
+        out = []
+        now = int(time.time() * 1000)
+        for src, dst in self.pairs:
+            try:
+                read = {k: futures[k].result() for k in ((src, EVENTS), (src, "heartbeats"),
+                                                         (dst, f"{src}.{EVENTS}"),
+                                                         (dst, f"{src}.heartbeats"))}
+            except Exception as exc:  # noqa: BLE001 - an unreachable cluster is the answer
+                out.append(LinkLag(src, dst, None, None, True, str(exc) or type(exc).__name__))
+                continue
+            got = {k: stamps for k, (stamps, _) in read.items()}
+            newest = {k: {p: max(ts) for p, ts in v.items()} for k, v in got.items()}
+            beats, emitted = newest[(dst, f"{src}.heartbeats")], newest[(src, "heartbeats")]
+            out.append(assess(src, dst, got[(src, EVENTS)], newest[(dst, f"{src}.{EVENTS}")],
+                              max(beats.values()) if beats else None, now,
+                              max(emitted.values()) if emitted else None,
+                              unread_dst=read[(dst, f"{src}.{EVENTS}")][1]))
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+    def __enter__(self) -> LagReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def links(regions: list[dict[str, Any]], timeout: float = 3.0) -> list[LinkLag]:
-    """Every ordered pair of the deployment's regions that have a Kafka endpoint.
-
-    Each topic is read once, all of them side by side: a status call takes about one
-    read, not one per link."""
-    kafka = {r["name"]: r.get("engines", {}).get("kafka") for r in regions}
-    kafka = {name: bootstrap for name, bootstrap in kafka.items() if bootstrap}
-    clients = {r["name"]: r.get("kafka_client") for r in regions}
-    pairs = [(src, dst) for src in kafka for dst in kafka if src != dst]
-    reads = {(name, topic) for name in kafka for topic in (EVENTS, "heartbeats")}
-    reads |= {(dst, f"{src}.{topic}") for src, dst in pairs for topic in (EVENTS, "heartbeats")}
-    with ThreadPoolExecutor(max_workers=min(16, len(reads) or 1)) as pool:
-        futures = {key: pool.submit(_tail, kafka[key[0]], key[1], timeout, clients[key[0]])
-                   for key in reads}
-    out = []
-    now = int(time.time() * 1000)
-    for src, dst in pairs:
-        try:
-            read = {k: futures[k].result() for k in ((src, EVENTS), (src, "heartbeats"),
-                                                     (dst, f"{src}.{EVENTS}"),
-                                                     (dst, f"{src}.heartbeats"))}
-        except Exception as exc:  # noqa: BLE001 - an unreachable cluster is the answer
-            out.append(LinkLag(src, dst, None, None, True, str(exc) or type(exc).__name__))
-            continue
-        got = {k: stamps for k, (stamps, _) in read.items()}
-        newest = {k: {p: max(ts) for p, ts in v.items()} for k, v in got.items()}
-        beats, emitted = newest[(dst, f"{src}.heartbeats")], newest[(src, "heartbeats")]
-        out.append(assess(src, dst, got[(src, EVENTS)], newest[(dst, f"{src}.{EVENTS}")],
-                          max(beats.values()) if beats else None, now,
-                          max(emitted.values()) if emitted else None,
-                          unread_dst=read[(dst, f"{src}.{EVENTS}")][1]))
-    return out
+    """Every link's lag, read once (`LagReader` keeps its clients for repeated reads)."""
+    with LagReader(regions, timeout) as reader:
+        return reader.links()

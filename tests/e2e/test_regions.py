@@ -12,8 +12,11 @@ import signal
 import time
 import uuid
 
+import psutil
 import pytest
 
+from msgctl.home import Home
+from msgctl.infra import replication
 from tests.conftest import Regions
 from tests.wsclient import Client, assert_chain
 
@@ -62,6 +65,29 @@ def test_status_shows_every_region_and_a_healthy_link_each_way(two_regions: Regi
     for link in links.values():
         assert not link["stalled"] and link["error"] == "", link
         assert link["heartbeat_age_ms"] is not None and link["heartbeat_age_ms"] < 10_000
+
+
+def test_a_lag_reader_keeps_its_kafka_connections_between_reads(two_regions: Regions) -> None:
+    """The benchmarks and drills sample the lag every half second or two: over kept
+    clients, not new ones (each a TLS handshake on the brokers under test)."""
+    regions = (Home(two_regions.home).deployment() or {})["regions"]
+    ports = {int(hp.rsplit(":", 1)[1]) for r in regions
+             for hp in r["engines"]["kafka"].split(",")}
+    me = psutil.Process()
+
+    def kafka_connections() -> set[int]:
+        return {c.laddr.port for c in me.net_connections(kind="tcp")
+                if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED}
+
+    with replication.LagReader(regions) as reader:
+        for _ in range(2):
+            reader.links()
+        held = kafka_connections()
+        for _ in range(3):
+            links = reader.links()
+            assert not [x for x in links if x.stalled or x.error], links
+        assert held and kafka_connections() == held
+    assert not kafka_connections()
 
 
 async def test_a_conversation_across_regions_keeps_one_order_with_receipts(

@@ -1,8 +1,15 @@
-"""The lag arithmetic of `msgctl status` per MirrorMaker 2 link (no Kafka needed)."""
+"""The lag arithmetic of `msgctl status` per MirrorMaker 2 link, and how a `LagReader`
+keeps its Kafka clients between reads (no Kafka needed: stand-in tail readers)."""
 
 from __future__ import annotations
 
-from msgctl.infra.replication import HEARTBEAT_STALE_MS, STALL_MS, assess
+import time
+from typing import Any
+
+import pytest
+
+from msgctl.infra import replication
+from msgctl.infra.replication import HEARTBEAT_STALE_MS, STALL_MS, LagReader, assess
 
 NOW = 1_000_000
 
@@ -49,3 +56,74 @@ def test_a_copy_partition_not_read_in_time_is_left_out_not_read_as_never_copied(
     lag = assess("a", "b", src, {0: NOW - 30}, NOW - 100, NOW, NOW, unread_dst=frozenset({2}))
     assert lag.lag_ms == 0 and not lag.stalled
     assert assess("a", "b", src, {0: NOW - 30}, NOW - 100, NOW, NOW).lag_ms == 333_000
+
+
+class FakeTail:
+    """Stands in for one kept Kafka client: every topic holds one fresh record."""
+
+    made: list[FakeTail] = []
+    fail: set[str] = set()  # topics whose next read fails once
+
+    def __init__(self, bootstrap: str, topic: str, client: dict[str, Any] | None) -> None:
+        self.bootstrap, self.topic, self.reads, self.closed = bootstrap, topic, 0, False
+        FakeTail.made.append(self)
+
+    def read(self, timeout: float) -> tuple[dict[int, list[int]], frozenset[int]]:
+        assert not self.closed
+        self.reads += 1
+        if self.topic in FakeTail.fail:
+            FakeTail.fail.discard(self.topic)
+            raise RuntimeError(f"{self.topic} unreachable")
+        return {0: [int(time.time() * 1000) - 5]}, frozenset()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+REGIONS = [{"name": "a", "engines": {"kafka": "ka:9092"}},
+           {"name": "b", "engines": {"kafka": "kb:9092"}}]
+
+
+@pytest.fixture
+def fake_tails(monkeypatch: pytest.MonkeyPatch) -> type[FakeTail]:
+    FakeTail.made, FakeTail.fail = [], set()
+    monkeypatch.setattr(replication, "_TailReader", FakeTail)
+    return FakeTail
+
+
+def test_a_lag_reader_reads_every_topic_over_the_same_clients_each_time(
+        fake_tails: type[FakeTail]) -> None:
+    with LagReader(REGIONS) as reader:
+        for _ in range(3):
+            links = reader.links()
+            assert [(x.source, x.target, x.stalled) for x in links] == \
+                [("a", "b", False), ("b", "a", False)]
+        # one client per topic read: each side's own two topics and the other's copies
+        assert len(fake_tails.made) == 8
+        assert {(t.bootstrap, t.topic) for t in fake_tails.made} == {
+            ("ka:9092", "msg.events"), ("ka:9092", "heartbeats"),
+            ("kb:9092", "msg.events"), ("kb:9092", "heartbeats"),
+            ("kb:9092", "a.msg.events"), ("kb:9092", "a.heartbeats"),
+            ("ka:9092", "b.msg.events"), ("ka:9092", "b.heartbeats")}
+        assert all(t.reads == 3 and not t.closed for t in fake_tails.made)
+    assert all(t.closed for t in fake_tails.made)
+
+
+def test_a_client_whose_read_failed_is_closed_and_made_anew(
+        fake_tails: type[FakeTail]) -> None:
+    with LagReader(REGIONS) as reader:
+        fake_tails.fail.add("a.msg.events")
+        failed = {(x.source, x.target): x for x in reader.links()}
+        assert failed[("a", "b")].stalled and "unreachable" in failed[("a", "b")].error
+        assert not failed[("b", "a")].stalled
+        broken = [t for t in fake_tails.made if t.topic == "a.msg.events"]
+        assert len(broken) == 1 and broken[0].closed
+        assert not any(x.stalled for x in reader.links())
+        again = [t for t in fake_tails.made if t.topic == "a.msg.events"]
+        assert len(again) == 2 and not again[1].closed
+        assert len(fake_tails.made) == 9  # only the failed one was made again
+
+
+def test_links_reads_once_and_closes_its_clients(fake_tails: type[FakeTail]) -> None:
+    assert len(replication.links(REGIONS)) == 2
+    assert len(fake_tails.made) == 8 and all(t.closed for t in fake_tails.made)
