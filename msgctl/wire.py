@@ -15,8 +15,10 @@ chaos/probes.py), all on asyncio and ``websockets``, and the Locust load user
 
 From thin to thick:
 
-- `encode` / `decode` are ``json.dumps`` / ``json.loads`` themselves, so hot
-  loops (the benchmark traffic) pay nothing for going through this module;
+- `encode` / `decode` are ``json.dumps`` / ``orjson.loads`` themselves, so hot
+  loops (the benchmark traffic) pay nothing for going through this module
+  (orjson reads a frame in a fifth of ``json.loads``'s time; the gateway
+  writes nothing it would read differently);
 - `connect` and `open_session` do the handshake (token, subprotocol) and the
   ``hello``; `read_hello` checks it;
 - `call` and `recv_until` are request/reply on a bare connection with no reader;
@@ -36,6 +38,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
+import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -46,9 +49,9 @@ if TYPE_CHECKING:
 SUBPROTOCOL = "msgctl.v1"
 Frame = dict[str, Any]
 
-# the json functions themselves: no wrapper call per frame
+# the functions themselves: no wrapper call per frame
 encode: Callable[..., str] = json.dumps
-decode: Callable[..., Any] = json.loads
+decode: Callable[..., Any] = orjson.loads
 _COMPACT = (",", ":")
 
 _ids = itertools.count(1)

@@ -9,6 +9,7 @@ two, which the fuzz tests check.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,6 +281,22 @@ def _parse(obj: dict[str, Any], fid: str | None, limits: Limits) -> ClientFrame:
     raise _Invalid(f"unknown frame type '{t}'")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: beyond a double
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# JSON as RFC 8259 has it: json.loads also reads NaN, Infinity and -Infinity, and a
+# number beyond a double as infinity, none of which a client can be sent back
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFrame | FrameError:
     """Parse one client message; never raises."""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
@@ -288,7 +305,7 @@ def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFr
     if isinstance(data, bytes):
         return FrameError(BAD_FRAME, "frames must be JSON text frames, not binary")
     try:
-        obj = json.loads(data)
+        obj = _DECODER.decode(data)
     except (ValueError, RecursionError):
         return FrameError(BAD_FRAME, "frame is not valid JSON")
     if not isinstance(obj, dict):

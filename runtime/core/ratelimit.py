@@ -20,6 +20,9 @@ class Verdict:
     close: bool = False
 
 
+ALLOWED = Verdict(True)  # one for every frame let through: it is immutable
+
+
 class TokenBucket:
     """Frames per second, and optionally bytes per second, with one strike count.
 
@@ -64,7 +67,7 @@ class TokenBucket:
             if self.byte_rate is not None:
                 self.byte_tokens = max(0.0, self.byte_tokens - need)
             self.strikes = 0
-            return Verdict(True)
+            return ALLOWED
         self.strikes += 1
         wait = 0.0 if frame_ok else (1 - self.tokens) / self.rate
         if not bytes_ok and self.byte_rate is not None:

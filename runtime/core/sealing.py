@@ -20,8 +20,7 @@ import binascii
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,6 +33,21 @@ from runtime.ports import Message, Send
 SEALED_PREFIX = "\x00s1."
 NONCE_BYTES = 12
 KEY_BYTES = 32  # AES-256
+
+
+_T = TypeVar("_T", Message, Send)
+
+
+def _with(record: _T, body: str, media: dict[str, Any] | None) -> _T:
+    """`dataclasses.replace(record, body=body, media=media)` at a sixth of its cost.
+
+    Every message goes through here twice (sealed at the gateway that takes it,
+    opened at each that delivers it), and `replace` looks up the class's fields on
+    each call. The copy takes every field as it is, so a field added later is kept.
+    """
+    copy = object.__new__(type(record))
+    copy.__dict__.update(record.__dict__, body=body, media=media)
+    return copy
 
 
 class SealError(Exception):
@@ -92,7 +106,7 @@ class Sealer:
         if send.media is not None:
             media = {"sealed": self.seal(json.dumps(send.media, separators=(",", ":")),
                                          _aad(send.conv, send.sender, send.cid, "media"))}
-        return replace(send, body=body, media=media)
+        return _with(send, body, media)
 
     def open_message(self, msg: Message) -> Message:
         """The message as a device gets it: body and media in the clear."""
@@ -105,7 +119,7 @@ class Sealer:
             media = opened if isinstance(opened, dict) else None
         if body is msg.body and media is msg.media:
             return msg
-        return replace(msg, body=body, media=media)
+        return _with(msg, body, media)
 
 
 def is_sealed(value: str) -> bool:

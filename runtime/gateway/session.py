@@ -16,7 +16,6 @@ last ack, and the memory the server holds for it never grows past the bound.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from runtime.core import jsontext
 from runtime.core.errors import CLOSE_TRY_AGAIN
 from runtime.core.session import Action, Close, Deliver, Fill, Reply, SessionMachine, msg_frame
 from runtime.metrics import METRICS, labelled
@@ -45,7 +45,7 @@ ReadPage = Callable[[str, int, int], Awaitable[list[Message]]]
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+    return jsontext.dumps_text(frame)
 
 
 class Session:

@@ -383,9 +383,21 @@ def test_ack_read_missing_fields(t):
 
 @pytest.mark.parametrize("t", ["ack", "read"])
 def test_ack_read_float_forms_are_not_integers(t):
-    for raw_seq in ["1e3", "5.0", "NaN", "Infinity", "-0.0"]:
+    for raw_seq in ["1e3", "5.0", "-0.0"]:
         raw = f'{{"t":"{t}","conv":"c","seq":{raw_seq}}}'
         assert_error(parse_client_frame(raw), needle="seq")
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+def test_numbers_json_does_not_have_are_not_json(number):
+    # json.loads reads these (as nan and inf); no JSON reader could be sent them back
+    for raw in [f'{{"t":"ack","conv":"c","seq":{number}}}',
+                f'{{"t":"send","conv":"c","cid":"m","kind":"text","body":"x",'
+                f'"media":{{"key":"k","w":{number}}}}}']:
+        assert_error(parse_client_frame(raw), needle="not valid JSON")
+    # a finite float where the protocol allows any value still goes through
+    assert isinstance(parse_client_frame('{"t":"send","conv":"c","cid":"m","kind":"text",'
+                                         '"body":"x","media":{"key":"k","w":1.5}}'), Send)
 
 
 # -- sync --------------------------------------------------------------------------------------

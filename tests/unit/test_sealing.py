@@ -41,6 +41,20 @@ def test_what_is_sealed_opens_to_the_same(body: str, media: dict | None) -> None
     assert (opened.body, opened.media) == (body, media)
 
 
+def test_sealing_and_opening_change_the_body_and_media_alone() -> None:
+    # the copy is made without dataclasses.replace: every other field must come through
+    sealer = Sealer({"k1": K1}, "k1")
+    original = replace(send("hi", {"key": "k"}), moved_from=7)
+    sealed = sealer.seal_send(original)
+    assert type(sealed) is Send and sealed.body != original.body
+    assert replace(sealed, body="hi", media={"key": "k"}) == original
+    message = replace(stored(sealed, seq=5), moved_from=3)
+    opened = sealer.open_message(message)
+    assert type(opened) is Message
+    assert opened == replace(message, body="hi", media={"key": "k"})
+    assert message.body == sealed.body  # the record opened is left as it was
+
+
 def test_a_sealed_body_moved_to_another_message_does_not_open() -> None:
     sealer = Sealer({"k1": K1}, "k1")
     sealed = sealer.seal_send(send("secret", cid="c1"))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Self, TypeAlias
 
+from runtime.core import jsontext
 from runtime.core.frames import (
     KINDS,
     MAX_CID_LEN,
@@ -63,7 +64,7 @@ Raw: TypeAlias = bytes | bytearray | str | None
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON, as every record on the cluster's topics and channels is written."""
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return jsontext.dumps(obj)
 
 
 def loads(raw: Raw) -> dict[str, Any]:
@@ -71,12 +72,12 @@ def loads(raw: Raw) -> dict[str, Any]:
     if raw is None:
         raise ValueError("record has no value (a tombstone)")
     try:
-        obj = json.loads(raw)
+        obj = jsontext.loads(raw)
     except RecursionError:
         raise ValueError("record is nested too deeply") from None
     except TypeError:
         raise ValueError(f"record must be bytes or text, not {type(raw).__name__}") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many int digits
+    except ValueError as exc:  # not JSON, not UTF-8, nested too deeply
         raise ValueError(f"record is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ValueError("record is not a JSON object")
