@@ -47,6 +47,10 @@ BACKENDS = ("embedded", "cluster")
 RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
 # cluster: the single-runtime processes listen beside the gateways (base + 10, 11, 12)
 RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
+# the CPU priority (nice) of the cluster's gateway and sequencer processes: their single
+# event loops are the message path, and on a small host they wait for a core behind the
+# engines' many threads (msgctl.supervisor.priority)
+PATH_NICE = -5
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
 # the blob endpoint's default port is the gateway's + 20 (cluster: gateway-N's is + 20 + N-1)
 MEDIA_PORT_OFFSET = 20
@@ -714,6 +718,7 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         base = (f"{region.http_scheme}://{region.host}" if is_gateway else http)
         out.append(Program(
             name=name, region=region.name, runtimes=runtimes,
+            nice=PATH_NICE if is_gateway or runtimes == ["sequencer"] else 0,
             argv=[python, "-m", "runtime.node", "--config", str(path)],
             health_url=f"{base}:{port}/readyz",
             endpoint=region.gateway_ws_url(port - region.gateway_port) if is_gateway

@@ -52,6 +52,7 @@ from msgctl.home import (
     write_json_atomic,
     write_private,
 )
+from msgctl.supervisor import priority
 from msgctl.supervisor.policy import RestartPolicy, RestartTracker
 from msgctl.supervisor.program import ENGINE, Program, engine_dependents
 from msgctl.supervisor.program import match as match_programs
@@ -155,6 +156,7 @@ class Managed:
         # its warm-up (first start only): {"state": warming|done|failed|interrupted, ...}
         self.warmup: dict[str, Any] = {}
         self.warming: asyncio.Task[None] | None = None
+        self.priority_warned = False  # said once that its `nice` could not be set
 
     def view(self) -> dict[str, Any]:
         return {
@@ -217,10 +219,18 @@ class Supervisor:
         # what the program itself creates (store, engine data, its logs) is private too,
         # whatever umask the supervisor was started with
         with open_private(log_path) as out:
-            return await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
                 cwd=m.program.cwd or str(self.home.root), env=env, umask=PRIVATE_UMASK)
+        if m.program.nice:
+            # the child is past its exec, so past the setsid that made its scheduling group
+            problem = priority.apply(proc.pid, m.program.nice)
+            if problem is not None and not m.priority_warned:
+                m.priority_warned = True
+                print(f"{m.program.name}: runs at the default CPU priority, not nice "
+                      f"{m.program.nice} ({problem})", flush=True)
+        return proc
 
     async def _wait_ready(self, m: Managed, proc: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self._start_timeout(m)

@@ -27,7 +27,8 @@ class Program:
     before the first start unless ``prepare_creates`` already exists (a Kafka storage
     format). ``start_timeout`` / ``stop_timeout`` of None take the supervisor's.
     ``cgroup`` is where in its region's cgroup it runs when the deployment has
-    cgroups (network faults, see `chaos.cgroups`).
+    cgroups (network faults, see `chaos.cgroups`). ``nice`` is its CPU priority, set
+    as it starts (`msgctl.supervisor.priority`).
     """
 
     name: str
@@ -50,6 +51,9 @@ class Program:
     # seconds at most to drive an engine's JVM once it is ready, until its JIT settles
     # (msgctl.infra.warmup); dependents start meanwhile, `up` waits for it
     warmup_s: float = 0.0
+    # its CPU priority (msgctl.supervisor.priority): below 0 for the event loops of the
+    # message path, which wait for a core behind the engines' threads on a small host
+    nice: int = 0
 
     @property
     def probe_spec(self) -> dict[str, Any]:

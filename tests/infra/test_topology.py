@@ -49,6 +49,19 @@ def test_external_engines_give_no_engine_program(tmp_path: Path) -> None:
     assert cfg.engines.redis_url == "redis://10.0.0.9:6379/2"
 
 
+def test_the_message_path_s_event_loops_run_at_a_higher_cpu_priority(tmp_path: Path) -> None:
+    engines = {"kafka": {"port": 9092}, "cassandra": {"port": 9042}, "redis": {"port": 6379}}
+    nice = {p.name: p.nice for p in plan(tmp_path, cluster(engines))}
+    assert nice["sequencer.eu"] == nice["gateway-1.eu"] == nice["gateway-2.eu"] \
+        == topo_mod.PATH_NICE < 0
+    assert {name: n for name, n in nice.items() if n != topo_mod.PATH_NICE} == {
+        "kafka.eu": 0, "cassandra.eu": 0, "redis.eu": 0, "presence.eu": 0, "push.eu": 0}
+    # the embedded node has nothing of its own to yield to
+    embedded = {"name": "t", "regions": [{"name": "eu", "host": "127.0.0.1",
+                                          "gateway": {"port": 7400}}]}
+    assert [p.nice for p in plan(tmp_path / "e", embedded)] == [0]
+
+
 def test_runtime_programs_ports_ids_order_and_probes(tmp_path: Path) -> None:
     programs = {p.name: p for p in plan(tmp_path, cluster(EXTERNAL), offset=100)}
     gw2 = NodeConfig.load(Path(programs["gateway-2.eu"].argv[-1]))

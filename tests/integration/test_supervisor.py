@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from msgctl.home import Home
+from msgctl.supervisor import priority
 from msgctl.supervisor.daemon import FATAL, RUNNING, STOPPED, Supervisor
 from msgctl.supervisor.policy import RestartPolicy
 from msgctl.topology import Program
@@ -72,3 +73,31 @@ async def test_ready_restart_after_kill_and_sigkill_escalation(tmp_path: Path) -
     took = time.monotonic() - t0
     assert m.state == STOPPED and m.proc.returncode == -9
     assert 0.9 <= took < 5
+
+
+async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path) -> None:
+    home = Home(tmp_path).ensure()
+    port = free_port()
+    # a positive value, which any user may set (the cluster's gateways and sequencers
+    # ask for a negative one, which needs root)
+    prog = program("niced", [sys.executable, "-c", SERVER, str(port), "plain"], port)
+    prog.nice = 4
+    port2 = free_port()
+    plain = program("plain", [sys.executable, "-c", SERVER, str(port2), "plain"], port2)
+    sup = Supervisor(home, [prog, plain], RestartPolicy(base_delay=0.05), stop_timeout=2.0)
+    await sup.start_program("niced")
+    await sup.start_program("plain")
+    m = sup.managed["niced"]
+    group_known = Path(f"/proc/{m.proc.pid}/autogroup").exists()
+    assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
+    assert priority.read(sup.managed["plain"].proc.pid) == (0 if group_known else None, 0)
+    first = m.proc.pid
+    os.kill(first, 9)
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if m.state == RUNNING and m.proc.pid != first:
+            break
+    assert m.state == RUNNING and m.proc.pid != first
+    assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
+    await sup.stop_program("niced")
+    await sup.stop_program("plain")
