@@ -11,7 +11,7 @@ from pathlib import Path
 
 from msgctl.home import Home
 from msgctl.supervisor import priority
-from msgctl.supervisor.daemon import FATAL, RUNNING, STOPPED, Supervisor
+from msgctl.supervisor.daemon import FATAL, RUNNING, STOPPED, Managed, Supervisor
 from msgctl.supervisor.policy import RestartPolicy
 from msgctl.topology import Program
 from tests.conftest import free_port
@@ -34,6 +34,18 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 def program(name: str, argv: list[str], port: int) -> Program:
     return Program(name=name, region="r", runtimes=["gateway"], argv=argv,
                    health_url=f"http://127.0.0.1:{port}/readyz", endpoint="-")
+
+
+async def killed_and_restarted(m: Managed) -> None:
+    """SIGKILL the program and wait (up to 5 s) for the supervisor to have it RUNNING again."""
+    assert m.proc is not None
+    first = m.proc.pid
+    os.kill(first, 9)
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if m.state == RUNNING and m.proc.pid != first:
+            break
+    assert m.state == RUNNING and m.proc.pid != first
 
 
 async def test_a_crash_looping_program_ends_in_fatal(tmp_path: Path) -> None:
@@ -61,13 +73,8 @@ async def test_ready_restart_after_kill_and_sigkill_escalation(tmp_path: Path) -
     await sup.start_program("stubborn")
     m = sup.managed["stubborn"]
     assert m.state == RUNNING and m.runtimes == {"gateway": "ready"}
-    first = m.proc.pid
-    os.kill(first, 9)
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if m.state == RUNNING and m.proc.pid != first:
-            break
-    assert m.state == RUNNING and m.proc.pid != first and m.tracker.total == 1
+    await killed_and_restarted(m)
+    assert m.tracker.total == 1
     t0 = time.monotonic()
     await sup.stop_program("stubborn")  # ignores SIGTERM: SIGKILL after the timeout
     took = time.monotonic() - t0
@@ -91,13 +98,7 @@ async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path)
     group_known = Path(f"/proc/{m.proc.pid}/autogroup").exists()
     assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
     assert priority.read(sup.managed["plain"].proc.pid) == (0 if group_known else None, 0)
-    first = m.proc.pid
-    os.kill(first, 9)
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if m.state == RUNNING and m.proc.pid != first:
-            break
-    assert m.state == RUNNING and m.proc.pid != first
+    await killed_and_restarted(m)
     assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
     await sup.stop_program("niced")
     await sup.stop_program("plain")
