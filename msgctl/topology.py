@@ -13,6 +13,7 @@ Toxiproxy (``toxiproxy.<region>``) that carries its connections to the others.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
 RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
 # the CPU priority (nice) of the cluster's gateway and sequencer processes: their single
 # event loops are the message path, and on a small host they wait for a core behind the
-# engines' many threads (msgctl.supervisor.priority)
+# engines' many threads (msgctl.supervisor.priority). Only for a region alone on its host:
+# where regions share one, the cross-region path runs through MirrorMaker 2 and the other
+# region's engines too, and favouring the event loops made it slower (docs/cluster.md).
 PATH_NICE = -5
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
 # the blob endpoint's default port is the gateway's + 20 (cluster: gateway-N's is + 20 + N-1)
@@ -676,6 +679,19 @@ def peers_of(topo: Topology, region: Region) -> dict[str, tuple[str, dict[str, A
     return {r.name: (r.host, r.engines) for r in topo.regions if r.name != region.name}
 
 
+def alone_on_host(topo: Topology, region: Region) -> bool:
+    """Whether no other region of the topology runs on `region`'s host (every loopback
+    address is this one machine)."""
+    def where(host: str) -> str:
+        try:
+            return "loopback" if ipaddress.ip_address(host).is_loopback else host
+        except ValueError:
+            return "loopback" if host == "localhost" else host
+
+    mine = where(region.host)
+    return sum(1 for r in topo.regions if where(r.host) == mine) == 1
+
+
 def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
                   home_dirs: dict[str, Path], secret: str,
                   engines: list[Program], home_root: Path,
@@ -718,7 +734,8 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         base = (f"{region.http_scheme}://{region.host}" if is_gateway else http)
         out.append(Program(
             name=name, region=region.name, runtimes=runtimes,
-            nice=PATH_NICE if is_gateway or runtimes == ["sequencer"] else 0,
+            nice=PATH_NICE if (is_gateway or runtimes == ["sequencer"])
+            and alone_on_host(topo, region) else 0,
             argv=[python, "-m", "runtime.node", "--config", str(path)],
             health_url=f"{base}:{port}/readyz",
             endpoint=region.gateway_ws_url(port - region.gateway_port) if is_gateway
