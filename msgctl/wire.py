@@ -15,10 +15,11 @@ chaos/probes.py), all on asyncio and ``websockets``, and the Locust load user
 
 From thin to thick:
 
-- `encode` / `decode` are ``json.dumps`` / ``orjson.loads`` themselves, so hot
-  loops (the benchmark traffic) pay nothing for going through this module
-  (orjson reads a frame in a fifth of ``json.loads``'s time; the gateway
-  writes nothing it would read differently);
+- `encode` is ``json.dumps`` itself, and `decode` is the gateway's own reader
+  (`runtime.core.jsontext.loads`: orjson, in a fifth of ``json.loads``'s time,
+  and ``json.loads`` for what orjson refuses, such as a lone surrogate a
+  gateway's error message quotes), so hot loops (the benchmark traffic) pay
+  next to nothing for going through this module;
 - `connect` and `open_session` do the handshake (token, subprotocol) and the
   ``hello``; `read_hello` checks it;
 - `call` and `recv_until` are request/reply on a bare connection with no reader;
@@ -38,10 +39,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
-import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _ws_connect
 from websockets.exceptions import ConnectionClosed
+
+from runtime.core import jsontext
 
 if TYPE_CHECKING:
     import websocket as websocket_client
@@ -49,9 +51,9 @@ if TYPE_CHECKING:
 SUBPROTOCOL = "msgctl.v1"
 Frame = dict[str, Any]
 
-# the functions themselves: no wrapper call per frame
+# no wrapper of this module's own per frame (see the module's docstring)
 encode: Callable[..., str] = json.dumps
-decode: Callable[..., Any] = orjson.loads
+decode: Callable[..., Any] = jsontext.loads
 _COMPACT = (",", ":")
 
 _ids = itertools.count(1)

@@ -89,3 +89,13 @@ def test_an_integer_beyond_64_bits_is_read_as_a_float() -> None:
 def test_what_is_not_json_is_a_value_error(raw: str | bytes) -> None:
     with pytest.raises(ValueError):
         jsontext.loads(raw)
+
+
+def test_the_client_library_reads_frames_orjson_refuses() -> None:
+    # a gateway's error message quotes what it refused, a lone surrogate included
+    # (written escaped); a client reading frames with orjson alone lost its connection
+    from msgctl import wire
+
+    frame = json.dumps({"t": "error", "code": "bad_frame", "message": "unknown '\ud800'"})
+    assert wire.decode(frame) == json.loads(frame)
+    assert wire.decode(frame.encode()) == json.loads(frame)
