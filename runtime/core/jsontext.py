@@ -4,7 +4,8 @@ Every message is encoded and decoded several times on its way (its envelope on
 `msg.ingress`, `msg.events` and a gateway's Redis channel; its frames to the
 sender and the recipients), and the standard library's encoder and decoder were
 a fifth of the sequencer's event-loop time at 2,000 msgs/s. orjson does the same
-work in a tenth of the time. Where the two differ:
+work in a quarter of the time or less (a message's envelope: written in 0.6
+against 8.7 us, read in 2.0 against 8.1 us). Where the two differ:
 
 - Output: orjson writes text outside ASCII as UTF-8 where `json` escapes it
   (`\\u00e9`); both are the same JSON value to any reader.
