@@ -29,7 +29,8 @@ class Wired(Protocol):
 
 
 def wire_size(wire: dict[str, Any]) -> int:
-    """Bytes of one message in a frame, as the gateway encodes it (ASCII JSON)."""
+    """Bytes of one message in a frame, at most: json's ASCII escapes of text outside
+    ASCII take at least the bytes of the UTF-8 the gateway writes (runtime.core.jsontext)."""
     return len(json.dumps(wire, separators=(",", ":"))) + 1  # + the comma between
 
 
