@@ -297,6 +297,18 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
+def _not_json(data: str) -> tuple[str, str | None]:
+    """The error's message and id for a frame that is not JSON: when json.loads reads it
+    (a NaN, say), its id, as for any other refused frame."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        return "frame is not valid JSON", None
+    fid = obj.get("id") if isinstance(obj, dict) else None
+    return ("frame is not valid JSON: it holds NaN, Infinity or a number beyond a "
+            "double's range", fid if isinstance(fid, str) and len(fid) <= MAX_ID_LEN else None)
+
+
 def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFrame | FrameError:
     """Parse one client message; never raises."""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
@@ -307,7 +319,7 @@ def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFr
     try:
         obj = _DECODER.decode(data)
     except (ValueError, RecursionError):
-        return FrameError(BAD_FRAME, "frame is not valid JSON")
+        return FrameError(BAD_FRAME, *_not_json(data))
     if not isinstance(obj, dict):
         return FrameError(BAD_FRAME, "frame must be a JSON object")
     fid = obj.get("id")

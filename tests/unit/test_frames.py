@@ -395,6 +395,10 @@ def test_numbers_json_does_not_have_are_not_json(number):
                 f'{{"t":"send","conv":"c","cid":"m","kind":"text","body":"x",'
                 f'"media":{{"key":"k","w":{number}}}}}']:
         assert_error(parse_client_frame(raw), needle="not valid JSON")
+    # the id comes back, as with any refused frame
+    assert parse_client_frame(f'{{"t":"ping","id":"p1","x":{number}}}') == FrameError(
+        BAD_FRAME, "frame is not valid JSON: it holds NaN, Infinity or a number beyond a "
+        "double's range", "p1")
     # a finite float where the protocol allows any value still goes through
     assert isinstance(parse_client_frame('{"t":"send","conv":"c","cid":"m","kind":"text",'
                                          '"body":"x","media":{"key":"k","w":1.5}}'), Send)
