@@ -281,14 +281,19 @@ def _parse(obj: dict[str, Any], fid: str | None, limits: Limits) -> ClientFrame:
     raise _Invalid(f"unknown frame type '{t}'")
 
 
+class _NotJsonNumber(ValueError):
+    """NaN, Infinity, -Infinity or a number beyond a double: json.loads reads them, JSON
+    has none of them."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _NotJsonNumber(f"{name} is not a JSON number")
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e400: beyond a double
-        raise ValueError(f"{text} is out of range")
+        raise _NotJsonNumber(f"{text} is out of range")
     return value
 
 
@@ -297,16 +302,17 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
-def _not_json(data: str) -> tuple[str, str | None]:
-    """The error's message and id for a frame that is not JSON: when json.loads reads it
-    (a NaN, say), its id, as for any other refused frame."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        return "frame is not valid JSON", None
+def _id_of(obj: Any) -> str | None:
     fid = obj.get("id") if isinstance(obj, dict) else None
-    return ("frame is not valid JSON: it holds NaN, Infinity or a number beyond a "
-            "double's range", fid if isinstance(fid, str) and len(fid) <= MAX_ID_LEN else None)
+    return fid if isinstance(fid, str) and len(fid) <= MAX_ID_LEN else None
+
+
+def peek_id(data: str | bytes) -> str | None:
+    """The `id` of a refused frame, so the client can tell which one to retry."""
+    try:
+        return _id_of(json.loads(data))
+    except (ValueError, RecursionError, TypeError):
+        return None
 
 
 def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFrame | FrameError:
@@ -318,8 +324,15 @@ def parse_client_frame(data: str | bytes, limits: Limits = Limits()) -> ClientFr
         return FrameError(BAD_FRAME, "frames must be JSON text frames, not binary")
     try:
         obj = _DECODER.decode(data)
+    except _NotJsonNumber:
+        try:  # json.loads reads it: as any other refused frame, with its id
+            lenient = json.loads(data)
+        except (ValueError, RecursionError):
+            return FrameError(BAD_FRAME, "frame is not valid JSON")
+        return FrameError(BAD_FRAME, "frame is not valid JSON: it holds NaN, Infinity or a "
+                          "number beyond a double's range", _id_of(lenient))
     except (ValueError, RecursionError):
-        return FrameError(BAD_FRAME, *_not_json(data))
+        return FrameError(BAD_FRAME, "frame is not valid JSON")
     if not isinstance(obj, dict):
         return FrameError(BAD_FRAME, "frame must be a JSON object")
     fid = obj.get("id")

@@ -42,10 +42,7 @@ def dumps(obj: Any) -> bytes:
 
 def dumps_text(obj: Any) -> str:
     """Compact JSON as text."""
-    try:
-        return orjson.dumps(obj).decode()
-    except TypeError:
-        return json.dumps(obj, separators=_COMPACT)
+    return dumps(obj).decode()
 
 
 def loads(raw: bytes | bytearray | str) -> Any:

@@ -24,7 +24,6 @@ records of `runtime.ports`.
 from __future__ import annotations
 
 import enum
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -252,16 +251,6 @@ def msg_frame(msg: MessageRecord) -> dict[str, Any]:
     return {"t": "msg", **msg.to_wire()}
 
 
-def peek_id(data: str | bytes) -> str | None:
-    """The `id` of a refused frame, so the client can tell which one to retry."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError, TypeError):
-        return None
-    fid = obj.get("id") if isinstance(obj, dict) else None
-    return fid if isinstance(fid, str) and len(fid) <= f.MAX_ID_LEN else None
-
-
 def error(code: str, message: str, fid: str | None = None, **extra: Any) -> Reply:
     frame: dict[str, Any] = {"t": "error", "code": code, "message": message, **extra}
     if fid is not None:
@@ -350,11 +339,11 @@ class SessionMachine:
             if verdict.close:
                 return self.close(CLOSE_POLICY, "rate limit exceeded", flush=True,
                                   cause="rate_limit")
-            return [error(RATE_LIMITED, "slow down", peek_id(data), retry_ms=verdict.retry_ms)]
+            return [error(RATE_LIMITED, "slow down", f.peek_id(data), retry_ms=verdict.retry_ms)]
         out: list[Action] = [Heartbeat()]
         frame = f.parse_client_frame(data, self.limits)
         if isinstance(frame, f.FrameError):
-            fid = frame.id if frame.id is not None else peek_id(data)
+            fid = frame.id if frame.id is not None else f.peek_id(data)
             out.append(error(frame.code, frame.message, fid))
             return out
         out.append(Received(type(frame).__name__.lower()))

@@ -49,7 +49,6 @@ from runtime.core.errors import (
     NOT_FOUND,
     TOO_LARGE,
 )
-from runtime.core.session import peek_id
 from tests.conftest import TEST_LIMITS, Deployment
 from tests.wsclient import Client, Frame
 
@@ -224,7 +223,7 @@ def gateway_view(data: str | bytes) -> tuple[f.ClientFrame | f.FrameError, str |
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(1000)
     try:
-        return f.parse_client_frame(data, LIMITS), peek_id(data)
+        return f.parse_client_frame(data, LIMITS), f.peek_id(data)
     finally:
         sys.setrecursionlimit(limit)
 

@@ -5,53 +5,48 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from msgctl.supervisor import priority
 
 
-def _child() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    """A process in a session of its own, as the supervisor starts its programs."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                             start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
-def test_the_group_file_and_the_thread_both_get_the_value(tmp_path: Path) -> None:
-    child = _child()
-    try:
-        (tmp_path / str(child.pid)).mkdir()
-        (tmp_path / str(child.pid) / "autogroup").write_text("/autogroup-1 nice 0\n")
-        assert priority.apply(child.pid, 3, proc=tmp_path) is None
-        assert (tmp_path / str(child.pid) / "autogroup").read_text() == "3\n"
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 3
-    finally:
-        child.kill()
-        child.wait()
+def test_the_group_file_and_the_thread_both_get_the_value(
+        tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    (tmp_path / str(child.pid)).mkdir()
+    (tmp_path / str(child.pid) / "autogroup").write_text("/autogroup-1 nice 0\n")
+    assert priority.apply(child.pid, 3, proc=tmp_path) is None
+    assert (tmp_path / str(child.pid) / "autogroup").read_text() == "3\n"
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == 3
 
 
-def test_a_kernel_without_autogroup_still_sets_the_thread(tmp_path: Path) -> None:
-    child = _child()
-    try:
-        assert priority.apply(child.pid, 2, proc=tmp_path) is None  # no /proc/<pid>/...
-        assert priority.read(child.pid, proc=tmp_path) == (None, 2)
-    finally:
-        child.kill()
-        child.wait()
+def test_a_kernel_without_autogroup_still_sets_the_thread(
+        tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    assert priority.apply(child.pid, 2, proc=tmp_path) is None  # no /proc/<pid>/...
+    assert priority.read(child.pid, proc=tmp_path) == (None, 2)
 
 
-def test_what_cannot_be_set_is_said_not_raised(tmp_path: Path) -> None:
-    child = _child()
-    try:
-        (tmp_path / str(child.pid) / "autogroup").mkdir(parents=True)  # not writable as a file
-        problem = priority.apply(child.pid, 1, proc=tmp_path)
-        assert problem is not None and problem.startswith("its scheduling group:")
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 1  # the thread's still set
-    finally:
-        child.kill()
-        child.wait()
+def test_what_cannot_be_set_is_said_not_raised(
+        tmp_path: Path, child: subprocess.Popen[bytes]) -> None:
+    (tmp_path / str(child.pid) / "autogroup").mkdir(parents=True)  # not writable as a file
+    problem = priority.apply(child.pid, 1, proc=tmp_path)
+    assert problem is not None and problem.startswith("its scheduling group:")
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == 1  # the thread's still set
 
 
-def test_a_program_already_gone_is_no_error() -> None:
-    child = _child()
+def test_a_program_already_gone_is_no_error(child: subprocess.Popen[bytes]) -> None:
     child.kill()
     child.wait()
     assert priority.apply(child.pid, 1) is None
