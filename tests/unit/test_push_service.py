@@ -273,9 +273,17 @@ async def test_the_feeds_future_resolves_once_every_notification_was_handled(
     assert done is not None
     await until(lambda: len(provider.calls) == 2)
     assert not done.done() and svc.depth >= 1  # the third device's is still to be sent
+    assert queue_gauge() == svc.depth  # read at the scrape, not set on every change
     await until(done.done)
-    assert len(provider.calls) == 3 and svc.depth == 0
+    assert len(provider.calls) == 3 and svc.depth == 0 and queue_gauge() == 0
     await svc.stop()
+
+
+def queue_gauge() -> float:
+    for line in METRICS.render().decode().splitlines():
+        if line.startswith("msgctl_push_queue "):
+            return float(line.split()[1])
+    raise AssertionError("msgctl_push_queue is not in /metrics")
 
 
 async def test_a_queued_notification_is_dropped_once_its_token_is_gone(tmp_path: Path) -> None:
