@@ -42,7 +42,7 @@ from msgctl.tls import trust, trust_children  # noqa: E402
 STAGES = {
     "msgctl_send_seconds": "gateway: send -> sent",
     "msgctl_append_seconds": "sequencer: batch (lookups + append/transaction)",
-    "msgctl_ingress_lag_seconds": "sequencer: gateway send -> read by the sequencer",
+    "msgctl_ingress_lag_seconds": "sequencer: gateway send -> its batch planned",
     "msgctl_txn_seconds": "sequencer: Kafka transaction",
     "msgctl_route_lag_seconds": "router: gateway send -> read by the router",
     "msgctl_store_seconds": "router: store write of one batch",

@@ -121,7 +121,8 @@ class ClusterNode:
         directory = RedisDirectory(redis)
         # conversations move only between regions: one region has no epochs to look up
         sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store,
-                                   homes=store if self.engines.peer_kafka else None)
+                                   homes=store if self.engines.peer_kafka else None,
+                                   txn_interval=self.engines.txn_interval_ms / 1000)
         # the routers deliver this region's events and those of every other region
         self.parts["sequencer"] = sequencer
         await sequencer.start()

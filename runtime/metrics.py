@@ -44,8 +44,9 @@ class Metrics:
                                      "Kafka transaction of one sequencer batch (produce, "
                                      "offsets, commit)", buckets=_LATENCY, registry=r)
         self.ingress_lag_seconds = Histogram(
-            "msgctl_ingress_lag_seconds", "Send at the gateway -> read by the sequencer",
-            buckets=_LATENCY, registry=r)
+            "msgctl_ingress_lag_seconds",
+            "Send at the gateway -> its batch planned by the sequencer", buckets=_LATENCY,
+            registry=r)
         self.route_lag_seconds = Histogram(
             "msgctl_route_lag_seconds", "Send at the gateway -> message read by the router",
             buckets=_LATENCY, registry=r)

@@ -219,6 +219,7 @@ def engines_config(specs: dict[str, EngineSpec], region: str, host: str,
         kafka_bootstrap=engine_endpoint(k, host), cassandra_hosts=hosts, cassandra_port=port,
         cassandra_dc=dc, keyspace=KEYSPACE, replication=replication,
         redis_url=engine_endpoint(r, host, secure), partitions=k.partitions,
+        txn_interval_ms=k.txn_interval_ms,
         peer_kafka={name: engine_endpoint(e[KAFKA], h) for name, (h, e) in peers.items()},
         peer_redis={name: engine_endpoint(e[REDIS], h, secure)
                     for name, (h, e) in peers.items()},

@@ -2,7 +2,7 @@
 
     engines:
       kafka: {port: 9092, controller_port: 9093, version: 4.1.1, heap_mb: 512, warmup_s: 120,
-              partitions: 1}
+              partitions: 1, txn_interval_ms: 8}
       cassandra: {port: 9042, storage_port: 7000, jmx_port: 7199, heap_mb: 512,
                   warmup_s: 120}
       redis: {port: 6379}
@@ -10,7 +10,8 @@
 
 or, for engines that already run elsewhere (then msgctl starts only the runtimes):
 
-      kafka: {external: "host1:9092,host2:9092", ca: ..., partitions: 1}  # ca: then SSL
+      kafka: {external: "host1:9092,host2:9092", ca: ..., partitions: 1,
+              txn_interval_ms: 8}  # ca: then SSL
       cassandra: {external: "10.0.0.1,10.0.0.2", port: 9042, datacenter: dc1,
                   username: app, password: ..., ca: /etc/ssl/cassandra-ca.pem}  # optional
       redis: {external: "rediss://user:password@host:6380/0", ca: ...}  # ca optional
@@ -29,6 +30,7 @@ from typing import Any
 from msgctl import yamltext
 from msgctl.errors import UsageError
 from msgctl.infra.catalog import CASSANDRA, CATALOG, ENGINES, KAFKA, REDIS, S3
+from runtime.config import DEFAULT_TXN_INTERVAL_MS
 
 OPTIONAL = (S3,)  # a cluster region without s3 answers media requests `unavailable`
 S3_EXTERNAL = {"access_key", "secret_key", "bucket", "region"}
@@ -44,6 +46,8 @@ MAX_WARMUP_S = 600
 # time against 2; at 1,000 msgs/s 1 partition took 8 ms a transaction against 13 for 2)
 DEFAULT_PARTITIONS = 1
 MAX_PARTITIONS = 256
+MAX_TXN_INTERVAL_MS = 1000
+KAFKA_USAGE = {"partitions", "txn_interval_ms"}  # how the runtimes use Kafka, either kind
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class EngineSpec:
     heap_mb: int = 0
     warmup_s: float = 0.0  # provisioned Kafka and Cassandra: see msgctl.infra.warmup
     partitions: int = DEFAULT_PARTITIONS  # kafka: of the topics msgctl creates
+    txn_interval_ms: int = DEFAULT_TXN_INTERVAL_MS  # kafka: between sequencer transactions
     ports: dict[str, int] = field(default_factory=dict)  # provisioned: setting -> port
     port: int = 0  # external cassandra: its CQL port
     datacenter: str = ""  # external cassandra: the local data center
@@ -95,10 +100,19 @@ def _partitions(raw: dict[str, Any], where: str) -> int:
     return value
 
 
+def _txn_interval(raw: dict[str, Any], where: str) -> int:
+    value = raw.get("txn_interval_ms", DEFAULT_TXN_INTERVAL_MS)
+    if not isinstance(value, int) or isinstance(value, bool) or \
+            not 0 <= value <= MAX_TXN_INTERVAL_MS:
+        raise UsageError(f"{where}.txn_interval_ms must be an integer from 0 to "
+                         f"{MAX_TXN_INTERVAL_MS} (milliseconds; 0: no wait)")
+    return value
+
+
 def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
     allowed = {"external", "ca"} | (
         {"port", "datacenter"} | CASSANDRA_LOGIN if engine == CASSANDRA else
-        S3_EXTERNAL if engine == S3 else {"partitions"} if engine == KAFKA else set())
+        S3_EXTERNAL if engine == S3 else KAFKA_USAGE if engine == KAFKA else set())
     unknown = set(raw) - allowed
     if unknown:
         raise UsageError(f"{where}: unknown setting(s) {yamltext.listing(unknown)} for an "
@@ -115,7 +129,8 @@ def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
                 raise UsageError(f"{where}.external: '{hp.strip()}' is not host:port "
                                  "(a comma-separated bootstrap list)")
         return EngineSpec(engine, external=",".join(h.strip() for h in value.split(",")),
-                          ca=ca, partitions=_partitions(raw, where))
+                          ca=ca, partitions=_partitions(raw, where),
+                          txn_interval_ms=_txn_interval(raw, where))
     if engine == S3:
         if not value.startswith(("http://", "https://")):
             raise UsageError(f"{where}.external must be an http(s):// S3 endpoint URL, e.g. "
@@ -159,7 +174,7 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
     if cat.default_warmup_s:
         allowed.add("warmup_s")
     if engine == KAFKA:
-        allowed.add("partitions")
+        allowed |= KAFKA_USAGE
     unknown = set(raw) - allowed
     if unknown:
         hint = " ('datacenter' is for an external cassandra)" if "datacenter" in unknown else ""
@@ -193,7 +208,9 @@ def _provisioned(engine: str, raw: dict[str, Any], where: str, offset: int) -> E
     return EngineSpec(engine, version=version.strip(), heap_mb=heap, ports=ports,
                       warmup_s=float(warmup),
                       partitions=_partitions(raw, where) if engine == KAFKA else
-                      DEFAULT_PARTITIONS)
+                      DEFAULT_PARTITIONS,
+                      txn_interval_ms=_txn_interval(raw, where) if engine == KAFKA else
+                      DEFAULT_TXN_INTERVAL_MS)
 
 
 def parse_engines(raw: Any, where: str, offset: int) -> dict[str, EngineSpec]:

@@ -46,6 +46,7 @@ from runtime.adapters.cluster.kafka import (
     stop_loop,
     take,
 )
+from runtime.config import DEFAULT_TXN_INTERVAL_MS
 from runtime.core.homes import HomeRecord
 from runtime.core.pacing import TxnPacer
 from runtime.core.seqsnapshot import (
@@ -66,12 +67,8 @@ from runtime.sequencing import SequencingKernel, load_marks
 log = logging.getLogger("msgctl.sequencer")
 
 MAX_BATCH = 500
-# a transaction starts at least this long after the previous one (runtime.core.pacing): at
-# 200 msgs/s over 200 conversations, 8-10 ms halved the transactions (about 190 to 100 a
-# second), the region's CPU fell from 112-119% to 90-93% of a core and p99 from 32-176 ms
-# to 27-35 ms, for a p50 of 13-18 ms instead of 11-13; from 1,000 msgs/s on, batches
-# take longer than this to commit anyway
-TXN_INTERVAL = 0.008
+# a transaction starts at least this long after the previous one (runtime.core.pacing)
+TXN_INTERVAL = DEFAULT_TXN_INTERVAL_MS / 1000
 TXN_DEADLINE = 15  # seconds; the calls inside have 10 s timeouts of their own
 GROUP_COMMIT_S = 1.0  # the group's offsets (for lag tools only) are committed this often
 

@@ -146,6 +146,9 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     ({"kafka": {"partitions": 0}}, "kafka.partitions must be an integer from 1 to 256"),
     ({"kafka": {"external": "h:9092", "partitions": "8"}}, "kafka.partitions must be an"),
     ({"redis": {"port": 6379, "partitions": 2}}, "redis: unknown setting(s) partitions"),
+    ({"kafka": {"txn_interval_ms": -1}}, "kafka.txn_interval_ms must be an integer from 0 to"),
+    ({"kafka": {"external": "h:9092", "txn_interval_ms": 2.5}}, "kafka.txn_interval_ms must"),
+    ({"cassandra": {"txn_interval_ms": 8}}, "cassandra: unknown setting(s) txn_interval_ms"),
     ({"cassandra": {"port": 9092}}, "cassandra and kafka both use port 9092"),
     ({"kafka": None, "redis": {"port": 70000}}, "redis.port: port 70000 is out of range"),
 ])
@@ -185,6 +188,20 @@ def test_kafka_partitions_reach_the_broker_and_the_runtimes(tmp_path: Path) -> N
     assert NodeConfig.load(Path(programs["sequencer.eu"].argv[-1])).engines.partitions == 12
 
 
+def test_kafka_txn_interval_reaches_the_sequencer(tmp_path: Path) -> None:
+    """`engines.kafka.txn_interval_ms`: the least time between two sequencer transactions;
+    8 unless told, 0 turns the wait off."""
+    for engines, want in (({"kafka": {}, "cassandra": {}, "redis": {}}, 8),
+                          ({"kafka": {"txn_interval_ms": 0}, "cassandra": {}, "redis": {}}, 0),
+                          ({"kafka": {"external": "k:9092", "txn_interval_ms": 20},
+                            "cassandra": {}, "redis": {}}, 20)):
+        home = tmp_path / str(want)
+        programs = {p.name: p for p in plan(home, cluster(engines, processes=1))}
+        for name in ("sequencer.eu", "gateway-1.eu"):
+            cfg = NodeConfig.load(Path(programs[name].argv[-1]))
+            assert cfg.engines.txn_interval_ms == want
+
+
 def test_engine_jvms_log_collections_and_kafka_runs_the_parallel_collector(
         tmp_path: Path) -> None:
     programs = {p.name: p for p in plan(tmp_path, cluster(
@@ -222,7 +239,8 @@ def test_cli_reports_a_bad_engine_setting_in_one_line_with_exit_2(tmp_path: Path
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == ("msgctl: bad.yaml: regions[0].engines.kafka: unknown "
                                        "setting(s) heap; known: controller_port, external, "
-                                       "heap_mb, partitions, port, version, warmup_s")
+                                       "heap_mb, partitions, port, txn_interval_ms, version, "
+                                       "warmup_s")
     assert not (tmp_path / "h" / "run" / "supervisor.pid").exists()
 
 
