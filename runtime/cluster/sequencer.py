@@ -8,7 +8,8 @@ per-conversation snapshots and its next input offsets to the compacted
 `msg.seq-state`. The in-memory state changes only after the commit. A new owner
 restores the state and the offsets from `msg.seq-state` before it processes
 anything; a zombie is fenced by `init_transactions` (same transactional id,
-higher epoch).
+higher epoch). Transactions start at least `txn_interval` apart
+(`runtime.core.pacing`): the sends that arrive meanwhile join the next one.
 
 The offsets travel as a record of `msg.seq-state`, not through the consumer
 group (`send_offsets_to_transaction`): that cost each transaction two more
