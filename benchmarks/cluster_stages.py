@@ -8,8 +8,9 @@ Scrapes `/metrics` of every runtime of the first region (each gateway process an
 on the cluster family, the sequencer, presence and push processes) before and after
 one open-loop 1:1 step at RATE msgs/s (over --pairs conversations: 4, or one per
 100 msgs/s when that is more; the client's figures leave out its first --warmup
-seconds, where the conversations' first messages go), and prints per histogram the count, the mean
-and the p50/p99 bucket bound of what the step added: send -> sent at the gateway,
+seconds, where the conversations' first messages go), and prints per histogram the
+count (and per second), the mean and the p50/p99 bucket bound of what the step added:
+send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write, gateway send -> published to the
 gateways (the oldest message of each published batch). Next to them, the client's own
@@ -75,7 +76,10 @@ def delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]
     return out
 
 
-def summary(d: dict[str, float]) -> dict[str, Any]:
+def summary(d: dict[str, float], seconds: float | None = None) -> dict[str, Any]:
+    """Count, mean and the p50/p99 bucket bounds of what a histogram gained; with the
+    `seconds` between the two scrapes, also the count per second (for the sequencer's
+    transactions: how many sends share one)."""
     count = d.get("count", 0.0)
     if count <= 0:
         return {"count": 0}
@@ -88,8 +92,11 @@ def summary(d: dict[str, float]) -> dict[str, Any]:
                 return bound * 1000
         return float("inf")
 
-    return {"count": int(count), "mean_ms": round(d["sum"] / count * 1000, 2),
-            "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99)}
+    out: dict[str, Any] = {"count": int(count)}
+    if seconds:
+        out["per_s"] = round(count / seconds, 1)
+    return out | {"mean_ms": round(d["sum"] / count * 1000, 2),
+                  "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99)}
 
 
 def endpoints(home: Home) -> list[tuple[str, str, int, ssl.SSLContext | None]]:
@@ -175,15 +182,17 @@ def main() -> None:
         s.ack_every = args.ack_every
     if args.pairs is not None:
         s.pairs = args.pairs
+    scraped_at = time.monotonic()
     before = scrape_all(points)
     ticks, t0 = cpu_ticks(home), time.monotonic()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
     cpu = cpu_percent(ticks, cpu_ticks(home), time.monotonic() - t0)
     after = scrape_all(points)
+    between = time.monotonic() - scraped_at
     stages: dict[str, Any] = {}
     for name, *_ in points:
         for metric, d in delta(before.get(name, {}), after.get(name, {})).items():
-            s_ = summary(d)
+            s_ = summary(d, between)
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
     out = {"rate": args.rate, "seconds": args.seconds, "warmup": args.warmup,
@@ -201,15 +210,15 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(title=f"stages at {args.rate:.0f} msgs/s ({step.achieved} achieved)")
-    for col in ("process", "stage", "count", "mean ms", "p50 <= ms", "p99 <= ms"):
+    for col in ("process", "stage", "count", "per s", "mean ms", "p50 <= ms", "p99 <= ms"):
         table.add_column(col)
     for key, v in stages.items():
-        table.add_row(key.split()[0], v["stage"], str(v["count"]), str(v["mean_ms"]),
-                      str(v["p50_le_ms"]), str(v["p99_le_ms"]))
+        table.add_row(key.split()[0], v["stage"], str(v["count"]), str(v["per_s"]),
+                      str(v["mean_ms"]), str(v["p50_le_ms"]), str(v["p99_le_ms"]))
     c = out["client"]
-    table.add_row("client", "send -> sent", "", "", str(c["send_sent_p50_ms"]),
+    table.add_row("client", "send -> sent", "", "", "", str(c["send_sent_p50_ms"]),
                   str(c["send_sent_p99_ms"]))
-    table.add_row("client", "send -> deliver", "", "", str(c["send_deliver_p50_ms"]),
+    table.add_row("client", "send -> deliver", "", "", "", str(c["send_deliver_p50_ms"]),
                   str(c["send_deliver_p99_ms"]))
     Console().print(table)
     Console().print("CPU during the step (% of one core): " + ", ".join(

@@ -35,6 +35,14 @@ def test_the_step_is_what_the_histogram_gained() -> None:
     assert abs(s["mean_ms"] - 20.4) < 0.01
 
 
+def test_the_count_per_second_is_over_the_time_between_the_scrapes() -> None:
+    before = stages.histograms(metrics_text([0.001] * 7))
+    after = stages.histograms(metrics_text([0.001] * 7 + [0.004] * 250))
+    s = stages.summary(stages.delta(before, after)["msgctl_txn_seconds"], 20.0)
+    assert s["count"] == 250 and s["per_s"] == 12.5
+    assert "per_s" not in stages.summary(stages.delta(before, after)["msgctl_txn_seconds"])
+
+
 def test_a_histogram_that_did_not_move_has_no_count() -> None:
     text = stages.histograms(metrics_text([0.003]))
     assert stages.summary(stages.delta(text, text)["msgctl_txn_seconds"]) == {"count": 0}
