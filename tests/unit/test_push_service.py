@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from msgctl.deploy.metrics import sample
 from runtime.adapters.push import PushError
 from runtime.core.watermarks import Watermark
 from runtime.metrics import METRICS
@@ -280,10 +281,9 @@ async def test_the_feeds_future_resolves_once_every_notification_was_handled(
 
 
 def queue_gauge() -> float:
-    for line in METRICS.render().decode().splitlines():
-        if line.startswith("msgctl_push_queue "):
-            return float(line.split()[1])
-    raise AssertionError("msgctl_push_queue is not in /metrics")
+    value = sample(METRICS.render().decode(), "msgctl_push_queue")  # as `msgctl status` reads it
+    assert value is not None, "msgctl_push_queue is not in /metrics"
+    return value
 
 
 async def test_a_queued_notification_is_dropped_once_its_token_is_gone(tmp_path: Path) -> None:
