@@ -16,7 +16,9 @@ gateway send -> router read, the store write, gateway send -> published to the
 gateways (the oldest message of each published batch). Next to them, the client's own
 send -> sent and send -> deliver percentiles of the step, and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core:
-on a small machine the latency is mostly time spent waiting for a core.
+on a small machine the latency is mostly time spent waiting for a core. Last, what
+the JVM engines did meanwhile that holds requests up: their collectors' pauses (from
+each engine's gc.log) and Cassandra's memtable flushes and compactions (from its log).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import ssl
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from msgctl import topology as topo_mod  # noqa: E402
 from msgctl.bench import runner  # noqa: E402
+from msgctl.deploy import logs as logs_mod  # noqa: E402
 from msgctl.deploy import metrics  # noqa: E402
 from msgctl.home import Home, default_home  # noqa: E402
 from msgctl.supervisor.client import read_state  # noqa: E402
@@ -146,6 +151,75 @@ def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
     return {k: round(v, 1) for k, v in sorted(used.items(), key=lambda kv: -kv[1])}
 
 
+# a JVM's unified GC log line ("-Xlog:gc" with time,uptime), written when a pause ends:
+# [2026-12-06T08:37:13.370+0000][1060.167s] GC(85) Pause Young (Normal) (...) 29.477ms
+_GC_PAUSE = re.compile(r"^\[([^\]]+)\]\[[\d.]+s\] GC\(\d+\) Pause .* ([\d.]+)ms$")
+# Cassandra's "Compacted (<id>) 4 sstables to [...] ... in 1,940ms.  Read Throughput ..."
+_COMPACTED_IN = re.compile(r"^Compacted \(.* in ([\d,]+)ms\b")
+
+
+def gc_pauses(lines: list[str], start: float, end: float) -> dict[str, Any]:
+    """The collector's pauses that ended between `start` and `end` (epoch seconds):
+    how many, their total and the longest, in ms."""
+    pauses = []
+    for line in lines:
+        m = _GC_PAUSE.match(line.strip())
+        if m is None:
+            continue
+        try:
+            at = datetime.strptime(m[1], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        except ValueError:
+            continue
+        if start <= at <= end:
+            pauses.append(float(m[2]))
+    return {"gc_pauses": len(pauses), "gc_pause_ms": round(sum(pauses), 1),
+            "gc_pause_max_ms": round(max(pauses, default=0.0), 1)}
+
+
+def cassandra_work(lines: list[logs_mod.Line], start: float, end: float) -> dict[str, Any]:
+    """Cassandra's memtable flushes and compactions that finished between `start` and
+    `end`, and the compactions' time in ms."""
+    flushes = compactions = 0
+    spent = 0
+    for line in lines:
+        if line.time is None or not start <= line.time <= end:
+            continue
+        text = line.text.split(" - ", 1)[-1]  # after "File.java:123 - "
+        if text.startswith("Completed flushing"):
+            flushes += 1
+        elif m := _COMPACTED_IN.match(text):
+            compactions += 1
+            spent += int(m[1].replace(",", ""))
+    return {"flushes": flushes, "compactions": compactions, "compaction_ms": spent}
+
+
+def engine_work(home: Home, start: float, end: float) -> dict[str, dict[str, Any]]:
+    """engine program -> what it did between `start` and `end` that holds requests up."""
+    out: dict[str, dict[str, Any]] = {}
+    for prog in (read_state(home) or {}).get("programs", []):
+        name = prog["name"]
+        gc = home.root / "engines" / name / "logs" / "gc.log"
+        if not gc.is_file():
+            continue
+        with gc.open(encoding="utf-8", errors="replace") as fh:
+            got = gc_pauses(fh.readlines(), start, end)
+        console = home.logs / f"{name}.log"
+        if name.startswith("cassandra.") and console.is_file():
+            got |= cassandra_work(logs_mod.read(console), start, end)
+        out[name] = got
+    return out
+
+
+def describe(name: str, work: dict[str, Any]) -> str:
+    """One engine's line of the table output."""
+    parts = [f"{work['gc_pauses']} GC pauses ({work['gc_pause_ms']:.0f} ms, longest "
+             f"{work['gc_pause_max_ms']:.0f})"]
+    if "flushes" in work:
+        parts.append(f"{work['flushes']} memtable flushes, {work['compactions']} "
+                     f"compactions ({work['compaction_ms']:,} ms)")
+    return f"{name}: " + ", ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,9 +258,10 @@ def main() -> None:
         s.pairs = args.pairs
     scraped_at = time.monotonic()
     before = scrape_all(points)
-    ticks, t0 = cpu_ticks(home), time.monotonic()
+    ticks, t0, wall0 = cpu_ticks(home), time.monotonic(), time.time()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
     cpu = cpu_percent(ticks, cpu_ticks(home), time.monotonic() - t0)
+    engines = engine_work(home, wall0, time.time())
     after = scrape_all(points)
     between = time.monotonic() - scraped_at
     stages: dict[str, Any] = {}
@@ -203,7 +278,7 @@ def main() -> None:
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
                       "errors": step.errors},
-           "stages": stages, "cpu_percent": cpu}
+           "stages": stages, "cpu_percent": cpu, "engines": engines}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -223,6 +298,8 @@ def main() -> None:
     Console().print(table)
     Console().print("CPU during the step (% of one core): " + ", ".join(
         f"{name} {pct:.0f}" for name, pct in cpu.items()))
+    for name, work in engines.items():
+        Console().print(describe(name, work))
 
 
 if __name__ == "__main__":

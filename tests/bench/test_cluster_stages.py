@@ -84,3 +84,61 @@ def test_a_negative_warmup_is_refused_before_anything_runs(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, str(SCRIPT), "--home", str(tmp_path), "--warmup",
                            "-1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--warmup must be 0 or more" in done.stderr
+
+
+_EVAC = "(G1 Evacuation Pause)"
+GC_LOG = "\n".join([
+    f"[2026-12-06T08:37:13.370+0000][1060.167s] GC(80) Pause Young (Normal) {_EVAC} "
+    "300M->120M(512M) 29.477ms",
+    f"[2026-12-06T08:37:15.844+0000][1062.640s] GC(81) Pause Young (Concurrent Start) {_EVAC} "
+    "250M->130M(512M) 17.967ms",
+    "[2026-12-06T08:37:15.900+0000][1062.700s] GC(82) Concurrent Mark Cycle 211.5ms",
+    "[2026-12-06T08:37:16.075+0000][1062.871s] GC(82) Pause Remark 247M->231M(512M) 9.097ms",
+    f"[2026-12-06T08:37:30.000+0000][1077.000s] GC(83) Pause Young (Normal) {_EVAC} "
+    "260M->120M(512M) 40.000ms",
+])
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def test_gc_pauses_are_those_that_ended_in_the_step() -> None:
+    start, end = _epoch("2026-12-06T08:37:14.000+0000"), _epoch("2026-12-06T08:37:20.000+0000")
+    got = stages.gc_pauses(GC_LOG.splitlines(), start, end)
+    # a young pause and the remark ended in the window; a concurrent cycle is no pause
+    assert got == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0}
+    everything = stages.gc_pauses(GC_LOG.splitlines() + ["garbage", ""], 0, 2e9)
+    assert everything["gc_pauses"] == 4 and everything["gc_pause_max_ms"] == 40.0
+
+
+def test_cassandra_flushes_and_compactions_in_the_step(tmp_path: Path) -> None:
+    import time
+
+    from msgctl.deploy import logs
+
+    def at(epoch: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) + ",146"
+
+    t = 1_796_546_000.0
+    log = tmp_path / "cassandra.local.log"
+    log.write_text("\n".join([
+        f"INFO  [PerDiskMemtableFlushWriter_0:16] {at(t)} Flushing.java:179 - Completed "
+        "flushing /x/messages/nb-12-big-Data.db (8.795MiB) for commitlog position ...",
+        f"INFO  [CompactionExecutor:3] {at(t + 2)} CompactionTask.java:268 - Compacted "
+        "(c2073a40) 4 sstables to [/x/nb-13-big,] to level=0.  55.796MiB to 56.121MiB "
+        "(~100% of original) in 1,940ms.  Read Throughput = 28.759MiB/s",
+        f"INFO  [CompactionExecutor:3] {at(t + 3)} CompactionTask.java:175 - Compacting "
+        "(c2073a41) [/x/nb-9-big-Data.db:level=0, ]",
+        f"INFO  [CompactionExecutor:3] {at(t + 60)} CompactionTask.java:268 - Compacted "
+        "(c2073a42) 4 sstables to [/x/nb-14-big,] to level=0.  1MiB to 1MiB "
+        "(~100% of original) in 12ms.  Read Throughput = 1MiB/s",
+    ]) + "\n")
+    got = stages.cassandra_work(logs.read(log), t - 1, t + 10)
+    # the one started but not finished in the window is not counted; the later one neither
+    assert got == {"flushes": 1, "compactions": 1, "compaction_ms": 1940}
+    line = stages.describe("cassandra.local", {**got, "gc_pauses": 3, "gc_pause_ms": 61.2,
+                                               "gc_pause_max_ms": 30.0})
+    assert line == ("cassandra.local: 3 GC pauses (61 ms, longest 30), 1 memtable flushes, "
+                    "1 compactions (1,940 ms)")
