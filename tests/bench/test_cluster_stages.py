@@ -142,3 +142,34 @@ def test_cassandra_flushes_and_compactions_in_the_step(tmp_path: Path) -> None:
                                                "gc_pause_max_ms": 30.0})
     assert line == ("cassandra.local: 3 GC pauses (61 ms, longest 30), 1 memtable flushes, "
                     "1 compactions (1,940 ms)")
+
+
+def test_engine_work_reads_each_engines_own_logs(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from msgctl.home import Home
+
+    home = Home(tmp_path)
+    home.state_file.parent.mkdir(parents=True, exist_ok=True)
+    home.state_file.write_text(json.dumps({"programs": [
+        {"name": "cassandra.local", "pid": 1}, {"name": "kafka.local", "pid": 2},
+        {"name": "gateway-1.local", "pid": 3}]}))
+    for name in ("cassandra.local", "kafka.local"):
+        logs = tmp_path / "engines" / name / "logs"
+        logs.mkdir(parents=True)
+        (logs / "gc.log").write_text(GC_LOG + "\n")
+    start, end = _epoch("2026-12-06T08:37:14.000+0000"), _epoch("2026-12-06T08:37:20.000+0000")
+    # Cassandra writes the host's local time
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start + 1)) + ",000"
+    home.logs.mkdir(parents=True, exist_ok=True)
+    (home.logs / "cassandra.local.log").write_text(
+        f"INFO  [PerDiskMemtableFlushWriter_0:1] {stamp} Flushing.java:179 - "
+        "Completed flushing /x/nb-1-big-Data.db (1MiB) for commitlog position ...\n")
+    got = stages.engine_work(home, start, end)
+    # the engines only (a runtime has no gc.log), each from its own files
+    assert set(got) == {"cassandra.local", "kafka.local"}
+    assert got["kafka.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0}
+    assert got["cassandra.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1,
+                                      "gc_pause_max_ms": 18.0, "flushes": 1,
+                                      "compactions": 0, "compaction_ms": 0}
