@@ -131,10 +131,6 @@ def argv(java: str, lib: Path, conf: Path, data: Path, logs: Path, jmx_port: int
         # heap made young pauses of 33 ms p50; 17-19 ms this way, see docs/infra.md)
         java, f"-Xms{heap_mb}m", f"-Xmx{heap_mb}m", "-XX:MaxGCPauseMillis=20",
         "-Xss256k", "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled", jvm.gc_log(logs),
-        # the top tier after a quarter of the calls: the warm-up's requests leave the
-        # write path's methods compiled, not one step short of it, when `up` returns
-        # (left at the default, the first real traffic compiled them: see docs/infra.md)
-        "-XX:CompileThresholdScaling=0.25",
         "-XX:MaxTenuringThreshold=1", "-XX:+PerfDisableSharedMem",
         "-XX:+ExitOnOutOfMemoryError", f"-XX:ErrorFile={logs}/hs_err_%p.log",
         "-Djava.net.preferIPv4Stack=true", "-Djdk.attach.allowAttachSelf=true",

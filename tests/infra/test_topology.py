@@ -216,9 +216,6 @@ def test_engine_jvms_log_collections_and_kafka_runs_the_parallel_collector(
     # G1 sizes Cassandra's young generation for its pause goal: no fixed size
     assert "-XX:+UseG1GC" in cassandra and "-XX:MaxGCPauseMillis=20" in cassandra
     assert not any(a.startswith("-Xmn") for a in cassandra)
-    # Cassandra compiles its hot methods within the warm-up; the broker keeps the default
-    assert "-XX:CompileThresholdScaling=0.25" in cassandra
-    assert not any(a.startswith("-XX:CompileThresholdScaling") for a in broker.argv)
     # the one-shot storage format logs no collections (its gc.log would rotate the
     # broker's aside)
     assert broker.prepare and not any(a.startswith("-Xlog") for a in broker.prepare)
