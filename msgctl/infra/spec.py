@@ -92,21 +92,22 @@ def _ca(raw: dict[str, Any], where: str) -> str:
     return str(path.resolve())
 
 
-def _partitions(raw: dict[str, Any], where: str) -> int:
-    value = raw.get("partitions", DEFAULT_PARTITIONS)
-    if not isinstance(value, int) or isinstance(value, bool) or \
-            not 1 <= value <= MAX_PARTITIONS:
-        raise UsageError(f"{where}.partitions must be an integer from 1 to {MAX_PARTITIONS}")
+def _kafka_int(raw: dict[str, Any], key: str, where: str, default: int, low: int,
+               high: int, unit: str = "") -> int:
+    """A Kafka usage setting (`KAFKA_USAGE`): an integer from `low` to `high`."""
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(f"{where}.{key} must be an integer from {low} to {high}{unit}")
     return value
+
+
+def _partitions(raw: dict[str, Any], where: str) -> int:
+    return _kafka_int(raw, "partitions", where, DEFAULT_PARTITIONS, 1, MAX_PARTITIONS)
 
 
 def _txn_interval(raw: dict[str, Any], where: str) -> int:
-    value = raw.get("txn_interval_ms", DEFAULT_TXN_INTERVAL_MS)
-    if not isinstance(value, int) or isinstance(value, bool) or \
-            not 0 <= value <= MAX_TXN_INTERVAL_MS:
-        raise UsageError(f"{where}.txn_interval_ms must be an integer from 0 to "
-                         f"{MAX_TXN_INTERVAL_MS} (milliseconds; 0: no wait)")
-    return value
+    return _kafka_int(raw, "txn_interval_ms", where, DEFAULT_TXN_INTERVAL_MS, 0,
+                      MAX_TXN_INTERVAL_MS, " (milliseconds; 0: no wait)")
 
 
 def _external(engine: str, raw: dict[str, Any], where: str) -> EngineSpec:
