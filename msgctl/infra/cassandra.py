@@ -122,6 +122,14 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
     return path
 
 
+# Cassandra's shared request threads (SEPWorker) wait for work in timed turns of 10 us;
+# with the kernel's default 50 us timer slack each idle worker woke 15-20,000 times a
+# second, and those wake-ups were 29% of the node's CPU at 1,000 msgs/s. With 500 us
+# its CPU fell by a quarter and its context switches by two thirds, for about 2 ms
+# more per store write (see docs/cluster.md)
+TIMER_SLACK_US = 500
+
+
 def argv(java: str, lib: Path, conf: Path, data: Path, logs: Path, jmx_port: int,
          heap_mb: int, single_node: bool = True) -> list[str]:
     jamm = sorted(lib.glob("jamm-*.jar"))

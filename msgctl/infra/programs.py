@@ -79,6 +79,7 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
     ports = spec.ports
     prepare: list[str] = []
     creates = None
+    slack = 0
     if spec.engine == KAFKA:
         lib, jvm = _lib(spec), java()
         settings = None
@@ -103,6 +104,7 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
                                seed, settings)
         argv = cassandra.argv(jvm, lib, conf, data, logs, ports["jmx_port"], spec.heap_mb,
                               single_node=seed is None and not peers)
+        slack = cassandra.TIMER_SLACK_US
         probe = {"kind": "cql", "host": host, "port": ports["port"], "datacenter": region,
                  **({"peers": peers} if peers else {}), **_client(sec)}
         version = spec.version
@@ -128,6 +130,7 @@ def engine_program(spec: EngineSpec, region: str, host: str, home_root: Path,
         cwd=str(base),
         start_timeout=ENGINE_START_TIMEOUT, stop_timeout=ENGINE_STOP_TIMEOUT,
         prepare=prepare, prepare_creates=creates, warmup_s=spec.warmup_s,
+        timer_slack_us=slack,
         info={"engine": spec.engine, "version": version, "ports": dict(ports),
               "data_dir": str(data), "conf_dir": str(conf), "host": host})
 

@@ -213,6 +213,8 @@ class Supervisor:
         log_path = self.home.logs / f"{m.program.name}.log"
         env = {**os.environ, **m.program.env} if m.program.env else None
         argv = m.program.argv
+        if m.program.timer_slack_us:
+            argv = priority.with_timer_slack(argv, m.program.timer_slack_us)
         if self.chaos is not None and m.program.cgroup:  # "": outside every region's cgroup
             argv = self.chaos.wrap(m.program.region, m.program.cgroup, argv)
         # the program's output may hold anything it prints: 0600 from its creation; and

@@ -1,4 +1,5 @@
-"""A supervised program's CPU priority: its scheduling group's nice value and its own.
+"""A supervised program's CPU priority (its scheduling group's nice value and its own) and
+its timer slack.
 
 When every engine and runtime of a region share a few cores, the message path
 waits for a core in the single event loop of each gateway and sequencer
@@ -11,6 +12,12 @@ frees up (see docs/cluster.md, "Processes of a region").
 
 Lowering a nice value below 0 needs root or CAP_SYS_NICE: without either, the
 program runs at the default priority and `apply` says why.
+
+Timer slack is how late the kernel may end a thread's timed wait so as to wake it
+together with others (50 us by default). Cassandra's idle request threads wait in
+turns of 10 us for work, each a wake-up; with more slack each turn lasts longer
+and most of those wake-ups go (see docs/cluster.md). A thread's slack is inherited
+by the threads it starts and kept across exec, and any process may set its own.
 """
 
 from __future__ import annotations
@@ -57,3 +64,11 @@ def read(pid: int, proc: Path = PROC) -> tuple[int | None, int | None]:
     except OSError:
         thread = None
     return group, thread
+
+
+def with_timer_slack(argv: list[str], micros: int) -> list[str]:
+    """`argv` run by a shell that first sets its own timer slack to `micros`, then execs it
+    (same pid: every thread the program starts inherits it). Where the kernel has no
+    such setting (before Linux 4.6) the program starts with the default."""
+    slack = f"{{ echo {micros * 1000} > /proc/self/timerslack_ns; }} 2>/dev/null"
+    return ["/bin/sh", "-c", f'{slack}; exec "$@"', argv[0], *argv]

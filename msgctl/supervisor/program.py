@@ -28,7 +28,8 @@ class Program:
     format). ``start_timeout`` / ``stop_timeout`` of None take the supervisor's.
     ``cgroup`` is where in its region's cgroup it runs when the deployment has
     cgroups (network faults, see `chaos.cgroups`). ``nice`` is its CPU priority, set
-    as it starts (`msgctl.supervisor.priority`).
+    as it starts, and ``timer_slack_us`` its threads' timer slack (0: the kernel's
+    default), set before it starts (both `msgctl.supervisor.priority`).
     """
 
     name: str
@@ -54,6 +55,9 @@ class Program:
     # its CPU priority (msgctl.supervisor.priority): below 0 for the event loops of the
     # message path, which wait for a core behind the engines' threads on a small host
     nice: int = 0
+    # how late (microseconds) the kernel may end its threads' timed waits: more than the
+    # default for an engine whose idle threads poll for work (msgctl.supervisor.priority)
+    timer_slack_us: int = 0
 
     @property
     def probe_spec(self) -> dict[str, Any]:

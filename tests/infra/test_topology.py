@@ -12,6 +12,7 @@ import yaml
 from msgctl import topology as topo_mod
 from msgctl.deploy.lifecycle import default_timeout
 from msgctl.errors import UsageError
+from msgctl.infra import cassandra as cassandra_mod
 from runtime.config import NodeConfig
 from tests.conftest import msgctl
 
@@ -219,6 +220,13 @@ def test_engine_jvms_log_collections_and_kafka_runs_the_parallel_collector(
     # the one-shot storage format logs no collections (its gc.log would rotate the
     # broker's aside)
     assert broker.prepare and not any(a.startswith("-Xlog") for a in broker.prepare)
+
+
+def test_only_cassandra_runs_with_more_timer_slack(tmp_path: Path) -> None:
+    programs = plan(tmp_path, cluster({"kafka": {}, "cassandra": {}, "redis": {}}))
+    slack = {p.name: p.timer_slack_us for p in programs}
+    assert slack.pop("cassandra.eu") == cassandra_mod.TIMER_SLACK_US > 50
+    assert set(slack.values()) == {0}
 
 
 def test_missing_engine_and_embedded_misuse(tmp_path: Path) -> None:

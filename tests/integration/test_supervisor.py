@@ -82,6 +82,10 @@ async def test_ready_restart_after_kill_and_sigkill_escalation(tmp_path: Path) -
     assert 0.9 <= took < 5
 
 
+def slack_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/timerslack_ns").read_text())
+
+
 async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path) -> None:
     home = Home(tmp_path).ensure()
     port = free_port()
@@ -89,6 +93,7 @@ async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path)
     # ask for a negative one, which needs root)
     prog = program("niced", [sys.executable, "-c", SERVER, str(port), "plain"], port)
     prog.nice = 4
+    prog.timer_slack_us = 700
     port2 = free_port()
     plain = program("plain", [sys.executable, "-c", SERVER, str(port2), "plain"], port2)
     sup = Supervisor(home, [prog, plain], RestartPolicy(base_delay=0.05), stop_timeout=2.0)
@@ -98,7 +103,12 @@ async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path)
     group_known = Path(f"/proc/{m.proc.pid}/autogroup").exists()
     assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
     assert priority.read(sup.managed["plain"].proc.pid) == (0 if group_known else None, 0)
+    # the pid supervised is the program's own (the shell that set the slack exec'd it)
+    assert Path(f"/proc/{m.proc.pid}/cmdline").read_bytes().split(b"\0")[2] == SERVER.encode()
+    assert slack_of(m.proc.pid) == 700_000
+    assert slack_of(sup.managed["plain"].proc.pid) == slack_of(os.getpid())
     await killed_and_restarted(m)
     assert priority.read(m.proc.pid) == (4 if group_known else None, 4)
+    assert slack_of(m.proc.pid) == 700_000
     await sup.stop_program("niced")
     await sup.stop_program("plain")
