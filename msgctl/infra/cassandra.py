@@ -126,7 +126,7 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
 # with the kernel's default 50 us timer slack each idle worker woke 15-20,000 times a
 # second, and those wake-ups were 29% of the node's CPU at 1,000 msgs/s. With 500 us
 # its CPU fell by a quarter and its context switches by two thirds, for about 2 ms
-# more per store write (see docs/cluster.md)
+# more per store write at 1,000 msgs/s (see docs/infra.md)
 TIMER_SLACK_US = 500
 
 

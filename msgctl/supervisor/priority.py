@@ -16,7 +16,7 @@ program runs at the default priority and `apply` says why.
 Timer slack is how late the kernel may end a thread's timed wait so as to wake it
 together with others (50 us by default). Cassandra's idle request threads wait in
 turns of 10 us for work, each a wake-up; with more slack each turn lasts longer
-and most of those wake-ups go (see docs/cluster.md). A thread's slack is inherited
+and most of those wake-ups go (see docs/infra.md). A thread's slack is inherited
 by the threads it starts and kept across exec, and any process may set its own.
 """
 
