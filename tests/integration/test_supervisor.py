@@ -86,7 +86,8 @@ def slack_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/timerslack_ns").read_text())
 
 
-async def test_a_program_starts_and_restarts_at_its_cpu_priority(tmp_path: Path) -> None:
+async def test_a_program_starts_and_restarts_at_its_cpu_priority_and_timer_slack(
+        tmp_path: Path) -> None:
     home = Home(tmp_path).ensure()
     port = free_port()
     # a positive value, which any user may set (the cluster's gateways and sequencers
