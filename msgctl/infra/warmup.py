@@ -108,7 +108,7 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
 
-    from runtime.adapters.cluster.kafka import LINGER_MS
+    from runtime.adapters.cluster.kafka import LINGER_MS, TXN_LINGER_MS
 
     conf = _kafka_conf(bootstrap, security)
     admin = AdminClient(conf)
@@ -116,7 +116,8 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
     # the runtimes' producer settings: the broker validates lz4 batches on its hot path
     produce_conf = {**conf, "acks": "all", "compression.type": "lz4"}
     ingress = Producer({**produce_conf, "enable.idempotence": True, "linger.ms": LINGER_MS})
-    txn = Producer({**produce_conf, "linger.ms": 1, "transactional.id": "msgctl-warmup",
+    txn = Producer({**produce_conf, "linger.ms": TXN_LINGER_MS,
+                    "transactional.id": "msgctl-warmup",
                     "transaction.timeout.ms": 60000})
     seq = Consumer({**conf, "group.id": GROUPS[0], "isolation.level": "read_committed",
                     "enable.auto.commit": False, "auto.offset.reset": "earliest",

@@ -40,6 +40,7 @@ from runtime.adapters.cluster.kafka import (
     EVENTS,
     INGRESS,
     SEQ_STATE,
+    TXN_LINGER_MS,
     Worker,
     common,
     exit_for_restart,
@@ -115,7 +116,7 @@ class KafkaSequencer:
     async def start(self) -> None:
         self.producer = Producer(common(self.bootstrap) | {
             "transactional.id": f"msgctl-sequencer-{self.region}",
-            "enable.idempotence": True, "acks": "all", "linger.ms": 1,
+            "enable.idempotence": True, "acks": "all", "linger.ms": TXN_LINGER_MS,
             "compression.type": "lz4", "transaction.timeout.ms": 60_000,
             # the coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's
             # markers land; librdkafka's default 100 ms backoff made every transaction

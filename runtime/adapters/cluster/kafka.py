@@ -251,6 +251,9 @@ class Worker:
 # batch at 1,000 and none at 200, where transactions start 8 ms apart anyway (see
 # docs/cluster.md)
 LINGER_MS = 5
+# the sequencer's transactional producer: a transaction's produce requests go out as
+# the batch is written, and its commit waits for them anyway
+TXN_LINGER_MS = 1
 
 
 class AsyncProducer:
