@@ -104,6 +104,11 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         "concurrent_reads": 8,
         "concurrent_writes": 32,  # writes mostly wait on the commit log, not the CPU
         "concurrent_counter_writes": 8,
+        # every engine shares two cores here: at the default 64 MiB/s a compaction took a
+        # core for a second or more, and the writes it starved held deliveries up for as
+        # long (p99 1.5 s at 2,000 msgs/s); at 8 MiB/s it takes a fifth of a core for
+        # longer, several times what this traffic needs (see docs/infra.md)
+        "compaction_throughput": "8MiB/s",
         # memtables as tries with their cells off the heap (Cassandra 5's own
         # cassandra_latest.yaml): young collections every ~10 s instead of ~3 s under
         # traffic, and a cheaper write path at 2,000 msgs/s (see docs/infra.md); the

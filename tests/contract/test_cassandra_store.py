@@ -191,7 +191,7 @@ def test_ensure_schema_is_idempotent_and_records_migrations(
         assert row.replication[dc] == "1"
         tables = {r.table_name for r in session.execute(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (keyspace,))}
-        assert {"messages", "message_cids", "conv_heads", "conversations",
+        assert {"messages", "message_cids", "sender_cids", "conv_heads", "conversations",
                 "user_conversations", "device_cursors", "watermarks", "push_tokens",
                 "schema_migrations", "store_settings"} <= tables
         head = session.execute("SELECT kind FROM system_schema.columns WHERE keyspace_name = "
@@ -280,6 +280,36 @@ async def test_a_store_that_creates_its_keyspace_knows_it_keeps_one_replica(
         assert store.heads_beside
     finally:
         await store.close()
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+async def test_cids_written_before_migration_5_are_still_found(
+        session: object, cassandra_endpoint: Endpoint) -> None:
+    """The cid index moved to `sender_cids` (a partition per sender and conversation);
+    rows of the old `message_cids` still answer a retry, asked only while it has any."""
+    keyspace = f"contract_cids_{uuid.uuid4().hex[:8]}"
+    store = await cassandra_store(cassandra_endpoint, keyspace)
+    again = None
+    try:
+        assert not store.old_cids  # a new keyspace: nothing in the old index
+        await store.upsert_messages([_msg("conv-new", 1), _msg("conv-new", 2, sender="bob")])
+        new_rows = session.execute(f"SELECT sender, cid, seq, prev FROM {keyspace}.sender_cids "
+                                   "WHERE conv = 'conv-new' AND sender = 'alice'").all()
+        assert [tuple(r) for r in new_rows] == [("alice", "c1", 1, 0)]
+        assert session.execute(f"SELECT cid FROM {keyspace}.message_cids LIMIT 1").one() is None
+        # a row as the store wrote it before migration 5
+        session.execute(f"INSERT INTO {keyspace}.message_cids (conv, sender, cid, seq, prev) "
+                        "VALUES ('conv-old', 'alice', 'c7', 7, 6)")
+        assert await store.lookup_cid("conv-old", "alice", "c7") is None  # not asked
+        again = await cassandra_store(cassandra_endpoint, keyspace)
+        assert again.old_cids
+        assert await again.lookup_cid("conv-old", "alice", "c7") == (7, 6)
+        assert await again.lookup_cid("conv-old", "bob", "c7") is None
+        assert await again.lookup_cid("conv-new", "bob", "c2") == (2, 1)
+    finally:
+        await store.close()
+        if again is not None:
+            await again.close()
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
 
 

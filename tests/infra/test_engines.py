@@ -148,10 +148,11 @@ def test_the_jvms_log_their_collections(stack: Stack) -> None:
         assert collector in text and "Pause Young" in text, (engine, text[-500:])
 
 
-def test_cassandra_keeps_its_memtables_as_tries_off_the_heap(stack: Stack) -> None:
-    """The running node took the allocation msgctl wrote (a `memtable` block it did not
-    know would have stopped it from starting; an allocation it ignored would show
-    here)."""
+def test_cassandra_keeps_its_memtables_off_the_heap_and_compacts_at_8_mib_s(
+        stack: Stack) -> None:
+    """The running node took the memtable allocation and the compaction limit msgctl
+    wrote (a `memtable` block it did not know would have stopped it from starting; a
+    setting it ignored would show here)."""
     from cassandra.cluster import Cluster
 
     from tests import engines
@@ -161,11 +162,12 @@ def test_cassandra_keeps_its_memtables_as_tries_off_the_heap(stack: Stack) -> No
     try:
         session = cluster.connect()
         rows = {r.name: r.value for r in session.execute(
-            "SELECT name, value FROM system_views.settings WHERE name = "
-            "'memtable_allocation_type'")}
+            "SELECT name, value FROM system_views.settings WHERE name IN "
+            "('memtable_allocation_type', 'compaction_throughput')")}
     finally:
         cluster.shutdown()
     assert rows.get("memtable_allocation_type") == "offheap_objects", rows
+    assert rows.get("compaction_throughput") == "8MiB/s", rows
 
 
 def test_infra_status_probes_live(stack: Stack) -> None:

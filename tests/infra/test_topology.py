@@ -121,6 +121,7 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     # memtables: tries, cells off the heap
     assert conf["memtable"]["configurations"]["default"] == {"inherits": "trie"}
     assert conf["memtable_allocation_type"] == "offheap_objects"
+    assert conf["compaction_throughput"] == "8MiB/s"
     assert red.probe == {"kind": "redis", "url": "rediss://127.0.0.1:7379/0", "security": me}
     assert programs[2].depends_on == ["cassandra.eu", "redis.eu"]
     cfg = NodeConfig.load(Path(programs[2].argv[-1]))

@@ -236,6 +236,9 @@ class CassandraStore:
         # heads beside their messages (`store_messages`): only with one replica per row in
         # this data center, read from the keyspace at connect
         self.heads_beside = False
+        # whether `message_cids`, the cid index before migration 5, holds rows: read at
+        # connect; nothing writes it any more, so once empty it stays empty
+        self.old_cids = False
 
     @classmethod
     def from_config(cls, engines: EnginesConfig, **kwargs: Any) -> CassandraStore:
@@ -297,6 +300,8 @@ class CassandraStore:
             self._cluster = cluster
             self._prepare(session)
             self.heads_beside = self._one_local_replica(cluster)
+            self.old_cids = session.execute(
+                f"SELECT cid FROM {self.keyspace}.message_cids LIMIT 1").one() is not None
             self._settle_bucket_size(session)
             if abandoned.is_set():
                 raise StoreUnavailable("connect finished after its caller gave up")
@@ -376,10 +381,13 @@ class CassandraStore:
                         "AND seq > ? ORDER BY seq ASC LIMIT ?",
             "sel_msg": f"SELECT {_MSG_COLS} FROM {ks}.messages WHERE conv = ? AND bucket = ? "
                        "AND seq = ?",
-            "ins_cid": f"INSERT INTO {ks}.message_cids (conv, sender, cid, seq, prev) "
+            "ins_cid": f"INSERT INTO {ks}.sender_cids (conv, sender, cid, seq, prev) "
                        "VALUES (?, ?, ?, ?, ?)",
-            "sel_cid": f"SELECT seq, prev FROM {ks}.message_cids WHERE conv = ? AND sender = ? "
+            "sel_cid": f"SELECT seq, prev FROM {ks}.sender_cids WHERE conv = ? AND sender = ? "
                        "AND cid = ?",
+            # the cid index before migration 5
+            "sel_old_cid": f"SELECT seq, prev FROM {ks}.message_cids WHERE conv = ? "
+                           "AND sender = ? AND cid = ?",
             "sel_device": f"SELECT known, conv, acked FROM {ks}.device_cursors "
                           "WHERE user = ? AND device = ?",
             "ins_device": f"INSERT INTO {ks}.device_cursors (user, device, known, first_seen) "
@@ -497,7 +505,8 @@ class CassandraStore:
         # each partition: (estimated bytes, its rows as (statement, values))
         partitions: dict[tuple[str, int], tuple[list[int], list[tuple[str, tuple[Any, ...]]]]] \
             = {}
-        groups: list[tuple[int, list[tuple[str, tuple[Any, ...]]]]] = []
+        # each (conv, sender) partition of the cid index: the same
+        cids: dict[tuple[str, str], tuple[list[int], list[tuple[str, tuple[Any, ...]]]]] = {}
         # conv -> (its highest seq here, the lowest prev here)
         span: dict[str, tuple[int, int]] = {}
         for m in messages:
@@ -510,8 +519,9 @@ class CassandraStore:
                                      m.from_device, m.ts, m.kind, m.body, media,
                                      m.moved_from)))
             size[0] += _row_bytes(m, media)
-            cid = (m.conv, m.sender, m.cid, m.seq, m.prev)
-            groups.append((len(m.conv) + len(m.sender) + len(m.cid) + 64, [("ins_cid", cid)]))
+            size, rows = cids.setdefault((m.conv, m.sender), ([0], []))
+            rows.append(("ins_cid", (m.conv, m.sender, m.cid, m.seq, m.prev)))
+            size[0] += len(m.cid) + 64
         inline: set[str] = set()
         for conv in heads if self.heads_beside else ():
             if conv not in span:
@@ -529,7 +539,7 @@ class CassandraStore:
             rows.append(("set_bucket_head", (top, top, conv, bucket)))
             size[0] += 64
             inline.add(conv)
-        groups = [(size[0], rows) for size, rows in partitions.values()] + groups
+        groups = [(size[0], rows) for size, rows in (*partitions.values(), *cids.values())]
         await self._all(self._run(self._request(rows)) for rows in pack(groups))
         return inline
 
@@ -660,7 +670,11 @@ class CassandraStore:
         return _row_to_message(rows[0]) if rows else None
 
     async def lookup_cid(self, conv: str, sender: str, cid: str) -> tuple[int, int] | None:
+        """The (seq, prev) stored for a send's cid; the index of before migration 5 is
+        asked too while it holds any row."""
         rows = await self._run(self._bind("sel_cid", (conv, sender, cid)))
+        if not rows and self.old_cids:
+            rows = await self._run(self._bind("sel_old_cid", (conv, sender, cid)))
         return (rows[0][0], rows[0][1]) if rows else None
 
     # -- homes and epochs (region failover, runtime.core.homes) -----------

@@ -27,6 +27,12 @@ Layout and the invariants it keeps:
   a read-before-write or a Paxos round. Never write them with a normal
   timestamp, and never DELETE them: a delete at wall-clock time would shadow
   every later value.
+- `sender_cids` (migration 5) maps a send's (conv, sender, cid) to its seq and
+  prev, for idempotent retries; a partition holds one sender's cids in one
+  conversation, growing by about 70 bytes a message (a million messages from one
+  sender in one conversation make 70 MB, within what Cassandra reads well).
+  `message_cids` (one partition per cid) holds those written before migration 5
+  and is only read.
 - `store_settings` pins the bucket size chosen when the keyspace was created:
   readers and writers must agree on it.
 - `conv_homes` holds a conversation's epochs after its first (region failover): the
@@ -73,7 +79,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             sender text, from_device text, ts bigint, kind text, body text, media text,
             PRIMARY KEY ((conv, bucket), seq))
             WITH CLUSTERING ORDER BY (seq DESC)""",
-        # one partition per id: point lookups only, and no partition grows with traffic
+        # one partition per id; written until migration 5 (sender_cids), only read since
         """CREATE TABLE IF NOT EXISTS {ks}.message_cids (
             conv text, sender text, cid text, seq bigint, prev bigint,
             PRIMARY KEY ((conv, sender, cid)))""",
@@ -112,6 +118,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     # `conv_heads` still points at the newest bucket (written when a batch enters one)
     Migration(4, "heads beside the messages", (
         "ALTER TABLE {ks}.messages ADD IF NOT EXISTS head bigint static",
+    )),
+    # the cid index with one partition per (conversation, sender) instead of one per
+    # cid: a memtable flush and a compaction handle a row each, not a partition each
+    # (its index entry, bloom filter key and key-cache entry), and a lookup is still
+    # one read. `message_cids` keeps the rows written before, read when a cid is not
+    # found here (see CassandraStore.lookup_cid)
+    Migration(5, "cids by sender", (
+        """CREATE TABLE IF NOT EXISTS {ks}.sender_cids (
+            conv text, sender text, cid text, seq bigint, prev bigint,
+            PRIMARY KEY ((conv, sender), cid))""",
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
