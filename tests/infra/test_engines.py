@@ -148,11 +148,11 @@ def test_the_jvms_log_their_collections(stack: Stack) -> None:
         assert collector in text and "Pause Young" in text, (engine, text[-500:])
 
 
-def test_cassandra_keeps_its_memtables_off_the_heap_and_compacts_at_8_mib_s(
+def test_cassandra_runs_with_the_memtables_compaction_and_commit_log_msgctl_wrote(
         stack: Stack) -> None:
-    """The running node took the memtable allocation and the compaction limit msgctl
-    wrote (a `memtable` block it did not know would have stopped it from starting; a
-    setting it ignored would show here)."""
+    """The running node took the memtable allocation, the compaction limit and the
+    commit log's direct writes msgctl wrote (a `memtable` block it did not know would
+    have stopped it from starting; a setting it ignored would show here)."""
     from cassandra.cluster import Cluster
 
     from tests import engines
@@ -163,11 +163,24 @@ def test_cassandra_keeps_its_memtables_off_the_heap_and_compacts_at_8_mib_s(
         session = cluster.connect()
         rows = {r.name: r.value for r in session.execute(
             "SELECT name, value FROM system_views.settings WHERE name IN "
-            "('memtable_allocation_type', 'compaction_throughput')")}
+            "('memtable_allocation_type', 'compaction_throughput', "
+            "'commitlog_disk_access_mode')")}
     finally:
         cluster.shutdown()
     assert rows.get("memtable_allocation_type") == "offheap_objects", rows
     assert rows.get("compaction_throughput") == "8MiB/s", rows
+    assert rows.get("commitlog_disk_access_mode") == "auto", rows
+    # `auto`: direct writes where the commit log's file system takes O_DIRECT
+    commitlog = stack.home / "engines" / "cassandra.lab" / "data" / "commitlog"
+    try:
+        os.close(os.open(commitlog / "probe", os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600))
+        expected = "direct"
+    except OSError:
+        expected = "mmap"
+    finally:
+        (commitlog / "probe").unlink(missing_ok=True)
+    log = (stack.home / "logs" / "cassandra.lab.log").read_text()
+    assert f"commitlog_disk_access_mode resolved to: {expected}" in log
 
 
 def test_infra_status_probes_live(stack: Stack) -> None:

@@ -122,6 +122,7 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     assert conf["memtable"]["configurations"]["default"] == {"inherits": "trie"}
     assert conf["memtable_allocation_type"] == "offheap_objects"
     assert conf["compaction_throughput"] == "8MiB/s"
+    assert conf["commitlog_disk_access_mode"] == "auto"
     assert red.probe == {"kind": "redis", "url": "rediss://127.0.0.1:7379/0", "security": me}
     assert programs[2].depends_on == ["cassandra.eu", "redis.eu"]
     cfg = NodeConfig.load(Path(programs[2].argv[-1]))
