@@ -122,7 +122,10 @@ def test_provisioned_engines_come_first_with_offset_ports(tmp_path: Path) -> Non
     assert conf["memtable"]["configurations"]["default"] == {"inherits": "trie"}
     assert conf["memtable_allocation_type"] == "offheap_objects"
     assert conf["compaction_throughput"] == "8MiB/s"
-    assert conf["commitlog_disk_access_mode"] == "auto"
+    # direct writes where the commit log's file system takes them (this one's does)
+    commitlog = tmp_path / "engines" / "cassandra.eu" / "data" / "commitlog"
+    assert cassandra_mod.takes_direct_io(commitlog)
+    assert conf["commitlog_disk_access_mode"] == "direct"
     assert red.probe == {"kind": "redis", "url": "rediss://127.0.0.1:7379/0", "security": me}
     assert programs[2].depends_on == ["cassandra.eu", "redis.eu"]
     cfg = NodeConfig.load(Path(programs[2].argv[-1]))
@@ -379,3 +382,20 @@ def test_external_engine_security_mistakes_are_one_line(
     engines = dict(EXTERNAL, cassandra={**EXTERNAL["cassandra"], **setting})
     with pytest.raises(UsageError, match=message):
         topo_mod.parse(cluster(engines), str(tmp_path / "t.yaml"), 0)
+
+
+def test_cassandra_keeps_the_memory_mapped_commit_log_where_o_direct_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cassandra's own `auto` would pick direct writes there and fail to start."""
+    real_open = cassandra_mod.os.open
+
+    def refuse_direct(path: Any, flags: int, *args: Any) -> int:
+        if flags & getattr(cassandra_mod.os, "O_DIRECT", 0):
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(cassandra_mod.os, "open", refuse_direct)
+    path = cassandra_mod.write_config(tmp_path / "conf", tmp_path / "data", "127.0.0.1",
+                                      9042, 7000, "dc1")
+    assert yaml.safe_load(path.read_text())["commitlog_disk_access_mode"] == "legacy"
+    assert list((tmp_path / "data" / "commitlog").iterdir()) == []  # no probe left behind
