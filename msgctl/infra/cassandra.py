@@ -105,7 +105,7 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         "saved_caches_directory": str(data / "saved_caches"),
         "hints_directory": str(data / "hints"),
         "cdc_raw_directory": str(data / "cdc_raw"),
-        # durability: acknowledge a write once its group of writes is fsynced; a short
+        # durability: acknowledge a write once its group of writes is on disk; a short
         # window, since the store writer waits for each batch before routing it
         "commitlog_sync": "group",
         "commitlog_sync_group_window": "2ms",
