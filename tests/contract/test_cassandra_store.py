@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import re
 import socket
 import threading
 import time
@@ -388,6 +389,35 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
         await store.upsert_messages(long)
         assert await store.lookup_cid(long[5].conv, "s" * 128, "c" * 128) == (1, 0)
         assert "Server warning" not in caplog.text
+    finally:
+        await store.close()
+
+
+def _tombstone_cells(session: object, query: str) -> list[int]:
+    """The tombstone cells Cassandra's read of `query` met, from the query's trace
+    ("Read N live rows and M tombstone cells", one event per replica read)."""
+    trace = session.execute(query, trace=True).get_query_trace(max_wait_sec=20)
+    counts = [re.search(r"live rows and (\d+) tombstone cells", e.description)
+              for e in trace.events]
+    return [int(m.group(1)) for m in counts if m]
+
+
+async def test_a_message_leaves_its_absent_columns_unwritten(
+        session: object, cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    """A text message without media (and not moved) is stored without its media and
+    moved_from cells: bound as nulls, they would be tombstone cells that each flush,
+    compaction and read of the row carries. A message with both reads them back."""
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    try:
+        conv = f"conv-{uuid.uuid4().hex[:8]}"
+        with_both = dataclasses.replace(_msg(conv, 2), moved_from=7, media={"url": "u"})
+        await store.upsert_messages([_msg(conv, 1), with_both])
+        read = await store.messages(conv, 0, 10)
+        assert [(m.seq, m.media, m.moved_from) for m in read] == [
+            (1, None, None), (2, {"url": "u"}, 7)]
+        assert _tombstone_cells(
+            session, f"SELECT * FROM {cassandra_keyspace}.messages WHERE conv = '{conv}' "
+                     "AND bucket = 0") == [0]
     finally:
         await store.close()
 

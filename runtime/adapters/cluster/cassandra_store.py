@@ -47,6 +47,7 @@ from cassandra.policies import (
     TokenAwarePolicy,
 )
 from cassandra.query import (
+    UNSET_VALUE,
     BatchStatement,
     BatchType,
     PreparedStatement,
@@ -132,8 +133,9 @@ def _post(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any
 
 def _row_bytes(m: Message, media: str | None) -> int:
     """A message row's size as Cassandra's batch size check counts it: 16 bytes per
-    cell (10 of them, unset ones written as tombstones) plus each value's bytes, the
-    clustering key and the row's liveness; the partition key is not counted."""
+    cell (10 at most: media and moved_from are left out when unset) plus each value's
+    bytes, the clustering key and the row's liveness; the partition key is not counted.
+    Counted as if every cell were there: an estimate over, never under."""
     values = (m.mid, m.cid, m.sender, m.from_device, m.kind, m.body, media or "")
     # prev, ts and moved_from: 8 bytes each
     return 10 * 16 + 8 + 8 + 24 + sum(len(v.encode()) for v in values)
@@ -515,9 +517,15 @@ class CassandraStore:
             bucket = _bucket(m.seq, self.bucket_size)
             size, rows = partitions.setdefault((m.conv, bucket), ([0], []))
             media = json.dumps(m.media) if m.media is not None else None
+            # an absent column is left unset, not bound as null: a null is a tombstone
+            # cell, which every flush, compaction and read of the row then carries (two
+            # of a text message's ten cells). A (conv, seq) row only ever holds one
+            # message (a new epoch's seqs sort above the old ones'), so nothing is there
+            # for a null to clear
             rows.append(("ins_msg", (bucket, m.conv, m.seq, m.prev, m.mid, m.cid, m.sender,
-                                     m.from_device, m.ts, m.kind, m.body, media,
-                                     m.moved_from)))
+                                     m.from_device, m.ts, m.kind, m.body,
+                                     UNSET_VALUE if media is None else media,
+                                     UNSET_VALUE if m.moved_from is None else m.moved_from)))
             size[0] += _row_bytes(m, media)
             size, rows = cids.setdefault((m.conv, m.sender), ([0], []))
             rows.append(("ins_cid", (m.conv, m.sender, m.cid, m.seq, m.prev)))
