@@ -8,7 +8,9 @@ sequenced log the routers deliver from), ``msg.typing`` (the gateways' typing
 events) and ``presence.events`` (online and offline of each region's users);
 a mirrored topic is named ``<source>.<topic>`` (DefaultReplicationPolicy), so
 nothing is mirrored back. MM2 also mirrors its
-``heartbeats`` topics, which `msgctl status` reads for the link's liveness.
+``heartbeats`` topics, which `msgctl status` reads for the link's liveness, and
+``msgctl.warmup.mirror``, which the supervisor writes to warm each MM2 up before
+`up` reports ready (msgctl.infra.warmup).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from msgctl.infra import jvm, kafka
 
 MIRRORED = ("msg.events", "msg.typing", "presence.events")
+WARMUP_TOPIC = "msgctl.warmup.mirror"
 HEARTBEAT_S = 1
 DEFAULT_HEAP_MB = 256
 
@@ -53,7 +56,7 @@ def properties(clusters: dict[str, str],
             if src != dst:
                 props[f"{src}->{dst}.enabled"] = "true"
     props |= {
-        "topics": "|".join(t.replace(".", r"\.") for t in MIRRORED),
+        "topics": "|".join(t.replace(".", r"\.") for t in (*MIRRORED, WARMUP_TOPIC)),
         "groups.exclude": ".*",  # no consumer groups to translate
         "emit.checkpoints.enabled": "false",
         "sync.group.offsets.enabled": "false",

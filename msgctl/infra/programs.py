@@ -154,8 +154,12 @@ def mirror_program(region: str, host: str, clusters: dict[str, str], kafka_spec:
         name=f"mirror.{region}", region=region, runtimes=["mirror"], argv=argv, health_url="",
         endpoint=" ".join(f"{p}->{region}" for p in peers), kind=ENGINE,
         probe={"kind": "mirror", "bootstrap": clusters[region],
-               "topics": [f"{p}.heartbeats" for p in peers], **_client(sec)},
+               "topics": [f"{p}.heartbeats" for p in peers],
+               "sources": {p: clusters[p] for p in peers}, **_client(sec)},
         cwd=str(base), start_timeout=ENGINE_START_TIMEOUT, stop_timeout=30.0,
+        # as long as its Kafka's: a cold MM2 compiling its copy path used 16-22% of a
+        # core in the first 20 s of traffic, 5% a minute later (docs/regions.md)
+        warmup_s=kafka_spec.warmup_s,
         depends_on=depends_on,
         info={"engine": "mirror", "version": kafka_spec.version, "ports": {},
               "conf_dir": str(conf), "host": host, "sources": peers})

@@ -23,6 +23,13 @@ waits for that:
   of each of one to four conversations), read back, cursors, watermarks and
   push tokens. The sequence numbers wrap, so every warm-up overwrites the same
   few MB.
+- MirrorMaker 2 (several regions): transactions of ten records, as the
+  sequencers write `msg.events`, on `msgctl.warmup.mirror` of every region it
+  copies from, read back (read_committed) from the copies in its own region.
+  Those topics stay, their records gone after ten minutes: MM2 restarts its
+  copying tasks whenever the set of topics it copies changes, so deleting them
+  at the end would pause `msg.events` for the first seconds of traffic. The
+  copies are read by assignment, not in a consumer group, so none is left.
 
 The JIT compiles for the requests it sees: while the warm-up's transactions
 touched one partition and its store batches held ten messages of one
@@ -45,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from msgctl.infra import mirror as mirror_config
 from msgctl.infra.security import client_engines as identity
 from msgctl.infra.spec import DEFAULT_PARTITIONS
 from runtime.adapters.cluster import engine_auth
@@ -53,6 +61,11 @@ from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, offsets_value
 TOPIC_IN, TOPIC_OUT, TOPIC_STATE = "msgctl.warmup.in", "msgctl.warmup.out", "msgctl.warmup.state"
 TOPICS = (TOPIC_IN, TOPIC_OUT, TOPIC_STATE)
 GROUPS = ("msgctl-warmup-seq", "msgctl-warmup-router")
+KEPT = {"retention.ms": "600000"}  # what a warm-up writes is gone ten minutes later
+# on every region's Kafka, copied by MirrorMaker 2 to the others as <region>.<topic>;
+# kept (see the module docstring)
+TOPIC_MIRROR = mirror_config.WARMUP_TOPIC
+MIRROR_GROUP = "msgctl-warmup-mirror"
 PARTITIONS = DEFAULT_PARTITIONS  # the default of the runtimes' topics (not a topology's)
 BODY = b"x" * 200  # about a sealed 100-byte message with its envelope
 TRANSACTORS = 2  # transactional producers at once
@@ -69,17 +82,21 @@ def _kafka_conf(bootstrap: str, security: dict[str, Any] | None) -> dict[str, An
             **engine_auth.kafka_settings(identity(security))}
 
 
-def _create_topics(admin: Any, timeout: float) -> None:
+def _create_topics(admin: Any, timeout: float,
+                   configs: dict[str, dict[str, str]] | None = None) -> None:
+    """Create the topics `configs` names (topic -> its settings; by default the Kafka
+    warm-up's), those that exist already left as they are."""
     from confluent_kafka import KafkaError
     from confluent_kafka.admin import NewTopic
 
     from runtime.adapters.cluster.kafka import SEQ_STATE_CONFIG
 
-    configs = {TOPIC_IN: {"retention.ms": "600000"}, TOPIC_OUT: {"retention.ms": "600000"},
-               TOPIC_STATE: dict(SEQ_STATE_CONFIG)}  # configured as msg.seq-state
+    if configs is None:
+        configs = {TOPIC_IN: KEPT, TOPIC_OUT: KEPT,
+                   TOPIC_STATE: dict(SEQ_STATE_CONFIG)}  # configured as msg.seq-state
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1, config=configs[t])
-         for t in TOPICS], operation_timeout=timeout)
+        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1, config=c)
+         for t, c in configs.items()], operation_timeout=timeout)
     for future in futures.values():
         try:
             future.result(timeout)
@@ -210,6 +227,62 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
                     consumer.close()
             finally:
                 _clean_kafka(admin, timeout)
+    return {"seconds": round(time.monotonic() - t0, 1), **counts}
+
+
+def mirror(bootstrap: str, sources: dict[str, str], seconds: float,
+           security: dict[str, Any] | None = None, stop: threading.Event | None = None,
+           timeout: float = 20.0, loaded: threading.Event | None = None) -> dict[str, Any]:
+    """Drive the MirrorMaker 2 that copies `sources` (region -> bootstrap) into the
+    cluster at `bootstrap` for `seconds` or until `stop`: transactions of ten records,
+    as the sequencers write `msg.events`, at INGRESS_RATE into TOPIC_MIRROR of each
+    source, read back (read_committed) from their copies here. `loaded` is set when
+    the first copy arrives. The topics stay (see the module docstring)."""
+    from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from runtime.adapters.cluster.kafka import TXN_LINGER_MS
+
+    counts = {"produced": 0, "transactions": 0, "mirrored": 0}
+    producers = []
+    for source in sources.values():
+        conf = _kafka_conf(source, security)
+        _create_topics(AdminClient(conf), timeout, {TOPIC_MIRROR: KEPT})
+        producer = Producer({**conf, "acks": "all", "compression.type": "lz4",
+                             "linger.ms": TXN_LINGER_MS, "transaction.timeout.ms": 60000,
+                             # one per target: a source copied to several regions is
+                             # driven by the warm-up of each
+                             "transactional.id": f"msgctl-warmup-mirror-to-{bootstrap}"})
+        producer.init_transactions(timeout)
+        producers.append(producer)
+    here = _kafka_conf(bootstrap, security)
+    # made before MM2 makes them (with the broker's retention), so they get KEPT's
+    _create_topics(AdminClient(here), timeout,
+                   {f"{region}.{TOPIC_MIRROR}": KEPT for region in sources})
+    # assigned, not subscribed: no consumer group is made, so none is left behind
+    copies = Consumer({**here, "group.id": MIRROR_GROUP, "isolation.level": "read_committed",
+                       "enable.auto.commit": False})
+    copies.assign([TopicPartition(f"{region}.{TOPIC_MIRROR}", p, OFFSET_END)
+                   for region in sources for p in range(PARTITIONS)])
+    t0 = time.monotonic()
+    try:
+        while counts["transactions"] == 0 or (
+                time.monotonic() < t0 + seconds and not (stop and stop.is_set())):
+            for producer in producers:
+                producer.begin_transaction()
+                for i in range(10):
+                    producer.produce(TOPIC_MIRROR, BODY, partition=i % PARTITIONS)
+                producer.commit_transaction(timeout)
+                counts["produced"] += 10
+                counts["transactions"] += 1
+            arrived = sum(1 for r in copies.consume(500, timeout=0) if not r.error())
+            counts["mirrored"] += arrived
+            if arrived and loaded is not None:
+                loaded.set()
+            pace = t0 + counts["produced"] / len(producers) / INGRESS_RATE
+            time.sleep(max(0.0, pace - time.monotonic()))
+    finally:
+        copies.close()
     return {"seconds": round(time.monotonic() - t0, 1), **counts}
 
 
@@ -406,10 +479,11 @@ class JitWatch:
 
 def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = None,
         pid: int | None = None) -> dict[str, Any]:
-    """Warm the engine a readiness probe spec names (kind kafka or cql; others: nothing)
+    """Warm the engine a readiness probe spec names (kind kafka, cql or mirror; others:
+    nothing)
     until the JIT of its JVM `pid` has settled (see `JitWatch`) or `seconds` ran out."""
     kind = spec.get("kind")
-    if kind not in ("kafka", "cql") or seconds <= 0:
+    if kind not in ("kafka", "cql", "mirror") or seconds <= 0:
         return {}
     done = threading.Event()
     loaded = threading.Event()  # set by the driver once its whole path has worked once
@@ -428,6 +502,9 @@ def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = Non
         if kind == "kafka":
             out = kafka(spec["bootstrap"], seconds, spec.get("security"), done, abort=stop,
                         loaded=loaded)
+        elif kind == "mirror":
+            out = mirror(spec["bootstrap"], dict(spec.get("sources") or {}), seconds,
+                         spec.get("security"), done, loaded=loaded)
         else:
             out = cassandra(spec["host"], int(spec["port"]), spec.get("datacenter") or "",
                             seconds, spec.get("security"), done, loaded=loaded)

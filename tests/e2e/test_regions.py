@@ -7,8 +7,10 @@ data center and Redis, MirrorMaker 2 between them (the `two_regions` fixture).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -65,6 +67,43 @@ def test_status_shows_every_region_and_a_healthy_link_each_way(two_regions: Regi
     for link in links.values():
         assert not link["stalled"] and link["error"] == "", link
         assert link["heartbeat_age_ms"] is not None and link["heartbeat_age_ms"] < 10_000
+
+
+def test_a_mirror_warm_up_goes_through_mirror_maker_and_leaves_short_lived_topics(
+        two_regions: Regions) -> None:
+    """What `up` does to warm each MirrorMaker 2 (here without the JIT watch, which the
+    supervisor adds): transactions into us-east's `msgctl.warmup.mirror`, read back from
+    their copies in eu-west; both topics keep their records ten minutes, and no consumer
+    group is left."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    from msgctl.infra import warmup
+    from msgctl.supervisor.program import Program
+
+    plan = json.loads(Home(two_regions.home).plan_file.read_text())
+    spec = next(Program.from_dict(p) for p in plan["programs"]
+                if p["name"] == f"mirror.{WEST}").probe_spec
+    assert set(spec["sources"]) == {EAST}
+    loaded, stop = threading.Event(), threading.Event()
+
+    def stop_soon_after_the_first_copy() -> None:
+        if loaded.wait(60):
+            time.sleep(3)
+        stop.set()
+
+    threading.Thread(target=stop_soon_after_the_first_copy, daemon=True).start()
+    out = warmup.mirror(spec["bootstrap"], spec["sources"], 90.0, spec.get("security"),
+                        stop, loaded=loaded)
+    assert loaded.is_set() and out["transactions"] > 0, out
+    assert 0 < out["mirrored"] <= out["produced"], out
+    for bootstrap, topic in ((spec["sources"][EAST], warmup.TOPIC_MIRROR),
+                             (spec["bootstrap"], f"{EAST}.{warmup.TOPIC_MIRROR}")):
+        admin = AdminClient(warmup._kafka_conf(bootstrap, spec.get("security")))
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        configs = admin.describe_configs([resource])[resource].result(timeout=10)
+        assert configs["retention.ms"].value == "600000", topic
+    groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+    assert warmup.MIRROR_GROUP not in groups
 
 
 def test_a_lag_reader_keeps_its_kafka_connections_between_reads(two_regions: Regions) -> None:

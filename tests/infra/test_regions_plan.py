@@ -42,7 +42,10 @@ def test_two_regions_plan_one_cassandra_cluster_and_a_mirror_each(tmp_path: Path
         assert set(m.depends_on) == {"kafka.us-east", "kafka.eu-west"}
         assert m.probe_spec == {"kind": "mirror", "bootstrap": programs[
             f"kafka.{region}"].endpoint, "topics": [f"{peer}.heartbeats"],
+            "sources": {peer: programs[f"kafka.{peer}"].endpoint},
             "security": programs[f"kafka.{region}"].probe_spec["security"]}
+        # warmed up as long as its Kafka may be (msgctl.infra.warmup.mirror)
+        assert m.warmup_s == programs[f"kafka.{region}"].warmup_s == 120
         props = (tmp_path / f"engines/mirror.{region}/conf/mm2.properties").read_text()
         assert f"{peer}.security.protocol = SSL" in props  # MM2 speaks SSL to every Kafka
     # the Kafka ACLs name every region (a gateway sends to a peer's ingress); the logins
@@ -74,7 +77,8 @@ def test_three_regions_join_in_order_and_mirror_every_pair(tmp_path: Path) -> No
     flows = {line.split(".enabled")[0] for line in props.splitlines() if "->" in line}
     assert len(flows) == 6  # every ordered pair; --clusters picks those into the region
     assert "us-east.consumer.isolation.level = read_committed" in props
-    assert r"topics = msg\.events|msg\.typing|presence\.events" in props
+    assert (r"topics = msg\.events|msg\.typing|presence\.events|msgctl\.warmup\.mirror"
+            in props)
 
 
 def test_mirror_properties_never_mirror_a_mirrored_topic() -> None:
@@ -85,6 +89,10 @@ def test_mirror_properties_never_mirror_a_mirrored_topic() -> None:
     assert pattern.fullmatch("msg.events") and pattern.fullmatch("presence.events")
     assert pattern.fullmatch("msg.typing")
     assert not pattern.fullmatch("a.msg.events") and not pattern.fullmatch("msg.ingress")
+    # the warm-up's (msgctl.infra.warmup.mirror), and not its copies
+    assert pattern.fullmatch("msgctl.warmup.mirror")
+    assert not pattern.fullmatch("a.msgctl.warmup.mirror")
+    assert not pattern.fullmatch("msgctl.warmup.in")
 
 
 def test_regions_must_share_the_cassandra_storage_port(tmp_path: Path) -> None:

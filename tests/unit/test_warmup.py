@@ -331,6 +331,24 @@ def test_run_stopped_from_outside_is_not_settled(monkeypatch: pytest.MonkeyPatch
     assert out == {"rounds": 1, "jit_settled": False}
 
 
+def test_run_warms_a_mirror_from_every_source_its_spec_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_mirror(bootstrap: str, sources: dict[str, str], seconds: float,
+                    security: object, stop: threading.Event,
+                    loaded: threading.Event | None = None) -> dict:
+        seen.update(bootstrap=bootstrap, sources=sources, security=security)
+        stop.set()
+        return {"mirrored": 3}
+
+    monkeypatch.setattr(warmup, "mirror", fake_mirror)
+    spec = {"kind": "mirror", "bootstrap": "eu:1", "topics": ["us.heartbeats"],
+            "sources": {"us": "us:1"}, "security": {"ca": "x"}}
+    assert warmup.run(spec, 60.0, pid=None)["mirrored"] == 3
+    assert seen == {"bootstrap": "eu:1", "sources": {"us": "us:1"}, "security": {"ca": "x"}}
+
+
 def test_up_waits_for_warm_ups_but_not_past_its_timeout(tmp_path: Path) -> None:
     import json
     import subprocess
