@@ -1,4 +1,5 @@
-"""Warm a freshly started Kafka or Cassandra before the deployment reports ready.
+"""Warm a freshly started Kafka, Cassandra or MirrorMaker 2 before the deployment reports
+ready.
 
 A JVM runs its hot paths interpreted until its JIT has compiled them, and the
 compiling takes CPU too. On this project's one-region stack the first minute
@@ -244,6 +245,8 @@ def mirror(bootstrap: str, sources: dict[str, str], seconds: float,
     from runtime.adapters.cluster.kafka import TXN_LINGER_MS
 
     counts = {"produced": 0, "transactions": 0, "mirrored": 0}
+    if not sources:  # a plan written before mirrors were warmed names none
+        return {"seconds": 0.0, **counts}
     producers = []
     for source in sources.values():
         conf = _kafka_conf(source, security)
@@ -480,8 +483,8 @@ class JitWatch:
 def run(spec: dict[str, Any], seconds: float, stop: threading.Event | None = None,
         pid: int | None = None) -> dict[str, Any]:
     """Warm the engine a readiness probe spec names (kind kafka, cql or mirror; others:
-    nothing)
-    until the JIT of its JVM `pid` has settled (see `JitWatch`) or `seconds` ran out."""
+    nothing) until the JIT of its JVM `pid` has settled (see `JitWatch`) or `seconds`
+    ran out."""
     kind = spec.get("kind")
     if kind not in ("kafka", "cql", "mirror") or seconds <= 0:
         return {}

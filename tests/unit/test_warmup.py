@@ -349,6 +349,14 @@ def test_run_warms_a_mirror_from_every_source_its_spec_names(
     assert seen == {"bootstrap": "eu:1", "sources": {"us": "us:1"}, "security": {"ca": "x"}}
 
 
+def test_a_mirror_spec_without_sources_is_not_driven() -> None:
+    """A plan written before mirrors were warmed names no sources: nothing to drive (the
+    bootstrap is unreachable; touching it would wait out the timeout)."""
+    t0 = time.monotonic()
+    assert warmup.mirror("127.0.0.1:1", {}, 60.0)["transactions"] == 0
+    assert time.monotonic() - t0 < 1.0
+
+
 def test_up_waits_for_warm_ups_but_not_past_its_timeout(tmp_path: Path) -> None:
     import json
     import subprocess
