@@ -83,6 +83,21 @@ def _kafka_conf(bootstrap: str, security: dict[str, Any] | None) -> dict[str, An
             **engine_auth.kafka_settings(identity(security))}
 
 
+def _produce_conf(conf: dict[str, Any]) -> dict[str, Any]:
+    """The runtimes' producer settings: the broker validates lz4 batches on its hot path."""
+    return {**conf, "acks": "all", "compression.type": "lz4"}
+
+
+def _sequencer_producer(conf: dict[str, Any], transactional_id: str) -> Any:
+    """A transactional producer set up as the sequencer's (its linger as well)."""
+    from confluent_kafka import Producer
+
+    from runtime.adapters.cluster.kafka import TXN_LINGER_MS
+
+    return Producer({**_produce_conf(conf), "linger.ms": TXN_LINGER_MS,
+                     "transactional.id": transactional_id, "transaction.timeout.ms": 60000})
+
+
 def _create_topics(admin: Any, timeout: float,
                    configs: dict[str, dict[str, str]] | None = None) -> None:
     """Create the topics `configs` names (topic -> its settings; by default the Kafka
@@ -126,17 +141,14 @@ def kafka(bootstrap: str, seconds: float, security: dict[str, Any] | None = None
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient
 
-    from runtime.adapters.cluster.kafka import LINGER_MS, TXN_LINGER_MS
+    from runtime.adapters.cluster.kafka import LINGER_MS
 
     conf = _kafka_conf(bootstrap, security)
     admin = AdminClient(conf)
     _create_topics(admin, timeout)
-    # the runtimes' producer settings: the broker validates lz4 batches on its hot path
-    produce_conf = {**conf, "acks": "all", "compression.type": "lz4"}
+    produce_conf = _produce_conf(conf)
     ingress = Producer({**produce_conf, "enable.idempotence": True, "linger.ms": LINGER_MS})
-    txn = Producer({**produce_conf, "linger.ms": TXN_LINGER_MS,
-                    "transactional.id": "msgctl-warmup",
-                    "transaction.timeout.ms": 60000})
+    txn = _sequencer_producer(conf, "msgctl-warmup")
     seq = Consumer({**conf, "group.id": GROUPS[0], "isolation.level": "read_committed",
                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
                     "fetch.wait.max.ms": 100})
@@ -239,10 +251,8 @@ def mirror(bootstrap: str, sources: dict[str, str], seconds: float,
     as the sequencers write `msg.events`, at INGRESS_RATE into TOPIC_MIRROR of each
     source, read back (read_committed) from their copies here. `loaded` is set when
     the first copy arrives. The topics stay (see the module docstring)."""
-    from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
     from confluent_kafka.admin import AdminClient
-
-    from runtime.adapters.cluster.kafka import TXN_LINGER_MS
 
     counts = {"produced": 0, "transactions": 0, "mirrored": 0}
     if not sources:  # a plan written before mirrors were warmed names none
@@ -251,11 +261,9 @@ def mirror(bootstrap: str, sources: dict[str, str], seconds: float,
     for source in sources.values():
         conf = _kafka_conf(source, security)
         _create_topics(AdminClient(conf), timeout, {TOPIC_MIRROR: KEPT})
-        producer = Producer({**conf, "acks": "all", "compression.type": "lz4",
-                             "linger.ms": TXN_LINGER_MS, "transaction.timeout.ms": 60000,
-                             # one per target: a source copied to several regions is
-                             # driven by the warm-up of each
-                             "transactional.id": f"msgctl-warmup-mirror-to-{bootstrap}"})
+        # one per target: a source copied to several regions is driven by the warm-up
+        # of each
+        producer = _sequencer_producer(conf, f"msgctl-warmup-mirror-to-{bootstrap}")
         producer.init_transactions(timeout)
         producers.append(producer)
     here = _kafka_conf(bootstrap, security)
