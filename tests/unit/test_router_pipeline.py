@@ -74,6 +74,7 @@ class ScriptedConsumer:
             return out
 
     def store_offsets(self, offsets: list[TopicPartition]) -> None:
+        time.sleep(0.05)
         self.stored.append(sorted((tp.partition, tp.offset) for tp in offsets))
 
     def close(self) -> None:
@@ -197,9 +198,9 @@ def test_a_slow_batch_holds_later_routes_but_not_their_messages_or_own_heads() -
                                      [Record(1, 20, msg("fast", 5)),
                                       Record(1, 21, msg("fast", 6))]])
         r = router(store, consumer)
-        task = asyncio.create_task(run_until(r, lambda: len(consumer.stored) >= 1 and
-                                             any(e[0] == "route" and 6 in e[1]
-                                                 for e in store.log)))
+        # offsets are stored on the consumer's worker thread, after the routing
+        task = asyncio.create_task(run_until(r, lambda: (1, 22) in {
+            tp for stored in list(consumer.stored) for tp in stored}))
         # the second batch's messages are written while the first one's are held...
         for _ in range(200):
             if ("messages", (5, 6)) in store.log:
@@ -411,8 +412,8 @@ def test_a_stored_batch_is_routed_without_waiting_for_a_later_batchs_store() -> 
         def routed() -> list[int]:
             return [seq for kind, seqs in store.log if kind == "route" for seq in seqs]
 
-        for _ in range(200):
-            if 5 in routed():
+        for _ in range(200):  # its offsets are stored on the worker thread, after it
+            if 5 in routed() and consumer.stored:
                 break
             await asyncio.sleep(0.01)
         # a is routed (after z, or with it) while b's store is still held
