@@ -18,7 +18,9 @@ send -> sent and send -> deliver percentiles of the step, and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core:
 on a small machine the latency is mostly time spent waiting for a core. Last, what
 the JVM engines did meanwhile that holds requests up: their collectors' pauses (from
-each engine's gc.log) and Cassandra's memtable flushes and compactions (from its log).
+each engine's gc.log), the CPU their JIT compilers used (a JVM still compiling its hot
+paths, as in a first minute after start) and Cassandra's memtable flushes and
+compactions (from its log).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from msgctl.bench import runner  # noqa: E402
 from msgctl.deploy import logs as logs_mod  # noqa: E402
 from msgctl.deploy import metrics  # noqa: E402
 from msgctl.home import Home, default_home  # noqa: E402
+from msgctl.infra import warmup  # noqa: E402
 from msgctl.supervisor.client import read_state  # noqa: E402
 from msgctl.tls import trust, trust_children  # noqa: E402
 
@@ -141,6 +144,16 @@ def cpu_ticks(home: Home) -> dict[str, int]:
     return out
 
 
+def jit_ticks(home: Home) -> dict[str, int]:
+    """JVM program -> CPU ticks its JIT compiler threads used so far (the programs that
+    are not a HotSpot JVM are left out)."""
+    out: dict[str, int] = {}
+    for prog in (read_state(home) or {}).get("programs", []):
+        if prog.get("pid") and (ticks := warmup.compiler_ticks(prog["pid"])) is not None:
+            out[prog["name"]] = ticks
+    return out
+
+
 def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
                 ) -> dict[str, float]:
     """program -> % of one core over `seconds`, busiest first (programs that restarted
@@ -214,6 +227,8 @@ def describe(name: str, work: dict[str, Any]) -> str:
     """One engine's line of the table output."""
     parts = [f"{work['gc_pauses']} GC pauses ({work['gc_pause_ms']:.0f} ms, longest "
              f"{work['gc_pause_max_ms']:.0f})"]
+    if "jit_percent" in work:
+        parts.append(f"JIT compilers {work['jit_percent']:.0f}% of a core")
     if "flushes" in work:
         parts.append(f"{work['flushes']} memtable flushes, {work['compactions']} "
                      f"compactions ({work['compaction_ms']:,} ms)")
@@ -258,10 +273,16 @@ def main() -> None:
         s.pairs = args.pairs
     scraped_at = time.monotonic()
     before = scrape_all(points)
-    ticks, t0, wall0 = cpu_ticks(home), time.monotonic(), time.time()
+    ticks, compiled, t0, wall0 = cpu_ticks(home), jit_ticks(home), time.monotonic(), time.time()
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
     cpu = cpu_percent(ticks, cpu_ticks(home), time.monotonic() - t0)
+    # a JVM compiling its hot paths still (a first minute after start) competes for the
+    # cores; left out where a compiler thread ended in between and took its ticks along
+    jit = cpu_percent(compiled, jit_ticks(home), time.monotonic() - t0)
     engines = engine_work(home, wall0, time.time())
+    for name, pct in jit.items():
+        if name in engines:
+            engines[name]["jit_percent"] = pct
     after = scrape_all(points)
     between = time.monotonic() - scraped_at
     stages: dict[str, Any] = {}

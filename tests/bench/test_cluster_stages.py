@@ -173,3 +173,44 @@ def test_engine_work_reads_each_engines_own_logs(tmp_path: Path) -> None:
     assert got["cassandra.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1,
                                       "gc_pause_max_ms": 18.0, "flushes": 1,
                                       "compactions": 0, "compaction_ms": 0}
+
+
+def test_jit_ticks_count_a_jvms_compiler_threads_only(tmp_path: Path) -> None:
+    """A real HotSpot JVM (compiling a source file it was given) is counted; a Python
+    process, which has no compiler threads, is left out."""
+    import json
+    import os
+    import shutil
+    import time
+
+    from msgctl.home import Home
+
+    java = shutil.which("java")
+    assert java is not None, "the engines need a JDK on this machine"
+    source = tmp_path / "Sleep.java"
+    source.write_text("public class Sleep { public static void main(String[] a) throws "
+                      "Exception { Thread.sleep(30000); } }\n")
+    jvm = subprocess.Popen([java, str(source)])
+    try:
+        home = Home(tmp_path)
+        home.state_file.parent.mkdir(parents=True, exist_ok=True)
+        home.state_file.write_text(json.dumps({"programs": [
+            {"name": "jvm.local", "pid": jvm.pid},
+            {"name": "python.local", "pid": os.getpid()}]}))
+        deadline = time.monotonic() + 20
+        ticks = stages.jit_ticks(home)
+        while not ticks.get("jvm.local") and time.monotonic() < deadline:
+            time.sleep(0.2)  # compiling the source in memory takes the JIT some ticks
+            ticks = stages.jit_ticks(home)
+        assert list(ticks) == ["jvm.local"]
+        assert ticks["jvm.local"] > 0
+    finally:
+        jvm.kill()
+        jvm.wait()
+
+
+def test_an_engines_line_names_its_jit_compilers_share() -> None:
+    work = {"gc_pauses": 1, "gc_pause_ms": 9.0, "gc_pause_max_ms": 9.0, "jit_percent": 12.4}
+    assert "JIT compilers 12% of a core" in stages.describe("kafka.local", work)
+    del work["jit_percent"]  # a step in which a compiler thread ended
+    assert "JIT" not in stages.describe("kafka.local", work)
