@@ -74,7 +74,6 @@ class ScriptedConsumer:
             return out
 
     def store_offsets(self, offsets: list[TopicPartition]) -> None:
-        time.sleep(0.05)
         self.stored.append(sorted((tp.partition, tp.offset) for tp in offsets))
 
     def close(self) -> None:
