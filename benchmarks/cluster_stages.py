@@ -32,6 +32,7 @@ import re
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -128,30 +129,33 @@ def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
             for name, host, port, tls in points}
 
 
-def cpu_ticks(home: Home) -> dict[str, int]:
-    """program -> CPU ticks (user + system) its process and children used so far."""
+def _per_program(home: Home, read: Callable[[int], int | None]) -> dict[str, int]:
+    """program -> `read` of its pid (the programs not running, or where it says None,
+    left out)."""
     out: dict[str, int] = {}
     for prog in (read_state(home) or {}).get("programs", []):
-        pid = prog.get("pid")
-        if not pid:
-            continue
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # utime, stime, cutime, cstime
-        out[prog["name"]] = sum(int(f) for f in fields[11:15])
+        if prog.get("pid") and (value := read(prog["pid"])) is not None:
+            out[prog["name"]] = value
     return out
+
+
+def _process_ticks(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+
+
+def cpu_ticks(home: Home) -> dict[str, int]:
+    """program -> CPU ticks (user + system) its process and children used so far."""
+    return _per_program(home, _process_ticks)
 
 
 def jit_ticks(home: Home) -> dict[str, int]:
     """JVM program -> CPU ticks its JIT compiler threads used so far (the programs that
     are not a HotSpot JVM are left out)."""
-    out: dict[str, int] = {}
-    for prog in (read_state(home) or {}).get("programs", []):
-        if prog.get("pid") and (ticks := warmup.compiler_ticks(prog["pid"])) is not None:
-            out[prog["name"]] = ticks
-    return out
+    return _per_program(home, warmup.compiler_ticks)
 
 
 def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
