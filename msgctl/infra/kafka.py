@@ -101,6 +101,9 @@ def write_config(conf: Path, data: Path, host: str, port: int, controller_port: 
     return path
 
 
+METASPACE_MB = 128  # the first metaspace threshold: above what the broker loads
+
+
 def jvm_argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int,
              gc_log: bool = False) -> list[str]:
     """`gc_log`: log every collection to `logs`/gc.log (the broker; not the format tool)."""
@@ -108,7 +111,11 @@ def jvm_argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int,
     # garbage short-lived, so it makes young collections almost only. On the one-region
     # stack: young pauses p50 8-9 ms against G1's 18 ms, ~100 MiB less RSS, and lower
     # send->deliver latency over five fresh stacks against three (docs/cluster.md).
+    # Its metaspace (classes, about 60 MB once serving) starts with a 21 MB threshold,
+    # and the parallel collector answers each crossing with a full collection: three
+    # while starting, then one minutes later (733 ms under 2,000 msgs/s, docs/infra.md).
     return [java, f"-Xms{min(256, heap_mb)}m", f"-Xmx{heap_mb}m", "-XX:+UseParallelGC",
+            f"-XX:MetaspaceSize={METASPACE_MB}m",
             *([jvm.gc_log(logs)] if gc_log else []), "-XX:+ExitOnOutOfMemoryError",
             f"-XX:ErrorFile={logs}/hs_err_%p.log", "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={logs}", f"-Dlog4j2.configurationFile={conf / 'log4j2.yaml'}",
