@@ -17,10 +17,10 @@ gateways (the oldest message of each published batch). Next to them, the client'
 send -> sent and send -> deliver percentiles of the step, and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core:
 on a small machine the latency is mostly time spent waiting for a core. Last, what
-the JVM engines did meanwhile that holds requests up: their collectors' pauses (from
-each engine's gc.log), the CPU their JIT compilers used (a JVM still compiling its hot
-paths, as in a first minute after start) and Cassandra's memtable flushes and
-compactions (from its log).
+the JVM engines did meanwhile that holds requests up: their collectors' pauses, full
+collections counted apart (from each engine's gc.log), the CPU their JIT compilers
+used (a JVM still compiling its hot paths, as in a first minute after start) and
+Cassandra's memtable flushes and compactions (from its log).
 """
 
 from __future__ import annotations
@@ -170,15 +170,17 @@ def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
 
 # a JVM's unified GC log line ("-Xlog:gc" with time,uptime), written when a pause ends:
 # [2026-12-06T08:37:13.370+0000][1060.167s] GC(85) Pause Young (Normal) (...) 29.477ms
-_GC_PAUSE = re.compile(r"^\[([^\]]+)\]\[[\d.]+s\] GC\(\d+\) Pause .* ([\d.]+)ms$")
+_GC_PAUSE = re.compile(r"^\[([^\]]+)\]\[[\d.]+s\] GC\(\d+\) Pause (\w+).* ([\d.]+)ms$")
 # Cassandra's "Compacted (<id>) 4 sstables to [...] ... in 1,940ms.  Read Throughput ..."
 _COMPACTED_IN = re.compile(r"^Compacted \(.* in ([\d,]+)ms\b")
 
 
 def gc_pauses(lines: list[str], start: float, end: float) -> dict[str, Any]:
     """The collector's pauses that ended between `start` and `end` (epoch seconds):
-    how many, their total and the longest, in ms."""
+    how many, their total and the longest, in ms, and how many were full collections
+    (the whole heap, the longest kind: "Pause Full")."""
     pauses = []
+    full = 0
     for line in lines:
         m = _GC_PAUSE.match(line.strip())
         if m is None:
@@ -188,9 +190,10 @@ def gc_pauses(lines: list[str], start: float, end: float) -> dict[str, Any]:
         except ValueError:
             continue
         if start <= at <= end:
-            pauses.append(float(m[2]))
+            pauses.append(float(m[3]))
+            full += m[2] == "Full"
     return {"gc_pauses": len(pauses), "gc_pause_ms": round(sum(pauses), 1),
-            "gc_pause_max_ms": round(max(pauses, default=0.0), 1)}
+            "gc_pause_max_ms": round(max(pauses, default=0.0), 1), "gc_full_pauses": full}
 
 
 def cassandra_work(lines: list[logs_mod.Line], start: float, end: float) -> dict[str, Any]:
@@ -229,8 +232,9 @@ def engine_work(home: Home, start: float, end: float) -> dict[str, dict[str, Any
 
 def describe(name: str, work: dict[str, Any]) -> str:
     """One engine's line of the table output."""
+    full = f", {work['gc_full_pauses']} full" if work.get("gc_full_pauses") else ""
     parts = [f"{work['gc_pauses']} GC pauses ({work['gc_pause_ms']:.0f} ms, longest "
-             f"{work['gc_pause_max_ms']:.0f})"]
+             f"{work['gc_pause_max_ms']:.0f}{full})"]
     if "jit_percent" in work:
         parts.append(f"JIT compilers {work['jit_percent']:.0f}% of a core")
     if "flushes" in work:

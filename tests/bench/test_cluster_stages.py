@@ -97,6 +97,13 @@ GC_LOG = "\n".join([
     f"[2026-12-06T08:37:30.000+0000][1077.000s] GC(83) Pause Young (Normal) {_EVAC} "
     "260M->120M(512M) 40.000ms",
 ])
+# the parallel collector's (Kafka's) lines
+PARALLEL_LOG = "\n".join([
+    "[2026-12-06T23:02:33.900+0000][315.356s] GC(58) Pause Full (Metadata GC Threshold) "
+    "91M->59M(219M) 733.337ms",
+    "[2026-12-06T23:02:39.960+0000][321.416s] GC(59) Pause Young (Allocation Failure) "
+    "105M->60M(219M) 2.719ms",
+])
 
 
 def _epoch(stamp: str) -> float:
@@ -108,9 +115,23 @@ def test_gc_pauses_are_those_that_ended_in_the_step() -> None:
     start, end = _epoch("2026-12-06T08:37:14.000+0000"), _epoch("2026-12-06T08:37:20.000+0000")
     got = stages.gc_pauses(GC_LOG.splitlines(), start, end)
     # a young pause and the remark ended in the window; a concurrent cycle is no pause
-    assert got == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0}
+    assert got == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0,
+                   "gc_full_pauses": 0}
     everything = stages.gc_pauses(GC_LOG.splitlines() + ["garbage", ""], 0, 2e9)
     assert everything["gc_pauses"] == 4 and everything["gc_pause_max_ms"] == 40.0
+
+
+def test_a_full_collection_is_counted_and_named_on_the_engines_line() -> None:
+    got = stages.gc_pauses(PARALLEL_LOG.splitlines(), 0, 2e9)
+    assert got == {"gc_pauses": 2, "gc_pause_ms": 736.1, "gc_pause_max_ms": 733.3,
+                   "gc_full_pauses": 1}
+    assert stages.describe("kafka.local", got) == (
+        "kafka.local: 2 GC pauses (736 ms, longest 733, 1 full)")
+    young = stages.gc_pauses(PARALLEL_LOG.splitlines(),
+                             _epoch("2026-12-06T23:02:35.000+0000"), 2e9)
+    assert young["gc_full_pauses"] == 0
+    assert stages.describe("kafka.local", young) == (
+        "kafka.local: 1 GC pauses (3 ms, longest 3)")
 
 
 def test_cassandra_flushes_and_compactions_in_the_step(tmp_path: Path) -> None:
@@ -169,9 +190,11 @@ def test_engine_work_reads_each_engines_own_logs(tmp_path: Path) -> None:
     got = stages.engine_work(home, start, end)
     # the engines only (a runtime has no gc.log), each from its own files
     assert set(got) == {"cassandra.local", "kafka.local"}
-    assert got["kafka.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0}
+    assert got["kafka.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1, "gc_pause_max_ms": 18.0,
+                                  "gc_full_pauses": 0}
     assert got["cassandra.local"] == {"gc_pauses": 2, "gc_pause_ms": 27.1,
-                                      "gc_pause_max_ms": 18.0, "flushes": 1,
+                                      "gc_pause_max_ms": 18.0, "gc_full_pauses": 0,
+                                      "flushes": 1,
                                       "compactions": 0, "compaction_ms": 0}
 
 
