@@ -112,8 +112,8 @@ def jvm_argv(java: str, lib: Path, conf: Path, logs: Path, heap_mb: int,
     # stack: young pauses p50 8-9 ms against G1's 18 ms, ~100 MiB less RSS, and lower
     # send->deliver latency over five fresh stacks against three (docs/cluster.md).
     # Its metaspace (classes, about 60 MB once serving) starts with a 21 MB threshold,
-    # and the parallel collector answers each crossing with a full collection: three
-    # while starting, then one minutes later (733 ms under 2,000 msgs/s, docs/infra.md).
+    # and the parallel collector answers each crossing with a full collection: two or
+    # three while starting, and one minutes later (733 ms at 2,000 msgs/s, docs/infra.md).
     return [java, f"-Xms{min(256, heap_mb)}m", f"-Xmx{heap_mb}m", "-XX:+UseParallelGC",
             f"-XX:MetaspaceSize={METASPACE_MB}m",
             *([jvm.gc_log(logs)] if gc_log else []), "-XX:+ExitOnOutOfMemoryError",
