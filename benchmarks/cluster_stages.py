@@ -13,7 +13,10 @@ count (and per second), the mean and the p50/p99 bucket bound of what the step a
 send -> sent at the gateway,
 the sequencer's batch (lookups + durable append) and its Kafka transaction alone,
 gateway send -> router read, the store write, gateway send -> published to the
-gateways (the oldest message of each published batch). Next to them, the client's own
+gateways (the oldest message of each published batch); and what the store writer
+sent Cassandra a second (`store_writes`: its requests, and the partitions it wrote:
+conversation buckets of messages, senders' cid index rows, heads in the messages' own
+mutation and heads written apart to `conv_heads`). Next to them, the client's own
 send -> sent and send -> deliver percentiles of the step, and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core:
 on a small machine the latency is mostly time spent waiting for a core. Last, what
@@ -58,6 +61,39 @@ STAGES = {
     "msgctl_store_seconds": "router: store write of one batch",
     "msgctl_publish_lag_seconds": "router: gateway send -> published (oldest of a batch)",
 }
+
+
+# the store writer's counters: partitions written by kind, and its Cassandra requests
+STORE_WRITES = "msgctl_store_writes_total"
+STORE_REQUESTS = "msgctl_store_requests_total"
+
+
+def counters(text: str) -> dict[str, dict[str, float]]:
+    """The store writer's counters in a /metrics text: {STORE_WRITES: {what: value},
+    STORE_REQUESTS: {"requests": value}} (what the process has)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head.startswith(STORE_WRITES + '{what="'):
+            what = head.split('"', 2)[1]
+            out.setdefault(STORE_WRITES, {})[what] = float(value)
+        elif head == STORE_REQUESTS:
+            out[STORE_REQUESTS] = {"requests": float(value)}
+    return out
+
+
+def store_writes(gains: list[dict[str, dict[str, float]]], seconds: float) -> dict[str, Any]:
+    """What the store writers sent Cassandra, from their counters' gains over `seconds`
+    (summed over the processes; every runtime serves the counters, at 0 where it writes
+    no batches): kind -> {"count", "per_s"}, requests first, kinds that did not move
+    left out."""
+    totals: dict[str, float] = {}
+    for gained in gains:
+        for name in (STORE_REQUESTS, STORE_WRITES):
+            for what, n in gained.get(name, {}).items():
+                totals[what] = totals.get(what, 0.0) + n
+    return {what: {"count": int(n), "per_s": round(n / seconds, 1) if seconds else 0.0}
+            for what, n in totals.items() if n > 0}
 
 
 def histograms(text: str) -> dict[str, dict[str, float]]:
@@ -125,8 +161,12 @@ def endpoints(home: Home) -> list[tuple[str, str, int, ssl.SSLContext | None]]:
 
 def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
                ) -> dict[str, dict[str, dict[str, float]]]:
-    return {name: histograms(metrics.scrape(host, port, timeout=2, tls=tls) or "")
-            for name, host, port, tls in points}
+    """Each process's stage histograms and store writer counters."""
+    out = {}
+    for name, host, port, tls in points:
+        text = metrics.scrape(host, port, timeout=2, tls=tls) or ""
+        out[name] = histograms(text) | counters(text)
+    return out
 
 
 def _per_program(home: Home, read: Callable[[int], int | None]) -> dict[str, int]:
@@ -294,9 +334,11 @@ def main() -> None:
     after = scrape_all(points)
     between = time.monotonic() - scraped_at
     stages: dict[str, Any] = {}
-    for name, *_ in points:
-        for metric, d in delta(before.get(name, {}), after.get(name, {})).items():
-            s_ = summary(d, between)
+    gains = [delta(before.get(name, {}), after.get(name, {})) for name, *_ in points]
+    writes = store_writes(gains, between)
+    for (name, *_), gained in zip(points, gains, strict=True):
+        for metric, d in gained.items():
+            s_ = summary(d, between) if metric in STAGES else {"count": 0}
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
     out = {"rate": args.rate, "seconds": args.seconds, "warmup": args.warmup,
@@ -307,7 +349,7 @@ def main() -> None:
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
                       "errors": step.errors},
-           "stages": stages, "cpu_percent": cpu, "engines": engines}
+           "stages": stages, "store_writes": writes, "cpu_percent": cpu, "engines": engines}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -325,6 +367,9 @@ def main() -> None:
     table.add_row("client", "send -> deliver", "", "", "", str(c["send_deliver_p50_ms"]),
                   str(c["send_deliver_p99_ms"]))
     Console().print(table)
+    if writes:
+        Console().print("store writer, a second: " + ", ".join(
+            f"{what.replace('_', ' ')} {v['per_s']:,.0f}" for what, v in writes.items()))
     Console().print("CPU during the step (% of one core): " + ", ".join(
         f"{name} {pct:.0f}" for name, pct in cpu.items()))
     for name, work in engines.items():

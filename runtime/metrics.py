@@ -58,6 +58,17 @@ class Metrics:
         self.store_seconds = Histogram("msgctl_store_seconds",
                                        "Store writer: one batch into the message store",
                                        buckets=_LATENCY, registry=r)
+        # what the store writer's batches cost Cassandra: partitions written (each its own
+        # mutation and commit log entry) and the requests that carried them
+        self.store_writes = Counter(
+            "msgctl_store_writes",
+            "Store writer: partitions written, by kind (messages: a conversation bucket's "
+            "messages; cids: a sender's cid index rows; heads_beside: heads in the messages' "
+            "own mutation; heads_apart: conv_heads rows written after them)", ["what"],
+            registry=r)
+        self.store_requests = Counter("msgctl_store_requests",
+                                      "Store writer: Cassandra requests of its batches",
+                                      registry=r)
         self.push = Counter("msgctl_push", "Push notifications by outcome", ["outcome"],
                             registry=r)
         self.push_queue = Gauge("msgctl_push_queue", "Push notifications waiting", registry=r)

@@ -49,6 +49,34 @@ def test_a_histogram_that_did_not_move_has_no_count() -> None:
     assert stages.histograms("no metrics here\n") == {}
 
 
+def test_store_writes_are_what_the_store_writers_counters_gained() -> None:
+    from runtime.metrics import Metrics
+
+    m = Metrics()  # the runtime's own counters, rendered as its /metrics serves them
+    m.store_writes.labels("messages").inc(40)
+    m.store_requests.inc(9)
+    before = stages.counters(m.render().decode())
+    m.store_writes.labels("messages").inc(300)
+    m.store_writes.labels("cids").inc(250)
+    m.store_writes.labels("heads_apart").inc(50)
+    m.store_requests.inc(60)
+    gained = stages.delta(before, stages.counters(m.render().decode()))
+    # every runtime serves the counters: a gateway's stay at 0 and change nothing
+    idle = Metrics()
+    idle_text = idle.render().decode()
+    assert "msgctl_store_requests_total 0.0" in idle_text
+    at_rest = stages.delta(stages.counters(idle_text), stages.counters(idle_text))
+    writes = stages.store_writes([at_rest, gained, at_rest], 10.0)
+    assert list(writes) == ["requests", "messages", "cids", "heads_apart"]
+    assert writes["requests"] == {"count": 60, "per_s": 6.0}
+    assert writes["messages"] == {"count": 300, "per_s": 30.0}
+    assert writes["cids"]["count"] == 250 and writes["heads_apart"]["count"] == 50
+    # two processes writing batches add up
+    assert stages.store_writes([gained, gained], 10.0)["requests"]["count"] == 120
+    assert stages.store_writes([at_rest], 10.0) == {}
+    assert stages.store_writes([stages.counters(metrics_text([0.01]))], 10.0) == {}
+
+
 def test_cpu_is_what_each_program_used_during_the_step(tmp_path: Path) -> None:
     import json
     import os

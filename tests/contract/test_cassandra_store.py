@@ -22,6 +22,7 @@ from runtime.adapters.cluster import cql_schema
 from runtime.adapters.cluster.cassandra_store import CassandraStore, StoreUnavailable
 from runtime.config import EnginesConfig
 from runtime.core.watermarks import Watermark
+from runtime.metrics import METRICS
 from runtime.ports import Conversation, Message
 from tests.contract.conftest import CLUSTER_AUTH, TEST_BUCKET_SIZE, cassandra_store
 
@@ -389,6 +390,50 @@ async def test_a_mixed_batch_is_written_whole_and_quietly(
         await store.upsert_messages(long)
         assert await store.lookup_cid(long[5].conv, "s" * 128, "c" * 128) == (1, 0)
         assert "Server warning" not in caplog.text
+    finally:
+        await store.close()
+
+
+def _store_counts() -> dict[str, float]:
+    """The store writer's counters as its /metrics serves them."""
+    get = METRICS.registry.get_sample_value
+    out = {what: get("msgctl_store_writes_total", {"what": what}) or 0.0
+           for what in ("messages", "cids", "heads_beside", "heads_apart")}
+    return out | {"requests": get("msgctl_store_requests_total") or 0.0}
+
+
+async def test_the_store_writer_counts_the_partitions_and_requests_it_writes(
+        cassandra_endpoint: Endpoint, cassandra_keyspace: str) -> None:
+    """`msgctl_store_writes_total` counts each partition a batch writes, by kind, and
+    `msgctl_store_requests_total` the requests that carried them (what an operator
+    reads to see what a message costs Cassandra)."""
+    store = await cassandra_store(cassandra_endpoint, cassandra_keyspace)
+    sent = 0
+    run = store._run
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal sent
+        sent += 1
+        return await run(*args, **kwargs)
+
+    store._run = counted  # type: ignore[method-assign]
+    try:
+        convs = [f"conv-{uuid.uuid4().hex[:8]}" for _ in range(12)]
+        first = [_msg(c, 1) for c in convs] + [_msg(convs[0], 2, sender="bob")]
+        before = _store_counts()
+        await store.upsert_messages(first)
+        gained = {k: v - before[k] for k, v in _store_counts().items()}
+        # 12 conversations' first messages: their heads go apart, to conv_heads
+        assert gained == {"messages": 12, "cids": 13, "heads_beside": 0, "heads_apart": 12,
+                          "requests": sent}
+        assert 0 < sent < 12 + 13 + 12  # small partitions share requests
+        sent = 0
+        before = _store_counts()
+        nxt = [_msg(c, 3) for c in convs[:5]]
+        assert await store.store_messages(nxt, set(convs[:5])) == set(convs[:5])
+        gained = {k: v - before[k] for k, v in _store_counts().items()}
+        assert gained == {"messages": 5, "cids": 5, "heads_beside": 5, "heads_apart": 0,
+                          "requests": sent}
     finally:
         await store.close()
 

@@ -66,6 +66,7 @@ from runtime.config import EnginesConfig
 from runtime.core.homes import HomeRecord
 from runtime.core.sequencing import EPOCH_SHIFT
 from runtime.core.watermarks import Watermark
+from runtime.metrics import METRICS, labelled
 from runtime.ports import Conversation, DeviceState, Message, PushToken
 from runtime.ports import Unavailable as TryAgain
 
@@ -548,7 +549,12 @@ class CassandraStore:
             size[0] += 64
             inline.add(conv)
         groups = [(size[0], rows) for size, rows in (*partitions.values(), *cids.values())]
-        await self._all(self._run(self._request(rows)) for rows in pack(groups))
+        requests = pack(groups)
+        labelled(METRICS.store_writes, "messages").inc(len(partitions))
+        labelled(METRICS.store_writes, "cids").inc(len(cids))
+        labelled(METRICS.store_writes, "heads_beside").inc(len(inline))
+        METRICS.store_requests.inc(len(requests))
+        await self._all(self._run(self._request(rows)) for rows in requests)
         return inline
 
     async def set_heads(self, messages: list[Message]) -> None:
@@ -557,8 +563,10 @@ class CassandraStore:
         heads: dict[str, int] = {}
         for m in messages:
             heads[m.conv] = max(heads.get(m.conv, 0), m.seq)
-        await self._all(self._rows("set_head", [(conv, head, head)
-                                                for conv, head in heads.items()]))
+        writes = self._rows("set_head", [(conv, head, head) for conv, head in heads.items()])
+        labelled(METRICS.store_writes, "heads_apart").inc(len(heads))
+        METRICS.store_requests.inc(len(writes))
+        await self._all(writes)
 
     def _request(self, rows: list[tuple[str, tuple[Any, ...]]]) -> Any:
         """One statement, or an unlogged batch of several."""
