@@ -174,6 +174,38 @@ def test_store_batches_take_every_shape_of_the_store_writers() -> None:
     assert [m.seq for m in wrapped] == [warmup.WRAP, 1]
 
 
+def test_a_round_puts_its_heads_beside_its_messages_as_the_store_writer_does() -> None:
+    """Each round asks the store for every head beside its messages (a static cell in
+    the same mutation, as the router does) and writes apart, to conv_heads, only the
+    ones the store could not put there: a conversation's first messages here."""
+    calls: list[tuple[str, set[str], set[str]]] = []
+
+    class Store:
+        async def store_messages(self, msgs: list[Any], heads: Any = ()) -> set[str]:
+            convs = {m.conv for m in msgs}
+            calls.append(("messages", convs, set(heads)))
+            # as CassandraStore: not beside a conversation's first messages
+            return (convs & set(heads)) - {m.conv for m in msgs if m.prev == 0}
+
+        async def set_heads(self, msgs: list[Any]) -> None:
+            calls.append(("heads", {m.conv for m in msgs}, set()))
+
+        def __getattr__(self, name: str) -> Any:  # the round's other requests
+            async def request(*args: Any) -> None:
+                return None
+            return request
+
+    checks = iter(range(40))
+    counts = asyncio.run(warmup._drive_store(Store(), lambda: next(checks) < 39, "lab"))
+    assert counts["rounds"] >= 30 and counts["errors"] == 0
+    stores = [c for c in calls if c[0] == "messages"]
+    assert stores and all(heads == convs for _, convs, heads in stores)
+    apart = set().union(*(convs for kind, convs, _ in calls if kind == "heads"))
+    # the 16 conversations' first messages had their heads written apart, and then
+    # every later round of theirs beside its messages: no more heads writes than that
+    assert apart and len([c for c in calls if c[0] == "heads"]) <= warmup.CONVERSATIONS
+
+
 def test_snapshots_are_one_state_record_per_key() -> None:
     """As the sequencer's `msg.seq-state`: one keyed snapshot per key of the batch,
     the newest offset winning, over a bounded set of keys."""
