@@ -22,9 +22,9 @@ waits for that:
   conversations made with lightweight transactions, messages appended with
   their cid rows and heads in the store writer's batches (one to three messages
   of each of one to four conversations; each head in its messages' own mutation
-  where the store can put it there, as the store writer does), read back, cursors, watermarks and
-  push tokens. The sequence numbers wrap, so every warm-up overwrites the same
-  few MB.
+  where the store can put it there, as the store writer does), read back,
+  cursors, watermarks and push tokens. The sequence numbers wrap, so every
+  warm-up overwrites the same few MB.
 - MirrorMaker 2 (several regions): transactions of ten records, as the
   sequencers write `msg.events`, on `msgctl.warmup.mirror` of every region it
   copies from, read back (read_committed) from the copies in its own region.
