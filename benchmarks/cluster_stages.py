@@ -77,8 +77,8 @@ def counters(text: str) -> dict[str, dict[str, float]]:
         if head.startswith(STORE_WRITES + '{what="'):
             what = head.split('"', 2)[1]
             out.setdefault(STORE_WRITES, {})[what] = float(value)
-        elif head == STORE_REQUESTS:
-            out[STORE_REQUESTS] = {"requests": float(value)}
+    if (requests := metrics.sample(text, STORE_REQUESTS)) is not None:
+        out[STORE_REQUESTS] = {"requests": requests}
     return out
 
 
