@@ -75,6 +75,13 @@ class Metrics:
         self.routed = Counter("msgctl_routed_events", "Events handed to gateways by the router",
                               registry=r)
         self.presence_online = Gauge("msgctl_presence_online", "Users online", registry=r)
+        self.heap_trims = Counter("msgctl_heap_trims",
+                                  "Trims of the process's malloc heap (every 30 s while it has "
+                                  "free pages)",
+                                  registry=r)
+        self.heap_released = Counter("msgctl_heap_released_bytes",
+                                     "Resident bytes the heap trims gave back to the OS",
+                                     registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from runtime import heap, lean
 from runtime import keyring as keyring_mod
-from runtime import lean
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.sqlite_store import SqliteStore
 from runtime.adapters.push import build_provider
@@ -208,8 +208,11 @@ async def run_cluster(config: NodeConfig) -> int:
         print(f"cannot start {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         await node.stop()
         return 2
+    trimming = heap.start()
     await stop.wait()
     logging.getLogger(f"msgctl.{config.runtimes[0]}").info("stopping")
+    if trimming is not None:
+        trimming.cancel()
     await node.stop()
     return 0
 
@@ -236,8 +239,11 @@ async def run(config: NodeConfig) -> int:
         print(f"cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
         await node.stop()
         return 2
+    trimming = heap.start()
     await stop.wait()
     logging.getLogger("msgctl.gateway").info("stopping")
+    if trimming is not None:
+        trimming.cancel()
     await node.stop()
     return 0
 

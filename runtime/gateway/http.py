@@ -28,7 +28,6 @@ from runtime.core.ratelimit import TokenBucket
 from runtime.metrics import METRICS
 from runtime.ports import ConversationService, MessageStore, Unavailable
 
-SUBPROTOCOL = "msgctl.v1"
 REST_USERS = 10_000  # users whose REST rate is remembered (the rest start with a full bucket)
 
 
@@ -149,11 +148,6 @@ def address(conn: ServerConnection) -> str:
     """The client's IP address ("" when the transport has none)."""
     peer = conn.remote_address
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
-
-
-def select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
-    # browsers and simple clients may offer none; the protocol is still v1
-    return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
 def bearer(headers: Headers) -> str | None:

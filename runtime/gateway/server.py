@@ -31,7 +31,8 @@ from runtime.core.errors import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_TRY_AGAI
 from runtime.core.ratelimit import TokenBucket
 from runtime.core.sealing import SealError
 from runtime.gateway.actions import Performer
-from runtime.gateway.http import SUBPROTOCOL, HttpRoutes, address, select_subprotocol
+from runtime.gateway.connection import SUBPROTOCOL, Connection
+from runtime.gateway.http import HttpRoutes, address
 from runtime.gateway.sealed import OpenedStore
 from runtime.gateway.session import CLOSE_GRACE, Session, encode
 from runtime.media.service import MediaService
@@ -98,8 +99,8 @@ class Gateway:
     async def start(self) -> None:
         self.server = await serve(
             self._handle, self.config.host, self.config.port,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            select_subprotocol=select_subprotocol,
+            subprotocols=[SUBPROTOCOL],
+            create_connection=Connection,  # picks the subprotocol, freed once closed
             process_request=self.http.process_request,
             max_size=self.config.limits.hard_frame_bytes,
             # one gateway-wide keepalive (below) instead of a task per connection
