@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
 import resource
 
 from runtime.metrics import METRICS
@@ -31,8 +30,6 @@ TRIM_EVERY_S = 30.0
 FREE_TO_TRIM = 8 * 1024 * 1024
 
 _PAGE = resource.getpagesize()
-
-log = logging.getLogger("msgctl.heap")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -92,9 +89,7 @@ async def keep_trimmed(heap: Heap, every_s: float = TRIM_EVERY_S,
             continue
         released = heap.trim()
         METRICS.heap_trims.inc()
-        if released:
-            METRICS.heap_released.inc(released)
-            log.debug("gave %d KiB of free heap back", released // 1024)
+        METRICS.heap_released.inc(released)
 
 
 def start() -> asyncio.Task[None] | None:
@@ -103,4 +98,3 @@ def start() -> asyncio.Task[None] | None:
     if heap is None:
         return None
     return asyncio.get_running_loop().create_task(keep_trimmed(heap), name="heap-trim")
-

@@ -76,8 +76,8 @@ class Metrics:
                               registry=r)
         self.presence_online = Gauge("msgctl_presence_online", "Users online", registry=r)
         self.heap_trims = Counter("msgctl_heap_trims",
-                                  "Trims of the process's malloc heap (every 30 s while it has "
-                                  "free pages)",
+                                  "Trims of the process's malloc heap (every 30 s while at "
+                                  "least 8 MiB of it is free)",
                                   registry=r)
         self.heap_released = Counter("msgctl_heap_released_bytes",
                                      "Resident bytes the heap trims gave back to the OS",
