@@ -208,18 +208,24 @@ async def run_cluster(config: NodeConfig) -> int:
         print(f"cannot start {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         await node.stop()
         return 2
-    trimming = heap.start()
     await stop.wait()
     logging.getLogger(f"msgctl.{config.runtimes[0]}").info("stopping")
-    if trimming is not None:
-        trimming.cancel()
     await node.stop()
     return 0
 
 
 async def run(config: NodeConfig) -> int:
-    if config.backend == "cluster":
-        return await run_cluster(config)
+    # every runtime process, of either family, gives its free heap pages back
+    trimming = heap.start()
+    try:
+        return await (run_cluster(config) if config.backend == "cluster"
+                      else run_embedded(config))
+    finally:
+        if trimming is not None:
+            trimming.cancel()
+
+
+async def run_embedded(config: NodeConfig) -> int:
     try:
         node = Node(config)
     except (sqlite3.Error, OSError) as exc:
@@ -239,11 +245,8 @@ async def run(config: NodeConfig) -> int:
         print(f"cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
         await node.stop()
         return 2
-    trimming = heap.start()
     await stop.wait()
     logging.getLogger("msgctl.gateway").info("stopping")
-    if trimming is not None:
-        trimming.cancel()
     await node.stop()
     return 0
 
