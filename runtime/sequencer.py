@@ -114,6 +114,10 @@ class Ingest:
         for i, p in enumerate(pending):
             # in-batch duplicates find their original in the batch, older ones in the store
             a = batch.plan.assignments[i]
+            if a.deferred:  # the store lags the cache: never here, where both are one write
+                if not p.future.done():
+                    p.future.set_exception(Unavailable("the store is catching up"))
+                continue
             try:
                 msg = batch.made_for(i) or await self.store.message(a.conv, a.seq)
             except Exception as exc:  # the loop must outlive a failed read

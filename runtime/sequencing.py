@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ log = logging.getLogger("msgctl.sequencer")
 HEADS_SLICE = 500
 # watermark reads `load_marks` keeps in flight at once
 MARKS_IN_FLIGHT = 32
+# how long a conversation's sends that need the store wait for its head to move before its
+# lookups are trusted as they are: a store that gains nothing in that long lost what it
+# lags by (a broker that lost the log's tail), and a new message is then right
+STORE_CATCH_UP_S = 60.0
 
 
 @dataclass
@@ -70,6 +75,8 @@ class SequencingKernel:
         # conversations whose head was compared with the store's in this process
         self._checked: set[str] = set()
         self.behind: list[tuple[str, int, int]] = []  # (conv, restored, stored) found behind
+        # conv -> (since when its sends wait for the store, the store's head then)
+        self._waiting: dict[str, tuple[float, int]] = {}
 
     async def head(self, conv: str) -> int:
         """The conversation's head, from the store on first use.
@@ -96,8 +103,37 @@ class SequencingKernel:
                 self._check(conv, stored.get(conv, 0))
         return {conv: self.state.head(conv) for conv in wanted}
 
+    async def _wait_for_store(self, convs: set[str]) -> set[str]:
+        """Of `convs`, whose store was behind the cache, those it still is behind: read
+        again now; their sends that need a lookup are deferred."""
+        stored = await self.store.heads(list(convs))
+        now = time.monotonic()
+        still: set[str] = set()
+        for conv in convs:
+            head = stored.get(conv, 0)
+            self.state.note_stored(conv, head)
+            if not self.state.store_behind(conv):
+                self._waiting.pop(conv, None)
+                continue
+            if conv not in self._waiting:
+                log.warning("the store is behind the sequencer in %s (it holds %d): sends "
+                            "that only it can dedupe wait for it", conv, head)
+            since, seen = self._waiting.get(conv, (now, head))
+            if head > seen:
+                since = now  # it is catching up: wait on
+            self._waiting[conv] = (since, head)
+            if now - since < STORE_CATCH_UP_S:
+                still.add(conv)
+                continue
+            log.warning("the store gained nothing in %s for %.0f s: its cids are looked "
+                        "up as it is", conv, STORE_CATCH_UP_S)
+            self.state.trust_store(conv)
+            del self._waiting[conv]
+        return still
+
     def _check(self, conv: str, stored: int) -> None:
         """Take the store's head of `conv` into the state (a max: never moves it back)."""
+        self.state.note_stored(conv, stored)
         # another caller may have compared it while this one read: warn once
         if conv not in self._checked:
             restored = self.state.heads.get(conv)
@@ -120,6 +156,11 @@ class SequencingKernel:
         await self.heads([*dict.fromkeys(s.conv for s in sends), *also])
         reqs = [SendRequest.of(s.conv, s.sender, s.cid) for s in sends]
         ask = self.state.unknown(reqs)
+        defer: set[str] = set()
+        behind = {r.conv for r in ask if self.state.store_behind(r.conv)}
+        if behind:
+            defer = await self._wait_for_store(behind)
+            ask = [r for r in ask if r.conv not in defer]
         found: dict[tuple[str, str], tuple[int, int]] = {}
         if ask:
             by_key = {(s.conv, r.key): s for s, r in zip(sends, reqs, strict=True)}
@@ -129,10 +170,10 @@ class SequencingKernel:
             for r, hit in zip(ask, hits, strict=True):
                 if hit is not None:
                     found[(r.conv, r.key)] = hit
-        plan = self.state.plan(reqs, lambda conv, key: found.get((conv, key)))
+        plan = self.state.plan(reqs, lambda conv, key: found.get((conv, key)), defer)
         made: dict[tuple[str, str], Message] = {}
         for s, a in zip(sends, plan.assignments, strict=True):
-            if not a.duplicate and not a.fenced:
+            if not a.duplicate and not a.fenced and not a.deferred:
                 made[(a.conv, a.key)] = Message(a.conv, a.seq, a.prev, self.mids(), s.cid,
                                                 s.sender, s.device, s.ts, s.kind, s.body,
                                                 s.media, s.moved_from)

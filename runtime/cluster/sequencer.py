@@ -327,6 +327,11 @@ class KafkaSequencer:
                 # homed elsewhere now: its gateway times out and the client retries there
                 METRICS.errors.labels("send_to_old_home").inc()
                 continue
+            if a.deferred:
+                # only the store can tell a retry from a new message here, and it is still
+                # being written: no answer, the client retries (runtime.sequencing)
+                METRICS.errors.labels("send_store_behind").inc()
+                continue
             if a.duplicate:
                 out.append((EVENTS, a.conv.encode(), env.duplicate_event(
                     a.conv, send.sender, send.cid, a.seq, a.prev, gw, rg)))

@@ -60,6 +60,10 @@ class SnapshotBook:
         _, counter = split_seq(head)
         if counter <= self.window:
             state.mark_complete(conv)
+        else:
+            # the store answers for the cids before the window, once it holds them (the
+            # router may still be writing what was committed before the restart)
+            state.expect_stored(conv, recent[0][2] if recent else head)
 
 
 def head_key(conv: str) -> bytes:

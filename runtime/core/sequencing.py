@@ -10,12 +10,19 @@ so seq stays strictly increasing when a conversation is re-homed. A conversation
 that moved (`runtime.core.homes`) has its own epoch and base here (`adopt`), or is
 `fence`d: its sends are refused, never sequenced, so an old home cannot add to a
 history that moved on.
+
+A cid the cache does not hold is looked up in the store, which is written after the
+durable append (the cluster's router stores what the sequencer committed). A lookup
+is trusted only once the store holds every message whose cid the cache lacks: after
+a restore from a snapshot window, or an eviction from the cache, the conversation
+waits for the store (`expect_stored`), and its sends that need the store meanwhile
+are `deferred` (no message, no answer: the client retries), never sequenced anew.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 EPOCH_SHIFT = 40
@@ -56,6 +63,7 @@ class Assignment:
     prev: int
     duplicate: bool
     fenced: bool = False  # refused: the conversation is homed elsewhere now (seq 0)
+    deferred: bool = False  # not decided: the store lags what the cache forgot (seq 0)
 
 
 @dataclass
@@ -65,7 +73,8 @@ class Plan:
 
     @property
     def new(self) -> list[Assignment]:
-        return [a for a in self.assignments if not a.duplicate and not a.fenced]
+        return [a for a in self.assignments
+                if not a.duplicate and not a.fenced and not a.deferred]
 
 
 class SequencerState:
@@ -86,6 +95,10 @@ class SequencerState:
         # conversations that moved: conv -> (epoch, base) here, or fenced (homed elsewhere)
         self.moved: dict[str, tuple[int, int]] = {}
         self.fenced: dict[str, int] = {}  # conv -> the epoch that fenced it
+        # the highest head the store was seen to hold, and conv -> a seq it must hold
+        # before a lookup there is trusted (every message whose cid the cache lacks)
+        self._stored: dict[str, int] = {}
+        self._unstored: dict[str, int] = {}
 
     def adopt(self, conv: str, epoch: int, base: int) -> None:
         """This sequencer homes `conv` in `epoch`, continuing after `base`: a head above
@@ -141,13 +154,34 @@ class SequencerState:
     def head(self, conv: str) -> int:
         return self.heads.get(conv, 0)
 
+    def note_stored(self, conv: str, head: int) -> None:
+        """The store was read holding `conv` up to `head`."""
+        stored = self._stored[conv] = max(self._stored.get(conv, 0), head)
+        if self._unstored.get(conv, stored + 1) <= stored:
+            del self._unstored[conv]
+
+    def expect_stored(self, conv: str, seq: int) -> None:
+        """The cache no longer answers for `conv` up to `seq`: its lookups wait until the
+        store is read holding `seq`."""
+        if seq > self._stored.get(conv, 0):
+            self._unstored[conv] = max(self._unstored.get(conv, 0), seq)
+
+    def store_behind(self, conv: str) -> bool:
+        """A lookup in `conv` could miss a message the store is still to be written."""
+        return conv in self._unstored
+
+    def trust_store(self, conv: str) -> None:
+        """Look `conv`'s cids up in the store as it is (it never caught up: see the kernel)."""
+        self._unstored.pop(conv, None)
+
     def remember(self, conv: str, key: str, seq: int, prev: int) -> None:
         k = (conv, key)
         self._recent[k] = (seq, prev)
         self._recent.move_to_end(k)
         while len(self._recent) > self._capacity:
-            (evicted_conv, _), _ = self._recent.popitem(last=False)
+            (evicted_conv, _), (evicted_seq, _) = self._recent.popitem(last=False)
             self._complete.discard(evicted_conv)
+            self.expect_stored(evicted_conv, evicted_seq)
 
     def known(self, conv: str, key: str) -> tuple[int, int] | None:
         return self._recent.get((conv, key))
@@ -166,7 +200,10 @@ class SequencerState:
         self,
         requests: Iterable[SendRequest],
         lookup: Callable[[str, str], tuple[int, int] | None] = lambda conv, key: None,
+        defer: Collection[str] = (),
     ) -> Plan:
+        """Decide each request; one whose key the cache lacks, in a conversation of
+        `defer` (its store is behind, see `store_behind`), is deferred."""
         heads: dict[str, int] = {}
         seen: dict[tuple[str, str], Assignment] = {}
         out: list[Assignment] = []
@@ -174,14 +211,21 @@ class SequencerState:
             key = (req.conv, req.key)
             if key in seen:
                 first = seen[key]
-                out.append(Assignment(req.conv, req.key, first.seq, first.prev, True))
+                out.append(first if first.fenced or first.deferred else
+                           Assignment(req.conv, req.key, first.seq, first.prev, True))
                 continue
             if req.conv in self.fenced:
                 a = Assignment(req.conv, req.key, 0, 0, False, fenced=True)
                 seen[key] = a
                 out.append(a)
                 continue
-            found = self._recent.get(key) or lookup(req.conv, req.key)
+            found = self._recent.get(key)
+            if found is None and req.conv in defer:
+                a = Assignment(req.conv, req.key, 0, 0, False, deferred=True)
+                seen[key] = a
+                out.append(a)
+                continue
+            found = found or lookup(req.conv, req.key)
             if found is not None and self.orphan(req.conv, found[0]):
                 found = None  # reconciliation sequences it again in this epoch
             if found is not None:
@@ -206,5 +250,5 @@ class SequencerState:
         for conv, head in plan.heads.items():
             self.load_head(conv, head)
         for a in plan.assignments:
-            if not a.fenced:
+            if not a.fenced and not a.deferred:
                 self.remember(a.conv, a.key, a.seq, a.prev)

@@ -144,3 +144,62 @@ async def test_watermarks_not_cached_are_read_together_and_a_failure_waits_for_a
     with pytest.raises(ConnectionError):
         await load_marks(ops, lambda conv, user: None, flaky)
     assert len(ended) == 5  # the others' reads ended before the error was raised
+
+
+def window(head: int, size: int = 32) -> dict:
+    """A snapshot of conversation c at `head` with the last `size` cids k<seq>."""
+    return {"head": head, "recent": [[sender_key("alice", f"k{s}"), s, s - 1]
+                                     for s in range(max(1, head - size + 1), head + 1)]}
+
+
+async def test_a_cid_lookup_waits_until_the_store_holds_what_the_window_does_not(
+        tmp_path: Path) -> None:
+    """After a restart the store can lag the restored head (the router writes after the
+    commit). A retry of a message older than the snapshot's window, not stored yet, must
+    not become a second message: its send is deferred (no answer; the client retries)
+    until the store holds everything the window does not, then answered with its seq."""
+    store = SqliteStore(tmp_path / "region.db")
+    try:
+        await store.append([stored(s) for s in range(1, 4)])
+        state = SequencerState()
+        SnapshotBook().restore(state, "c", window(40))  # the window holds 9..40
+        kernel = SequencingKernel(store, state)
+        batch = await kernel.plan([send("k5"), send("k20")])
+        retry_old, retry_in_window = batch.plan.assignments
+        assert retry_old.deferred and not retry_old.duplicate and retry_old.seq == 0
+        assert not batch.made and batch.plan.heads == {}
+        assert retry_in_window.duplicate and retry_in_window.seq == 20
+        # a new cid is deferred too: only the store could say it is not a retry
+        assert (await kernel.plan([send("new")])).plan.assignments[0].deferred
+        await store.append([stored(s) for s in range(4, 9)])  # the router caught up to 8
+        batch = await kernel.plan([send("k5"), send("new")])
+        retry_old, new = batch.plan.assignments
+        assert retry_old.duplicate and (retry_old.seq, retry_old.prev) == (5, 4)
+        assert not new.deferred and (new.seq, new.prev) == (41, 40)
+    finally:
+        await store.close()
+
+
+async def test_a_store_that_never_catches_up_is_trusted_after_a_while(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store whose head moves nothing for `STORE_CATCH_UP_S` lost what it lags by (a
+    broker that lost the log's tail): the conversation is not refused for good; its
+    lookups go to the store as it is, and a send it does not know is a new message. While
+    the head moves, the wait goes on."""
+    monkeypatch.setattr("runtime.sequencing.STORE_CATCH_UP_S", 0.05)
+    store = SqliteStore(tmp_path / "region.db")
+    try:
+        await store.append([stored(1)])
+        state = SequencerState()
+        SnapshotBook().restore(state, "c", window(40))
+        kernel = SequencingKernel(store, state)
+        assert (await kernel.plan([send("k5")])).plan.assignments[0].deferred
+        await asyncio.sleep(0.1)
+        await store.append([stored(2)])  # catching up: the wait starts again
+        assert (await kernel.plan([send("k5")])).plan.assignments[0].deferred
+        await asyncio.sleep(0.1)
+        batch = await kernel.plan([send("k5")])
+        assert not batch.plan.assignments[0].deferred
+        assert (batch.plan.assignments[0].seq, batch.plan.assignments[0].prev) == (41, 40)
+    finally:
+        await store.close()
