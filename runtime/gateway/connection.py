@@ -17,6 +17,11 @@ waiting on a gateway with nothing connected. The cycles:
   parser's `EOFError`, whose traceback holds the parser's frame, which holds
   the protocol. `Connection` drops that traceback once the connection is lost
   (the exception stays: it is the cause of the `ConnectionClosedError`).
+
+It also sends a text frame without a task or an `await` when nothing stands in
+the way (`send_text_now`): most frames a gateway writes find the connection
+idle, and `send`'s coroutine, its async context and the writer task each frame
+needed cost more than the write itself.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -45,6 +51,21 @@ class Connection(ServerConnection):
         # the protocol calls self.select_subprotocol(offered): an attribute of its own
         # that is a plain function takes just that, and holds no reference back
         protocol.select_subprotocol = select_subprotocol  # type: ignore[method-assign,assignment]
+
+    def send_text_now(self, text: str) -> bool:
+        """Write one text frame at once when the connection is open, no fragmented
+        message is being sent and the transport is not asking writers to wait (its
+        buffer is under the write limit); False when nothing was written, and the
+        frame must go through `send`, which waits for all of that."""
+        if self.paused or self.send_in_progress is not None or \
+                self.protocol.state is not State.OPEN:
+            return False
+        self.protocol.send_text(text.encode())
+        try:
+            self.send_data()
+        except Exception:  # as `send` does: the connection is done for
+            self.transport.abort()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

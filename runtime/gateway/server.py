@@ -157,6 +157,7 @@ class Gateway:
 
     # -- WebSocket --------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, Connection)  # serve(create_connection=Connection)
         ident: auth.Identity = ws.identity  # type: ignore[attr-defined]
         lim = self.config.limits
         machine = sm.SessionMachine(

@@ -3,7 +3,8 @@
 The protocol rules live in the sans-I/O `runtime.core.session.SessionMachine`;
 this object carries out the actions that touch only this connection (`Reply`,
 `Deliver`, `Close`, `Fill`) and owns what is I/O: the queue, its writer task,
-fills reading the store, the closing handshake.
+fills reading the store, the closing handshake. A frame for a connection with
+nothing queued and room in its transport is written at once, without the task.
 
 Everything the server sends to a device goes through `enqueue`, so replies,
 messages, receipts and presence keep one order and one bound. The bound is in
@@ -22,12 +23,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from runtime.core import jsontext
 from runtime.core.errors import CLOSE_TRY_AGAIN
 from runtime.core.session import Action, Close, Deliver, Fill, Reply, SessionMachine, msg_frame
+from runtime.gateway.connection import Connection
 from runtime.metrics import METRICS, labelled
 from runtime.ports import Message
 
@@ -53,7 +54,7 @@ class Session:
     __slots__ = ("ws", "machine", "_out", "_writer", "_queue_limit", "queued_bytes", "_room",
                  "ping", "_read_page", "_tasks", "_pending_close", "closing", "inflight")
 
-    def __init__(self, ws: ServerConnection, machine: SessionMachine, queue_bytes: int,
+    def __init__(self, ws: Connection, machine: SessionMachine, queue_bytes: int,
                  read_page: ReadPage) -> None:
         self.ws = ws
         self.machine = machine
@@ -156,6 +157,11 @@ class Session:
         return True
 
     def _push(self, item: str | tuple[int, str]) -> None:
+        if self._writer is None and not self._out and isinstance(item, str) and \
+                self.ws.send_text_now(item):
+            # nothing queued before it: written now, in order, without a writer task
+            self.queued_bytes -= len(item)
+            return
         if self._out is None:
             self._out = deque()
         self._out.append(item)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 
 import pytest
@@ -376,8 +377,15 @@ async def test_slow_consumer_is_closed_and_resumes(deployment: Deployment) -> No
     alice, bob = uid("alice"), uid("bob")
     a = await open_client(deployment, alice)
     conv = (await a.create([bob]))["conv"]
-    # bob's client stops reading: its library buffers 4 frames, then TCP fills up
-    slow = await connect(deployment.ws_url, max_queue=4,
+    # bob's client stops reading: its library buffers 4 frames, then TCP fills up. Its
+    # socket takes 64 KiB, as a phone's on a slow link would: loopback's own autotuning
+    # would let the kernel hold tens of megabytes for it, which the gateway (it writes a
+    # frame at once while its transport takes more) never sees as queued
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before the window is agreed
+    raw.connect(("127.0.0.1", deployment.port))
+    raw.setblocking(False)
+    slow = await connect(deployment.ws_url, max_queue=4, sock=raw,
                          additional_headers={"Authorization": f"Bearer {deployment.token(bob)}"})
     # a new device starts at the heads of its first hello: what is sent before it is
     # not its history (sending before it came was a race that lost the first messages)

@@ -102,3 +102,51 @@ async def test_the_subprotocol_is_v1_when_offered_and_none_is_still_accepted(
         assert ws.subprotocol == picked
         await ws.send("hi")
         assert await ws.recv() == "hi"
+
+
+async def test_send_text_now_writes_in_order_and_declines_while_the_peer_is_not_reading(
+) -> None:
+    """An idle connection takes a frame at once; a peer that stops reading fills the
+    buffers until the transport asks writers to wait, and then `send_text_now` declines
+    (the frame goes through `send`, which waits); once closed it declines too. Every
+    frame arrives, in the order written."""
+    results: list[bool] = []
+    done = asyncio.Event()
+
+    async def writer(ws: ServerConnection) -> None:
+        assert isinstance(ws, Connection)
+        with contextlib.suppress(ConnectionClosed):
+            assert await ws.recv() == "go"
+            results.append(ws.send_text_now("0"))
+            await ws.send("1")
+            chunk = "x" * 65536
+            for i in range(2, 2000):  # at most ~128 MB: loopback buffers take a few MB
+                if not ws.send_text_now(f"{i}:{chunk}"):
+                    results.append(False)
+                    await ws.send(f"{i}:{chunk}")
+                    break
+            else:
+                results.append(True)  # never declined: the test below fails
+            await ws.send("end")
+            await done.wait()
+            await ws.close()
+            results.append(ws.send_text_now("after close"))
+
+    async with serve(writer, "127.0.0.1", 0, create_connection=Connection,
+                     compression=None, ping_interval=None, max_size=None) as server:
+        client = await connect(_uri(server), compression=None, max_size=None,
+                               max_queue=None)
+        client.transport.pause_reading()  # a phone that stops reading
+        await client.send("go")
+        await asyncio.sleep(0.5)
+        assert results == [True, False]
+        client.transport.resume_reading()
+        got = []
+        while (frame := await client.recv()) != "end":
+            got.append(frame if len(frame) < 10 else int(frame.split(":")[0]))
+        assert got[:2] == ["0", "1"] and got[2:] == list(range(2, len(got)))
+        done.set()
+        with contextlib.suppress(ConnectionClosed):
+            await client.recv()
+        await asyncio.sleep(0.1)
+        assert results == [True, False, False]

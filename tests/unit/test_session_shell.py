@@ -33,6 +33,10 @@ class FakeWs:
     async def send(self, text: str) -> None:
         self.sent.append(json.loads(text))
 
+    def send_text_now(self, text: str) -> bool:
+        self.sent.append(json.loads(text))
+        return True
+
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
