@@ -15,7 +15,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +33,7 @@ from runtime.gateway.session import Session
 from runtime.node import LOGGERS, setup_logging
 from runtime.redact import REDACTED, RedactFilter, redact
 from tests.standins.keys import ec_pems
+from tests.unit.test_session_shell import FakeWs
 
 BODY = "meet me at the old mill at nine"
 PUSH = "fcm-device-token-0123456789abcdef"
@@ -81,22 +81,6 @@ def test_records_holding_a_body_or_token_leave_it_out_of_their_repr() -> None:
         assert BODY not in repr(record) and PUSH not in repr(record), repr(record)
     # the fields are still there, and still compared
     assert records[0] != ports.Message("c", 1, 0, "m", "x", "alice", "phone", 1, "text", "")
-
-
-class FakeWs:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.request = None
-
-    async def send(self, text: str) -> None:
-        self.sent.append(json.loads(text))
-
-    def send_text_now(self, text: str) -> bool:
-        self.sent.append(json.loads(text))
-        return True
-
-    async def close(self, code: int, reason: str) -> None:
-        return None
 
 
 class Failing:
