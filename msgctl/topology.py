@@ -713,9 +713,10 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         previous.append(f"sequencer.{first.name}")
     units = [(rt, [rt], region.gateway_port + off, "gateway", 0)  # gateway_id unused there
              for rt, off in RUNTIME_PORT_OFFSETS.items()]
-    units += [(f"gateway-{i + 1}", ["gateway"], region.gateway_port + i, f"gateway-{i + 1}",
+    gateway_ids = [f"gateway-{i + 1}" for i in range(region.gateway_processes)]
+    units += [(gateway_id, ["gateway"], region.gateway_port + i, gateway_id,
                region.media_port + i if region.media_port else 0)
-              for i in range(region.gateway_processes)]
+              for i, gateway_id in enumerate(gateway_ids)]
     for unit, runtimes, port, gateway_id, media_port in units:
         name = f"{unit}.{region.name}"
         is_gateway = runtimes == ["gateway"]
@@ -726,7 +727,8 @@ def _plan_cluster(topo: Topology, region: Region, python: str, config_dir: Path,
         keys = keyring if runtimes in (["gateway"], ["push"]) else ""
         engines_role = security.for_role(engines_cfg, sec, runtimes[0], region.engines)
         cfg = node_config(topo, region, home_dirs, secret, port=port, runtimes=runtimes,
-                          gateway_id=gateway_id, backend="cluster", engines=engines_role,
+                          gateway_id=gateway_id, region_gateways=gateway_ids,
+                          backend="cluster", engines=engines_role,
                           media=MediaConfig(**(topo.media | {"port": media_port})),
                           schema_owner=region is first, tls_cert=cert, tls_key=key,
                           keyring=keys)

@@ -118,7 +118,12 @@ class ClusterNode:
         store = await self._store(create_schema=self.config.schema_owner)
         redis = self._redis()
         await redis.ping()
-        directory = RedisDirectory(redis)
+        if not self.config.region_gateways:
+            # written by every `msgctl up`; without it no event would reach a device
+            raise RuntimeError("the node config names none of the region's gateways "
+                               "(region_gateways); write it again with 'msgctl up'")
+        directory = RedisDirectory(redis, region=self.config.region,
+                                   gateways=self.config.region_gateways)
         # conversations move only between regions: one region has no epochs to look up
         sequencer = KafkaSequencer(self.engines.kafka_bootstrap, self.config.region, store, store,
                                    homes=store if self.engines.peer_kafka else None,
@@ -207,7 +212,7 @@ class ClusterNode:
             None, producer.close))
         redis = self._redis()
         await redis.ping()
-        directory = RedisDirectory(redis, cfg.gateway_id)
+        directory = RedisDirectory(redis, cfg.gateway_id, region=cfg.region)
         await directory.start()
         self._stops.append(directory.stop)
         conversations = Conversations(store)

@@ -157,6 +157,9 @@ class NodeConfig:
     runtimes: list[str] = field(default_factory=lambda: ["gateway", "sequencer", "presence",
                                                           "push"])
     gateway_id: str = "gateway"
+    # the ids of every gateway process of this region (cluster family): the router finds
+    # a user's sessions in their route hashes
+    region_gateways: list[str] = field(default_factory=list)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     backend: str = "embedded"  # or "cluster": Cassandra, Kafka, Redis from `engines`

@@ -36,9 +36,9 @@ def version(path: str | None = None) -> str:
     return match.group(1) if match else "unknown"
 
 
-# a runtime touches the session hashes and the delivery and presence channels; nothing
-# that reads the server's state or config, or runs code
-RUNTIME_ACL = "~sessions:* &* +@all -@dangerous -@admin -@scripting"
+# a runtime touches the session and route hashes and the delivery and presence channels;
+# nothing that reads the server's state or config, or runs code
+RUNTIME_ACL = "~sessions:* ~route:* &* +@all -@dangerous -@admin -@scripting"
 
 
 def write_acl(conf: Path, users: dict[str, str], admin: str) -> Path:

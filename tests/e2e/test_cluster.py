@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE
+from runtime.adapters.cluster.redis_bus import route_key
 from runtime.core.fetchwatch import FetchWatch
 from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, parse_offsets
 from runtime.core.sequencing import sender_key
@@ -76,6 +77,8 @@ async def test_hello_means_the_session_is_routable(cluster_deployment: Deploymen
             clients.append(c)
             fields = await r.hkeys(f"sessions:{user}")
             assert f"phone|{c.hello['session']}".encode() in fields
+            # and in its gateway's route hash, where the router looks
+            assert await r.hexists(route_key("local", f"gateway-{i % 2 + 1}"), user)
     finally:
         await r.aclose()
         for c in clients:
