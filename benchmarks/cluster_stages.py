@@ -23,7 +23,8 @@ on a small machine the latency is mostly time spent waiting for a core. Last, wh
 the JVM engines did meanwhile that holds requests up: their collectors' pauses, full
 collections counted apart (from each engine's gc.log), the CPU their JIT compilers
 used (a JVM still compiling its hot paths, as in a first minute after start) and
-Cassandra's memtable flushes and compactions (from its log).
+Cassandra's memtable flushes and compactions (from its log); and each Python
+runtime's collector pauses (`msgctl_gc_pause_seconds`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ STAGES = {
 # the store writer's counters: partitions written by kind, and its Cassandra requests
 STORE_WRITES = "msgctl_store_writes_total"
 STORE_REQUESTS = "msgctl_store_requests_total"
+# each runtime's Python collector: its pauses, by generation
+GC_PAUSES = "msgctl_gc_pause_seconds"
 
 
 def counters(text: str) -> dict[str, dict[str, float]]:
@@ -110,6 +113,39 @@ def histograms(text: str) -> dict[str, dict[str, float]]:
             elif head == f"{name}_count" or head == f"{name}_sum":
                 out.setdefault(name, {})[head.rsplit("_", 1)[1]] = float(value)
     return out
+
+
+def collector(text: str) -> dict[str, float]:
+    """A runtime's collector pauses in a /metrics text, all generations together:
+    {"count", "sum", "le=<bound>": cumulative count, "full": the oldest generation's
+    count} (empty where the process has none)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if not head.startswith(GC_PAUSES + "_") or "generation=" not in head:
+            continue
+        kind = head[len(GC_PAUSES) + 1:].split("{", 1)[0]
+        if kind == "bucket":
+            key = "le=" + head.split('le="', 1)[1].split('"', 1)[0]
+        elif kind in ("count", "sum"):
+            key = kind
+            if kind == "count" and 'generation="2"' in head:
+                out["full"] = float(value)
+        else:
+            continue
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def collector_pauses(d: dict[str, float]) -> dict[str, Any]:
+    """What a runtime's collector paused for during the step: how many, the total ms, the
+    bucket bound of the longest, and how many were of the oldest generation."""
+    count = d.get("count", 0.0)
+    longest = min((float(k[3:]) for k, v in d.items()
+                   if k.startswith("le=") and k[3:] != "+Inf" and v >= count > 0),
+                  default=0.0 if count <= 0 else float("inf"))
+    return {"gc_pauses": int(count), "gc_pause_ms": round(d.get("sum", 0.0) * 1000, 1),
+            "gc_pause_max_le_ms": longest * 1000, "gc_full_pauses": int(d.get("full", 0.0))}
 
 
 def delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
@@ -165,7 +201,7 @@ def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
     out = {}
     for name, host, port, tls in points:
         text = metrics.scrape(host, port, timeout=2, tls=tls) or ""
-        out[name] = histograms(text) | counters(text)
+        out[name] = histograms(text) | counters(text) | {GC_PAUSES: collector(text)}
     return out
 
 
@@ -336,11 +372,14 @@ def main() -> None:
     stages: dict[str, Any] = {}
     gains = [delta(before.get(name, {}), after.get(name, {})) for name, *_ in points]
     writes = store_writes(gains, between)
+    collectors: dict[str, Any] = {}
     for (name, *_), gained in zip(points, gains, strict=True):
         for metric, d in gained.items():
             s_ = summary(d, between) if metric in STAGES else {"count": 0}
             if s_["count"]:
                 stages[f"{name} {metric}"] = {"stage": STAGES[metric], **s_}
+        if gained.get(GC_PAUSES):
+            collectors[name] = collector_pauses(gained[GC_PAUSES])
     out = {"rate": args.rate, "seconds": args.seconds, "warmup": args.warmup,
            "ack_every": s.ack_every,
            "pairs": runner.pair_count(s, args.rate),
@@ -349,7 +388,8 @@ def main() -> None:
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
                       "errors": step.errors},
-           "stages": stages, "store_writes": writes, "cpu_percent": cpu, "engines": engines}
+           "stages": stages, "store_writes": writes, "cpu_percent": cpu, "engines": engines,
+           "collectors": collectors}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -374,6 +414,12 @@ def main() -> None:
         f"{name} {pct:.0f}" for name, pct in cpu.items()))
     for name, work in engines.items():
         Console().print(describe(name, work))
+    for name, work in collectors.items():
+        full = f", {work['gc_full_pauses']} of the oldest generation" \
+            if work["gc_full_pauses"] else ""
+        Console().print(f"{name}: {work['gc_pauses']} Python collector pauses "
+                        f"({work['gc_pause_ms']:.0f} ms, longest <= "
+                        f"{work['gc_pause_max_le_ms']:g} ms{full})")
 
 
 if __name__ == "__main__":

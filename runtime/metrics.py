@@ -16,6 +16,9 @@ from prometheus_client import (
 
 disable_created_metrics()
 
+# a young collection takes well under a millisecond; a full one of a big heap, seconds
+_GC_PAUSE = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+             0.5, 1, 2.5)
 # fine between 10 and 250 ms, where the cluster path's stages fall
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.035, 0.05, 0.075, 0.1, 0.15,
             0.25, 0.5, 1, 2.5)
@@ -82,6 +85,11 @@ class Metrics:
         self.heap_released = Counter("msgctl_heap_released_bytes",
                                      "Resident bytes the heap trims gave back to the OS",
                                      registry=r)
+        self.gc_pause_seconds = Histogram(
+            "msgctl_gc_pause_seconds",
+            "Collections of Python's cyclic collector in this process (each stops every "
+            "thread that runs Python code), by generation", ["generation"],
+            buckets=_GC_PAUSE, registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

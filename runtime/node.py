@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import heap, lean
+from runtime import gcpauses, heap, lean
 from runtime import keyring as keyring_mod
 from runtime.adapters.embedded.memory import EmbeddedEventLog, MemoryDirectory
 from runtime.adapters.embedded.sqlite_store import SqliteStore
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     # tens of thousands of long-lived connection objects make the default collector
     # rescan them all often (seconds-long pauses while 18,000 clients connect)
     gc.set_threshold(100_000, 50, 1_000)
+    gcpauses.watch()
     if os.environ.get("MSGCTL_NO_UVLOOP"):
         return asyncio.run(run(config))
     try:

@@ -265,3 +265,32 @@ def test_an_engines_line_names_its_jit_compilers_share() -> None:
     assert "JIT compilers 12% of a core" in stages.describe("kafka.local", work)
     del work["jit_percent"]  # a step in which a compiler thread ended
     assert "JIT" not in stages.describe("kafka.local", work)
+
+
+def collector_text(pauses: dict[str, list[float]]) -> str:
+    """A runtime's /metrics text with its collector pauses (generation -> seconds)."""
+    r = CollectorRegistry()
+    h = Histogram("msgctl_gc_pause_seconds", "gc", ["generation"],
+                  buckets=(0.001, 0.01, 0.1), registry=r)
+    for generation, seconds in pauses.items():
+        for s in seconds:
+            h.labels(generation).observe(s)
+    return generate_latest(r).decode()
+
+
+def test_a_runtimes_collector_pauses_are_what_the_step_added_over_every_generation() -> None:
+    before = {stages.GC_PAUSES: stages.collector(collector_text({"0": [0.0005] * 10}))}
+    after = {stages.GC_PAUSES: stages.collector(collector_text({
+        "0": [0.0005] * 30, "1": [0.004] * 3, "2": [0.05]}))}
+    got = stages.collector_pauses(stages.delta(before, after)[stages.GC_PAUSES])
+    assert got == {"gc_pauses": 24, "gc_pause_ms": 72.0, "gc_pause_max_le_ms": 100.0,
+                   "gc_full_pauses": 1}
+
+
+def test_a_runtime_without_collections_reports_none() -> None:
+    quiet = stages.collector(collector_text({"0": [0.0005] * 4}))
+    got = stages.collector_pauses(stages.delta({stages.GC_PAUSES: quiet},
+                                               {stages.GC_PAUSES: quiet})[stages.GC_PAUSES])
+    assert got == {"gc_pauses": 0, "gc_pause_ms": 0.0, "gc_pause_max_le_ms": 0.0,
+                   "gc_full_pauses": 0}
+    assert stages.collector("msgctl_txn_seconds_count 3.0\n") == {}
