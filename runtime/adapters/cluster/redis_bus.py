@@ -98,6 +98,10 @@ class RedisDirectory:
         self._queued = 0
         self._written = 0
         self._progress = asyncio.Condition()
+        # one write at a time: a refresh (also asked for by the gateway's link after
+        # Redis came back) must not overtake a batch that removes a user, or that user
+        # would stay in the route hash
+        self._writing = asyncio.Lock()
 
     async def start(self) -> None:
         """Start writing; a gateway first replaces whatever its route hash held (a
@@ -193,6 +197,10 @@ class RedisDirectory:
                 replace = True
 
     async def _apply(self, batch: list[tuple[str, str, str, str]]) -> None:
+        async with self._writing:
+            await self._apply_now(batch)
+
+    async def _apply_now(self, batch: list[tuple[str, str, str, str]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         routes = self._route_key
         added = False
@@ -228,6 +236,10 @@ class RedisDirectory:
 
     async def refresh(self) -> None:
         """Write every local session again (periodically, and after Redis came back)."""
+        async with self._writing:
+            await self._refresh_now()
+
+    async def _refresh_now(self) -> None:
         items = list(self._local.items())
         for i in range(0, len(items), 500):
             pipe = self.redis.pipeline(transaction=False)
@@ -241,9 +253,10 @@ class RedisDirectory:
 
     async def _replace_routes(self) -> None:
         """The route hash replaced by the users with a session here now, atomically."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self._route_key)
-        await self._write_routes(pipe)
+        async with self._writing:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(self._route_key)
+            await self._write_routes(pipe)
 
     async def _write_routes(self, pipe: Any) -> None:
         users = list(self._users)
