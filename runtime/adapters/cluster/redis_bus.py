@@ -8,8 +8,8 @@ asks it whether a device is online. The router asks the gateways' own hashes,
 ``route:{region}:{gateway}`` with a field per user who has a session there: one
 HMGET per gateway finds a round's users, where a HVALS per user cost the
 router's process 2.3 ms of CPU for 200 users (benchmarks/directory_lookup.py).
-Such a hash is the gateway's alone: it replaces it at start and after Redis came
-back, keeps its expiry at SESSION_TTL, and drops it on a clean stop, so a dead
+Such a hash is the gateway's alone: it replaces it at start and after a write
+failed, keeps its expiry at SESSION_TTL, and drops it on a clean stop, so a dead
 gateway's hash is gone within SESSION_TTL.
 Channels: ``gw:{region}:{gateway}`` carries events to one gateway,
 ``presence.in`` carries session/heartbeat/watch reports to the presence
@@ -189,7 +189,8 @@ class RedisDirectory:
                     next_refresh = loop.time() + refresh_every
             except (RedisError, OSError) as exc:
                 # Redis is away: keep the local truth, write it all again once it is back
-                # (the route hash replaced whole: a failed batch may have left users in it)
+                # (the route hash replaced whole, as at start: Redis may be back with an
+                # older copy of it, holding users who left meanwhile)
                 log.warning("session directory write failed (%s); re-registering on reconnect",
                             exc)
                 await asyncio.sleep(1.0)
