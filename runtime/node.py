@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     config = NodeConfig.load(args.config)
     setup_logging(config)
     # tens of thousands of long-lived connection objects make the default collector
-    # rescan them all often (seconds-long pauses while 18,000 clients connect)
+    # rescan them all often (seconds-long pauses while 18,000 clients connect); ten times
+    # as often as this paused the cluster's runtimes longer in all (docs/cluster.md)
     gc.set_threshold(100_000, 50, 1_000)
     gcpauses.watch()
     if os.environ.get("MSGCTL_NO_UVLOOP"):
