@@ -36,7 +36,7 @@ import re
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,19 +99,24 @@ def store_writes(gains: list[dict[str, dict[str, float]]], seconds: float) -> di
             for what, n in totals.items() if n > 0}
 
 
-def histograms(text: str) -> dict[str, dict[str, float]]:
-    """name -> {"count", "sum", "le=<bound>": cumulative count}."""
+def histograms(text: str, names: Iterable[str] = STAGES) -> dict[str, dict[str, float]]:
+    """name -> {"count", "sum", "le=<bound>": cumulative count}, for each of `names` the
+    text has; a labelled histogram's label sets summed together."""
     out: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():
             continue
         head, _, value = line.rpartition(" ")
-        for name in STAGES:
-            if head.startswith(f"{name}_bucket{{"):
-                bound = head.split('le="', 1)[1].split('"', 1)[0]
-                out.setdefault(name, {})[f"le={bound}"] = float(value)
-            elif head == f"{name}_count" or head == f"{name}_sum":
-                out.setdefault(name, {})[head.rsplit("_", 1)[1]] = float(value)
+        base = head.split("{", 1)[0]
+        for name in names:
+            if base == f"{name}_bucket":
+                key = "le=" + head.split('le="', 1)[1].split('"', 1)[0]
+            elif base == f"{name}_count" or base == f"{name}_sum":
+                key = base.rsplit("_", 1)[1]
+            else:
+                continue
+            d = out.setdefault(name, {})
+            d[key] = d.get(key, 0.0) + float(value)
     return out
 
 
@@ -119,21 +124,11 @@ def collector(text: str) -> dict[str, float]:
     """A runtime's collector pauses in a /metrics text, all generations together:
     {"count", "sum", "le=<bound>": cumulative count, "full": the oldest generation's
     count} (empty where the process has none)."""
-    out: dict[str, float] = {}
+    out = histograms(text, (GC_PAUSES,)).get(GC_PAUSES, {})
+    oldest = f'{GC_PAUSES}_count{{generation="2"}} '
     for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if not head.startswith(GC_PAUSES + "_") or "generation=" not in head:
-            continue
-        kind = head[len(GC_PAUSES) + 1:].split("{", 1)[0]
-        if kind == "bucket":
-            key = "le=" + head.split('le="', 1)[1].split('"', 1)[0]
-        elif kind in ("count", "sum"):
-            key = kind
-            if kind == "count" and 'generation="2"' in head:
-                out["full"] = float(value)
-        else:
-            continue
-        out[key] = out.get(key, 0.0) + float(value)
+        if line.startswith(oldest):
+            out["full"] = float(line[len(oldest):])
     return out
 
 
