@@ -173,7 +173,7 @@ class SequencingKernel:
         plan = self.state.plan(reqs, lambda conv, key: found.get((conv, key)), defer)
         made: dict[tuple[str, str], Message] = {}
         for s, a in zip(sends, plan.assignments, strict=True):
-            if not a.duplicate and not a.fenced and not a.deferred:
+            if a.made:
                 made[(a.conv, a.key)] = Message(a.conv, a.seq, a.prev, self.mids(), s.cid,
                                                 s.sender, s.device, s.ts, s.kind, s.body,
                                                 s.media, s.moved_from)

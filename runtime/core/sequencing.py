@@ -65,6 +65,16 @@ class Assignment:
     fenced: bool = False  # refused: the conversation is homed elsewhere now (seq 0)
     deferred: bool = False  # not decided: the store lags what the cache forgot (seq 0)
 
+    @property
+    def decided(self) -> bool:
+        """A seq was given: a new message's or the original's (not fenced, not deferred)."""
+        return not self.fenced and not self.deferred
+
+    @property
+    def made(self) -> bool:
+        """A new message at `seq`."""
+        return self.decided and not self.duplicate
+
 
 @dataclass
 class Plan:
@@ -73,8 +83,7 @@ class Plan:
 
     @property
     def new(self) -> list[Assignment]:
-        return [a for a in self.assignments
-                if not a.duplicate and not a.fenced and not a.deferred]
+        return [a for a in self.assignments if a.made]
 
 
 class SequencerState:
@@ -250,5 +259,5 @@ class SequencerState:
         for conv, head in plan.heads.items():
             self.load_head(conv, head)
         for a in plan.assignments:
-            if not a.fenced and not a.deferred:
+            if a.decided:
                 self.remember(a.conv, a.key, a.seq, a.prev)
