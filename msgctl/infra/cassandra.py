@@ -109,7 +109,7 @@ def write_config(conf: Path, data: Path, host: str, port: int, storage_port: int
         # window, since the store writer waits for each batch before routing it. The
         # shortest the setting takes: the partitions of an unlogged batch are applied one
         # after another, each waiting for a sync of its own (a batch of 10 partitions
-        # took 11.2 ms on an idle node with 2 ms, 7.2 ms with 1 ms; docs/cluster.md)
+        # took 11.9 ms on an idle node with 2 ms, 6.6 ms with 1 ms: benchmarks/store_batches.py)
         "commitlog_sync": "group",
         "commitlog_sync_group_window": "1ms",
         # each group written straight to the disk (O_DIRECT, and O_DSYNC: durable when
