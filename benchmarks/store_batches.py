@@ -20,6 +20,7 @@ on an idle deployment: traffic and other work on the machine add their waits.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -35,11 +36,12 @@ from msgctl.infra import security  # noqa: E402
 from runtime.adapters.cluster import engine_auth  # noqa: E402
 
 
-def _session(home: Path) -> tuple[Any, Any]:
+def session(home: Path, deployment: dict[str, Any]) -> tuple[Any, Any]:
+    """A Cluster and session on the first region's Cassandra of `deployment` (its
+    `deployment.json`, in `home`), as msgctl's own identity."""
     from cassandra.cluster import Cluster
 
-    dep = json.loads((home / "deployment.json").read_text())
-    host, _, port = dep["regions"][0]["engines"]["cassandra"].rpartition(":")
+    host, _, port = deployment["regions"][0]["engines"]["cassandra"].rpartition(":")
     cluster = Cluster([host], port=int(port),
                       **engine_auth.cassandra_kwargs(security.admin_engines(home)))
     return cluster, cluster.connect()
@@ -53,7 +55,7 @@ def measure(session: Any, keyspace: str, sizes: list[int], reps: int) -> dict[st
     session.execute(f"CREATE TABLE {table} (k text PRIMARY KEY, v bigint)")
     try:
         insert = session.prepare(f"INSERT INTO {table} (k, v) VALUES (?, ?)")
-        keys = iter(range(10**9))
+        keys = itertools.count()
         out = []
         for k in sizes:
             batched: list[float] = []
@@ -105,10 +107,9 @@ def main() -> None:
     dep = home.deployment() or {}
     if home.supervisor_pid() is None or dep.get("backend") != "cluster":
         sys.exit(f"no cluster deployment is running under {home.root}")
-    cluster, session = _session(home.root)
+    cluster, cql = session(home.root, dep)
     try:
-        out = {"group_window": group_window(session),
-               **measure(session, args.keyspace, sizes, args.reps)}
+        out = {"group_window": group_window(cql), **measure(cql, args.keyspace, sizes, args.reps)}
     finally:
         cluster.shutdown()
     if args.json:

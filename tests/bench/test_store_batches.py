@@ -4,25 +4,26 @@ ways, and leaves no scratch table behind."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import Deployment
-from tests.engines import cassandra_kwargs
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "store_batches.py"
+spec = importlib.util.spec_from_file_location("store_batches", SCRIPT)
+assert spec is not None and spec.loader is not None
+batches = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(batches)
 
 
 def _tables(dep: Deployment) -> set[str]:
-    from cassandra.cluster import Cluster
-
-    spec = json.loads((dep.home / "deployment.json").read_text())
-    host, _, port = spec["regions"][0]["engines"]["cassandra"].rpartition(":")
-    cluster = Cluster([host], port=int(port), **cassandra_kwargs(dep.home))
+    cluster, cql = batches.session(dep.home, json.loads((dep.home / "deployment.json")
+                                                        .read_text()))
     try:
-        rows = cluster.connect().execute(
+        rows = cql.execute(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'msgctl'")
         return {r.table_name for r in rows}
     finally:
