@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, ResponseFuture
 from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.query import BatchStatement, BoundStatement
 
 from runtime.adapters.cluster import cql_schema
 from runtime.adapters.cluster.cassandra_store import CassandraStore, StoreUnavailable
@@ -482,8 +483,14 @@ async def test_requests_leave_no_garbage_for_the_cyclic_collector(
             await store.upsert_messages([_msg(conv, seq)])
         assert len(await store.messages(conv, 0, 100)) == 30
         gc.collect()
-        kinds = {type(o).__name__ for o in gc.garbage}
-        assert "ResponseFuture" not in kinds, sorted(kinds)
+        # Only the requests' own futures (prepared or batch statements) count: the
+        # connect's blocking queries, and the test session's on the driver's shared I/O
+        # thread, leave theirs to the collector once each, off the request path, and
+        # that thread can let go of the last of them after the collection above.
+        leaked = [type(o.query).__name__ for o in gc.garbage
+                  if isinstance(o, ResponseFuture)
+                  and isinstance(o.query, BoundStatement | BatchStatement)]
+        assert leaked == []
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
