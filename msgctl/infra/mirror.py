@@ -59,6 +59,11 @@ def properties(clusters: dict[str, str],
         "topics": "|".join(t.replace(".", r"\.") for t in (*MIRRORED, WARMUP_TOPIC)),
         "groups.exclude": ".*",  # no consumer groups to translate
         "emit.checkpoints.enabled": "false",
+        # Offset syncs serve only to translate group offsets. With them the source Kafka
+        # took a produce for about every transaction mirrored (the commit markers leave
+        # gaps a sync must bridge). Off, MM2 refuses to start a flow while any
+        # `offset-syncs.topic.*` setting is given.
+        "emit.offset-syncs.enabled": "false",
         "sync.group.offsets.enabled": "false",
         "refresh.groups.enabled": "false",
         "sync.topic.configs.enabled": "false",
@@ -70,7 +75,6 @@ def properties(clusters: dict[str, str],
         "offset.flush.interval.ms": "1000",
         # one broker per region
         "replication.factor": "1",
-        "offset-syncs.topic.replication.factor": "1",
         "heartbeats.topic.replication.factor": "1",
         "checkpoints.topic.replication.factor": "1",
         "config.storage.replication.factor": "1",

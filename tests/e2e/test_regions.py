@@ -106,6 +106,21 @@ def test_a_mirror_warm_up_goes_through_mirror_maker_and_leaves_short_lived_topic
     assert warmup.MIRROR_GROUP not in groups
 
 
+def test_the_mirrors_keep_no_offset_syncs(two_regions: Regions) -> None:
+    """MirrorMaker 2 writes no offset syncs into the Kafka it reads: they serve only to
+    translate consumer group offsets, which msgctl does not mirror, and cost the source
+    broker about a produce request for each transaction mirrored."""
+    from confluent_kafka.admin import AdminClient
+
+    from tests.engines import kafka_config
+
+    for region in (Home(two_regions.home).deployment() or {})["regions"]:
+        admin = AdminClient(kafka_config(two_regions.home, region["engines"]["kafka"]))
+        topics = set(admin.list_topics(timeout=10).topics)
+        assert f"{EAST}.msg.events" in topics or f"{WEST}.msg.events" in topics, topics
+        assert not [t for t in topics if t.startswith("mm2-offset-syncs")], topics
+
+
 def test_a_lag_reader_keeps_its_kafka_connections_between_reads(two_regions: Regions) -> None:
     """The benchmarks and drills sample the lag every half second or two: over kept
     clients, not new ones (each a TLS handshake on the brokers under test)."""

@@ -95,6 +95,14 @@ def test_mirror_properties_never_mirror_a_mirrored_topic() -> None:
     assert not pattern.fullmatch("msgctl.warmup.in")
 
 
+def test_mirror_properties_ask_for_no_offset_syncs() -> None:
+    # no group offsets are translated; MM2 refuses a flow (validation) that turns offset
+    # syncs off and still sets one of their topic's settings
+    props = mirror.properties({"a": "h1:9092", "b": "h2:9092"})
+    assert props["emit.offset-syncs.enabled"] == "false"
+    assert not [k for k in props if k.startswith("offset-syncs.topic.")], props
+
+
 def test_regions_must_share_the_cassandra_storage_port(tmp_path: Path) -> None:
     raw = regions(2)
     raw["regions"][1]["engines"]["cassandra"]["storage_port"] = 7001
