@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cluster_stages.py"
-spec = importlib.util.spec_from_file_location("cluster_stages", SCRIPT)
-assert spec is not None and spec.loader is not None
-stages = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stages)
+from tests.bench import scripts
+
+stages = scripts.load("cluster_stages")
+SCRIPT = scripts.BENCHMARKS / "cluster_stages.py"
 
 
 def metrics_text(values: list[float]) -> str:

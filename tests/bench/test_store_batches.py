@@ -4,24 +4,21 @@ ways, and leaves no scratch table behind."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from msgctl.home import Home
+from tests.bench import scripts
 from tests.conftest import Deployment
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "store_batches.py"
-spec = importlib.util.spec_from_file_location("store_batches", SCRIPT)
-assert spec is not None and spec.loader is not None
-batches = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(batches)
+batches = scripts.load("store_batches")
+SCRIPT = scripts.BENCHMARKS / "store_batches.py"
 
 
 def _tables(dep: Deployment) -> set[str]:
-    cluster, cql = batches.session(dep.home, json.loads((dep.home / "deployment.json")
-                                                        .read_text()))
+    cluster, cql = batches.session(dep.home, Home(dep.home).deployment() or {})
     try:
         rows = cql.execute(
             "SELECT table_name FROM system_schema.tables WHERE keyspace_name = 'msgctl'")
