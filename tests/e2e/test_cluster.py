@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE
 from runtime.adapters.cluster.redis_bus import route_key
+from runtime.cluster.feed import FETCH_WAIT_MS, feed_config
 from runtime.core.fetchwatch import FetchWatch
 from runtime.core.seqsnapshot import OFFSETS_KEY, head_key, parse_offsets
 from runtime.core.sequencing import sender_key
@@ -232,3 +235,63 @@ def test_a_healthy_consumer_group_reports_its_partitions_fetching(
     for program in ("sequencer.local", "push.local"):
         text = (dep.home / "logs" / f"{program}.log").read_text()
         assert "stopped fetching" not in text, program
+
+
+def test_the_push_feed_reads_many_commits_in_one_fetch(cluster_deployment: Deployment) -> None:
+    """Push's feed (`feed_config`) waits for 64 KiB of committed events or 100 ms rather
+    than being answered at every commit: 100 small transactions, as fast as they commit,
+    reach it whole, in a third as many fetches or fewer (answered at each commit, it
+    fetched about once per transaction)."""
+    dep = cluster_deployment
+    bootstrap = f"127.0.0.1:{dep.port + 20}"
+    topic = uid("test-feed")
+    admin = AdminClient(engines.kafka_config(dep.home, bootstrap))
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    fetches: list[int] = []
+
+    def on_stats(report: str) -> None:
+        brokers = json.loads(report)["brokers"].values()
+        fetches.append(sum(b["req"].get("Fetch", 0) for b in brokers if b["nodeid"] >= 0))
+
+    settings = feed_config(bootstrap, uid("test-feed")) | engines.kafka_config(
+        dep.home, bootstrap, **{"auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                "statistics.interval.ms": 100, "stats_cb": on_stats})
+    settings.pop("enable.auto.offset.store")
+    consumer = Consumer(settings)
+    producer = Producer(engines.kafka_config(dep.home, bootstrap, **{
+        "transactional.id": topic, "linger.ms": 1}))
+    commits = 100
+    got: list[float] = []
+    done = threading.Event()
+
+    def read() -> None:
+        deadline = time.monotonic() + 60
+        while len(got) < commits and time.monotonic() < deadline:
+            got.extend(time.monotonic() for r in consumer.consume(100, 0.05)
+                       if r.error() is None)
+        consumer.poll(0.3)  # one more statistics report
+        done.set()
+
+    try:
+        producer.init_transactions(30)
+        consumer.subscribe([topic])
+        while not consumer.assignment() or not fetches:
+            consumer.poll(0.1)
+        before = fetches[-1]
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        for _ in range(commits):
+            producer.begin_transaction()
+            producer.produce(topic, b"x" * 200, b"k")
+            producer.commit_transaction(30)
+        last_commit = time.monotonic()
+        assert done.wait(90)
+        assert len(got) == commits
+        # read within the fetch's wait of the last commit (and a busy machine's slack)
+        assert got[-1] - last_commit < FETCH_WAIT_MS / 1000 + 1.0
+        made = fetches[-1] - before
+        assert 0 < made <= commits // 3, made
+    finally:
+        done.wait(90)
+        consumer.close()
+        admin.delete_topics([topic])
