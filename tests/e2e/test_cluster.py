@@ -256,7 +256,6 @@ def test_the_push_feed_reads_many_commits_in_one_fetch(cluster_deployment: Deplo
     settings = feed_config(bootstrap, uid("test-feed")) | engines.kafka_config(
         dep.home, bootstrap, **{"auto.offset.reset": "earliest", "enable.auto.commit": False,
                                 "statistics.interval.ms": 100, "stats_cb": on_stats})
-    settings.pop("enable.auto.offset.store")
     consumer = Consumer(settings)
     producer = Producer(engines.kafka_config(dep.home, bootstrap, **{
         "transactional.id": topic, "linger.ms": 1}))
