@@ -50,9 +50,12 @@ RUNTIMES = ("sequencer", "presence", "push", "gateway")  # start order
 RUNTIME_PORT_OFFSETS = {"sequencer": 10, "presence": 11, "push": 12}
 # the CPU priority (nice) of the cluster's gateway and sequencer processes: their single
 # event loops are the message path, and on a small host they wait for a core behind the
-# engines' many threads (msgctl.supervisor.priority). Only for a region alone on its host:
-# where regions share one, the cross-region path runs through MirrorMaker 2 and the other
-# region's engines too, and favouring the event loops made it slower (docs/cluster.md).
+# engines' many threads (msgctl.supervisor.priority). Cassandra's too: every store write
+# waits for its commit log's group sync thread, and all of them for its young
+# collections, which stretched while their threads waited behind those event loops.
+# Only for a region alone on its host: where regions share one, the cross-region path
+# runs through MirrorMaker 2 and the other region's engines too, and favouring the event
+# loops made it slower (docs/cluster.md).
 PATH_NICE = -5
 MAX_GATEWAY_PROCESSES = 8  # they take base .. base+N-1, below the runtimes at base+10
 # the blob endpoint's default port is the gateway's + 20 (cluster: gateway-N's is + 20 + N-1)
@@ -647,6 +650,8 @@ def plan_engines(topo: Topology, home_root: Path,
                 program = engine_programs.engine_program(
                     spec, region.name, region.host, home_root,
                     seed=seed.host if seed else None, peers=len(joined), sec=sec)
+                if alone_on_host(topo, region):
+                    program.nice = PATH_NICE  # the supervisor sets it once it has warmed up
                 program.depends_on = joined[-1:] + (
                     [f"toxiproxy.{region.name}"] if region.name in proxies else [])
                 joined.append(program.name)

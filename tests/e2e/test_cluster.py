@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -13,6 +14,8 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from msgctl.supervisor import priority
+from msgctl.topology import PATH_NICE
 from runtime.adapters.cluster.kafka import EVENTS, INGRESS, SEQ_STATE
 from runtime.adapters.cluster.redis_bus import route_key
 from runtime.cluster.feed import FETCH_WAIT_MS, feed_config
@@ -42,6 +45,20 @@ def test_status_lists_each_engine_and_runtime_as_its_own_process(
     assert len(set(pids)) == len(pids) and None not in pids
     kinds = {r["program"]: r["kind"] for r in rows}
     assert kinds["kafka.local"] == "engine" and kinds["gateway-1.local"] == "runtime"
+
+
+def test_the_message_path_runs_at_a_higher_cpu_priority(cluster_deployment: Deployment) -> None:
+    """Alone on its host, the region's event loops and Cassandra run at PATH_NICE (their
+    scheduling group and main thread), the rest at the default; a supervisor that may not
+    lower a nice value leaves every program at the default."""
+    rows = cluster_deployment.status()["runtimes"]
+    favoured = PATH_NICE if os.geteuid() == 0 else 0
+    path = {"cassandra.local", "sequencer.local", "gateway-1.local", "gateway-2.local"}
+    for r in rows:
+        group, thread = priority.read(r["pid"])
+        want = favoured if r["program"] in path else 0
+        assert thread == want, r["program"]
+        assert group in (want, None), r["program"]  # None: a kernel without autogroup
 
 
 async def test_devices_on_both_gateways_get_every_message(

@@ -54,15 +54,20 @@ def test_the_message_path_s_event_loops_run_at_a_higher_cpu_priority(tmp_path: P
     engines = {"kafka": {"port": 9092}, "cassandra": {"port": 9042}, "redis": {"port": 6379}}
     nice = {p.name: p.nice for p in plan(tmp_path, cluster(engines))}
     assert nice["sequencer.eu"] == nice["gateway-1.eu"] == nice["gateway-2.eu"] \
-        == topo_mod.PATH_NICE < 0
+        == nice["cassandra.eu"] == topo_mod.PATH_NICE < 0
     assert {name: n for name, n in nice.items() if n != topo_mod.PATH_NICE} == {
-        "kafka.eu": 0, "cassandra.eu": 0, "redis.eu": 0, "presence.eu": 0, "push.eu": 0}
+        "kafka.eu": 0, "redis.eu": 0, "presence.eu": 0, "push.eu": 0}
     # regions sharing this machine (any loopback address) keep the default: the
     # cross-region path runs through MirrorMaker 2 and the other region's engines too
     two = {"name": "t", "backend": "cluster", "regions": [
         {"name": n, "host": h, "gateway": {"port": 7400}, "engines": EXTERNAL}
         for n, h in (("eu", "127.0.0.1"), ("us", "127.0.0.2"))]}
     assert {p.nice for p in plan(tmp_path / "2", two)} == {0}
+    provisioned = {**two, "regions": [
+        {**r, "engines": {**engines, "cassandra": {"port": 9042, "jmx_port": 7199 + i}}}
+        for i, r in enumerate(two["regions"])]}
+    nice = {p.name: p.nice for p in plan(tmp_path / "p", provisioned)}
+    assert {"kafka.us", "cassandra.us"} <= nice.keys() and set(nice.values()) == {0}
     apart = {**two, "regions": [{**r, "host": h} for r, h in
                                 zip(two["regions"], ("10.0.0.1", "10.0.0.2"), strict=True)]}
     nice = {p.name: p.nice for p in plan(tmp_path / "h", apart)}

@@ -15,6 +15,7 @@ import pytest
 
 from msgctl.home import Home
 from msgctl.infra import warmup
+from msgctl.supervisor import priority
 from msgctl.supervisor.daemon import RUNNING, Supervisor
 from msgctl.supervisor.policy import RestartPolicy
 from msgctl.supervisor.program import ENGINE, Program
@@ -259,18 +260,24 @@ async def test_supervisor_runs_an_engines_warm_up_after_ready_and_reports_it(
         return {"transactions": 3, "jit_settled": True}
 
     monkeypatch.setattr(warmup, "run", fake_run)
-    sup = Supervisor(Home(tmp_path).ensure(), [engine("kafka.r", 42.0)])
+    kafka = engine("kafka.r", 42.0)
+    kafka.nice = 4  # a positive value, which any user may set
+    sup = Supervisor(Home(tmp_path).ensure(), [kafka])
     await sup.start_program("kafka.r")  # returns at RUNNING: dependents need not wait
     m = sup.managed["kafka.r"]
     try:
         view = sup.snapshot()["programs"][0]
         assert view["state"] == RUNNING and view["warmup"] == {"state": "warming"}
         assert view["message"] == "warming up"
+        # warmed at the default priority (a favoured engine would starve the compilers
+        # of the others warming beside it), given its own once warm
+        assert priority.read(m.proc.pid)[1] == 0
         release.set()
         await until(lambda: m.warmup["state"] != "warming", 10)
         view = sup.snapshot()["programs"][0]
         assert view["warmup"]["state"] == "done" and view["warmup"]["transactions"] == 3
         assert view["message"] == "" and calls == [(42.0, m.proc.pid)]
+        assert priority.read(m.proc.pid)[1] == 4
     finally:
         release.set()
         await sup.stop_program("kafka.r")
@@ -307,7 +314,9 @@ async def test_an_engine_exiting_mid_warm_up_ends_it_and_its_restart_is_not_warm
         return {}
 
     monkeypatch.setattr(warmup, "run", slow)
-    sup = Supervisor(Home(tmp_path).ensure(), [engine("kafka.r", 60.0)],
+    kafka = engine("kafka.r", 60.0)
+    kafka.nice = 3
+    sup = Supervisor(Home(tmp_path).ensure(), [kafka],
                      RestartPolicy(base_delay=0.05, max_delay=0.1))
     await sup.start_program("kafka.r")
     m = sup.managed["kafka.r"]
@@ -319,6 +328,7 @@ async def test_an_engine_exiting_mid_warm_up_ends_it_and_its_restart_is_not_warm
         assert m.warmup["state"] == "interrupted" and m.message == ""
         await asyncio.sleep(0.3)
         assert calls == [first]  # the restarted engine is not warmed again
+        assert priority.read(m.proc.pid)[1] == 3  # and runs at its priority at once
     finally:
         await sup.stop_program("kafka.r")
 
