@@ -359,7 +359,8 @@ class Supervisor:
         # favoured meanwhile would starve the others' compilers, which then look quiet
         # before they are done (Kafka's warm-up ended after 27 s instead of 52 s beside a
         # Cassandra at nice -5, and its compilers took 27% of a core in the first traffic)
-        self._prioritize(m, proc.pid)
+        if m.proc is proc and proc.returncode is None:  # not a pid the kernel gave away
+            self._prioritize(m, proc.pid)
         if m.state == RUNNING and m.proc is proc:
             self._set(m, RUNNING)
         else:
