@@ -230,7 +230,8 @@ class Supervisor:
         return proc
 
     def _prioritize(self, m: Managed, pid: int) -> None:
-        """Give the program its CPU priority (its `nice`), once; say so if it cannot."""
+        """Give the program's process its CPU priority (its `nice`); say once per program
+        if it cannot."""
         if not m.program.nice:
             return
         # the child is past its exec, so past the setsid that made its scheduling group

@@ -28,7 +28,7 @@ class Program:
     format). ``start_timeout`` / ``stop_timeout`` of None take the supervisor's.
     ``cgroup`` is where in its region's cgroup it runs when the deployment has
     cgroups (network faults, see `chaos.cgroups`). ``nice`` is its CPU priority, set
-    as it starts (an engine's first start: once its warm-up is over), and
+    as it starts (an engine's first start with a warm-up: once that is over), and
     ``timer_slack_us`` its threads' timer slack (0: the kernel's default), set before it
     starts (both `msgctl.supervisor.priority`).
     """
