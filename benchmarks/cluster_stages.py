@@ -18,8 +18,11 @@ sent Cassandra a second (`store_writes`: its requests, and the partitions it wro
 conversation buckets of messages, senders' cid index rows, heads in the messages' own
 mutation and heads written apart to `conv_heads`). Next to them, the client's own
 send -> sent and send -> deliver percentiles of the step, and the CPU each
-supervised program (engines and runtimes) used during it, in % of one core:
-on a small machine the latency is mostly time spent waiting for a core. Last, what
+supervised program (engines and runtimes) used during it, in % of one core, with
+how long its threads waited for a core meanwhile (`wait_percent`, from each
+thread's schedstat: all its threads together, and its first thread alone, which is
+a Python runtime's event loop): on a small machine the latency is mostly time
+spent waiting for a core. Last, what
 the JVM engines did meanwhile that holds requests up: their collectors' pauses, full
 collections counted apart (from each engine's gc.log), the CPU their JIT compilers
 used (a JVM still compiling its hot paths, as in a first minute after start) and
@@ -61,6 +64,7 @@ STAGES = {
     "msgctl_route_lag_seconds": "router: gateway send -> read by the router",
     "msgctl_store_seconds": "router: store write of one batch",
     "msgctl_publish_lag_seconds": "router: gateway send -> published (oldest of a batch)",
+    "msgctl_gateway_lag_seconds": "gateway: send -> a routed batch read (oldest of it)",
 }
 
 
@@ -229,6 +233,52 @@ def jit_ticks(home: Home) -> dict[str, int]:
     return _per_program(home, warmup.compiler_ticks)
 
 
+def _thread_waits(pid: int) -> dict[int, int] | None:
+    """thread id -> ns it has waited on a run queue so far (`/proc/.../schedstat`: the
+    time it was ready to run while another task had the core)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    out: dict[int, int] = {}
+    for task in tasks:
+        try:
+            out[int(task)] = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text()
+                                 .split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended, or a kernel without schedstats
+    return out
+
+
+def thread_waits(home: Home) -> dict[str, tuple[int, dict[int, int]]]:
+    """program -> (its pid, each of its threads' run-queue wait so far, in ns)."""
+    out: dict[str, tuple[int, dict[int, int]]] = {}
+    for prog in (read_state(home) or {}).get("programs", []):
+        pid = prog.get("pid")
+        if pid and (waits := _thread_waits(pid)) is not None:
+            out[prog["name"]] = (pid, waits)
+    return out
+
+
+def wait_percent(before: dict[str, tuple[int, dict[int, int]]],
+                 after: dict[str, tuple[int, dict[int, int]]], seconds: float
+                 ) -> dict[str, dict[str, float]]:
+    """program -> how long its threads waited for a core over `seconds`, in % of that
+    time: `threads`, all of them together (a thread that started in between counts
+    whole; one that ended is left out), and `main`, its first thread alone (a Python
+    runtime's event loop: near 100 with `cpu_percent`, it was ready to run all along).
+    Programs that restarted in between are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for name, (pid, waits) in after.items():
+        if name not in before or before[name][0] != pid:
+            continue
+        earlier = before[name][1]
+        gained = {tid: ns - earlier.get(tid, 0) for tid, ns in waits.items()}
+        out[name] = {"threads": round(sum(gained.values()) / 1e7 / seconds, 1),
+                     "main": round(gained.get(pid, 0) / 1e7 / seconds, 1)}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["threads"]))
+
+
 def cpu_percent(before: dict[str, int], after: dict[str, int], seconds: float
                 ) -> dict[str, float]:
     """program -> % of one core over `seconds`, busiest first (programs that restarted
@@ -353,8 +403,10 @@ def main() -> None:
     scraped_at = time.monotonic()
     before = scrape_all(points)
     ticks, compiled, t0, wall0 = cpu_ticks(home), jit_ticks(home), time.monotonic(), time.time()
+    waited = thread_waits(home)
     step = runner.run_step(target, s, args.rate, relay=False, duration=args.seconds)
     cpu = cpu_percent(ticks, cpu_ticks(home), time.monotonic() - t0)
+    waits = wait_percent(waited, thread_waits(home), time.monotonic() - t0)
     # a JVM compiling its hot paths still (a first minute after start) competes for the
     # cores; left out where a compiler thread ended in between and took its ticks along
     jit = cpu_percent(compiled, jit_ticks(home), time.monotonic() - t0)
@@ -383,7 +435,8 @@ def main() -> None:
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
                       "errors": step.errors},
-           "stages": stages, "store_writes": writes, "cpu_percent": cpu, "engines": engines,
+           "stages": stages, "store_writes": writes, "cpu_percent": cpu,
+           "wait_percent": waits, "engines": engines,
            "collectors": collectors}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -407,6 +460,10 @@ def main() -> None:
             f"{what.replace('_', ' ')} {v['per_s']:,.0f}" for what, v in writes.items()))
     Console().print("CPU during the step (% of one core): " + ", ".join(
         f"{name} {pct:.0f}" for name, pct in cpu.items()))
+    Console().print("waiting for a core (% of the step; its first thread's, which is a "
+                    "Python runtime's event loop): " + ", ".join(
+                        f"{name} {w['threads']:.0f} ({w['main']:.0f})"
+                        for name, w in waits.items() if w["threads"] >= 1))
     for name, work in engines.items():
         Console().print(describe(name, work))
     for name, work in collectors.items():

@@ -59,6 +59,10 @@ class Metrics:
             "Send at the gateway of a published batch's oldest message -> the batch "
             "published to the gateways by the router",
             buckets=_LATENCY, registry=r)
+        self.gateway_lag_seconds = Histogram(
+            "msgctl_gateway_lag_seconds",
+            "Send at the gateway of the oldest message in a routed batch -> the batch read "
+            "by a gateway it was published to", buckets=_LATENCY, registry=r)
         self.store_seconds = Histogram("msgctl_store_seconds",
                                        "Store writer: one batch into the message store",
                                        buckets=_LATENCY, registry=r)

@@ -420,6 +420,10 @@ class GatewayLink:
             log.warning("dropping a malformed record on %s: %s", channel, exc)
             return
         if isinstance(record, env.EventsBatch):
+            sends = [i.event.message.ts for i in record.items
+                     if isinstance(i.event, env.MessageRecord)]
+            if sends:  # the router's publish lag, one hop on: the queue in front of this loop
+                METRICS.gateway_lag_seconds.observe(max(0.0, time.time() - min(sends) / 1000))
             for error in record.errors:  # one bad item must not drop the others' messages
                 METRICS.errors.labels("bad_gateway_record").inc()
                 log.warning("dropping a malformed event on %s: %s", channel, error)

@@ -292,3 +292,33 @@ def test_a_runtime_without_collections_reports_none() -> None:
     assert got == {"gc_pauses": 0, "gc_pause_ms": 0.0, "gc_pause_max_le_ms": 0.0,
                    "gc_full_pauses": 0}
     assert stages.collector("msgctl_txn_seconds_count 3.0\n") == {}
+
+
+def test_run_queue_waits_are_per_thread_and_skip_restarted_programs() -> None:
+    # ns waited so far per thread: a thread that started in the step counts whole, one
+    # that ended is left out, and a program with a new pid (restarted) is left out
+    before = {"gateway-1": (10, {10: 1_000_000_000, 11: 500_000_000, 12: 7}),
+              "kafka": (20, {20: 0, 21: 0}), "push": (30, {30: 0})}
+    after = {"gateway-1": (10, {10: 1_900_000_000, 11: 600_000_000, 13: 200_000_000}),
+             "kafka": (20, {20: 0, 21: 300_000_000}), "push": (31, {31: 900_000_000})}
+    waits = stages.wait_percent(before, after, 2.0)
+    assert waits == {"gateway-1": {"threads": 60.0, "main": 45.0},
+                     "kafka": {"threads": 15.0, "main": 0.0}}
+    assert list(waits) == ["gateway-1", "kafka"]  # the longest waits first
+
+
+def test_a_live_processes_threads_report_their_waits() -> None:
+    import os
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        waits = stages._thread_waits(os.getpid())
+    finally:
+        stop.set()
+        thread.join()
+    assert waits is not None and os.getpid() in waits and thread.native_id in waits
+    assert all(ns >= 0 for ns in waits.values())
+    assert stages._thread_waits(2**22 + 12345) is None  # no such process

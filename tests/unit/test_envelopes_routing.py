@@ -4,6 +4,7 @@ on a gateway's channel costs only itself (no Kafka or Redis needed)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from runtime.adapters.cluster import envelopes as env
@@ -143,3 +144,28 @@ def test_the_link_hands_on_presence_changes_and_watch_replies() -> None:
     gl.handle("presence.resync", b'{"t":"resync"}')
     assert seen == [(frozenset({"s1"}), state)]
     assert presence.replies == [("r1", (state,)), ("resync", ())]
+
+
+def test_the_link_measures_the_queue_in_front_of_the_gateway() -> None:
+    # msgctl_gateway_lag_seconds: the oldest message's send -> its batch read here, once
+    # per batch that holds messages (the router's publish lag, one hop on)
+    from runtime.metrics import METRICS
+
+    def observed() -> tuple[float, float]:
+        value = METRICS.registry.get_sample_value
+        return (value("msgctl_gateway_lag_seconds_count") or 0.0,
+                value("msgctl_gateway_lag_seconds_sum") or 0.0)
+
+    gl, _, _, _ = link()
+    now_ms = int(time.time() * 1000)
+    old = Message("c", 1, 0, "m1", "a", "alice", "phone", now_ms - 3000, "text", "x")
+    new = Message("c", 2, 1, "m2", "b", "alice", "phone", now_ms - 1000, "text", "y")
+    count, total = observed()
+    gl.handle("gw:eu-west:gateway-1", env.EventsBatch((
+        env.RoutedEvent(env.MessageRecord(new, "gateway-1", "eu-west"), ("bob",)),
+        env.RoutedEvent(env.MessageRecord(old, "gateway-1", "eu-west"), ("bob",)))).encode())
+    gl.handle("gw:eu-west:gateway-1", env.PresenceChange(("s1",), PresenceState(
+        "bob", True, 1.5)).encode())
+    after, total_after = observed()
+    assert after == count + 1
+    assert 3.0 <= total_after - total < 3.0 + 5.0  # the oldest of the two, seconds ago
