@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -73,6 +73,7 @@ STORE_WRITES = "msgctl_store_writes_total"
 STORE_REQUESTS = "msgctl_store_requests_total"
 # each runtime's Python collector: its pauses, by generation
 GC_PAUSES = "msgctl_gc_pause_seconds"
+T = TypeVar("T")  # what `_per_program` reads of each program
 
 
 def counters(text: str) -> dict[str, dict[str, float]]:
@@ -204,10 +205,10 @@ def scrape_all(points: list[tuple[str, str, int, ssl.SSLContext | None]]
     return out
 
 
-def _per_program(home: Home, read: Callable[[int], int | None]) -> dict[str, int]:
+def _per_program(home: Home, read: Callable[[int], T | None]) -> dict[str, T]:
     """program -> `read` of its pid (the programs not running, or where it says None,
     left out)."""
-    out: dict[str, int] = {}
+    out: dict[str, T] = {}
     for prog in (read_state(home) or {}).get("programs", []):
         if prog.get("pid") and (value := read(prog["pid"])) is not None:
             out[prog["name"]] = value
@@ -250,14 +251,14 @@ def _thread_waits(pid: int) -> dict[int, int] | None:
     return out
 
 
+def _pid_and_waits(pid: int) -> tuple[int, dict[int, int]] | None:
+    waits = _thread_waits(pid)
+    return None if waits is None else (pid, waits)
+
+
 def thread_waits(home: Home) -> dict[str, tuple[int, dict[int, int]]]:
     """program -> (its pid, each of its threads' run-queue wait so far, in ns)."""
-    out: dict[str, tuple[int, dict[int, int]]] = {}
-    for prog in (read_state(home) or {}).get("programs", []):
-        pid = prog.get("pid")
-        if pid and (waits := _thread_waits(pid)) is not None:
-            out[prog["name"]] = (pid, waits)
-    return out
+    return _per_program(home, _pid_and_waits)
 
 
 def wait_percent(before: dict[str, tuple[int, dict[int, int]]],
