@@ -17,7 +17,8 @@ gateways (the oldest message of each published batch); and what the store writer
 sent Cassandra a second (`store_writes`: its requests, and the partitions it wrote:
 conversation buckets of messages, senders' cid index rows, heads in the messages' own
 mutation and heads written apart to `conv_heads`). Next to them, the client's own
-send -> sent and send -> deliver percentiles of the step, and the CPU each
+send -> sent and send -> deliver percentiles of the step and the CPU its own
+processes used while they sent (`client.cpu_percent`), and the CPU each
 supervised program (engines and runtimes) used during it, in % of one core, with
 how long its threads waited for a core meanwhile (`wait_percent`, from each
 thread's schedstat: all its threads together, and its first thread alone, which is
@@ -435,7 +436,7 @@ def main() -> None:
            "client": {"send_sent_p50_ms": step.sent_p50_ms, "send_sent_p99_ms": step.sent_p99_ms,
                       "send_deliver_p50_ms": step.p50_ms, "send_deliver_p99_ms": step.p99_ms,
                       "delivered": step.delivered, "offered": step.offered,
-                      "errors": step.errors},
+                      "errors": step.errors, "cpu_percent": step.client_cpu_percent},
            "stages": stages, "store_writes": writes, "cpu_percent": cpu,
            "wait_percent": waits, "engines": engines,
            "collectors": collectors}
@@ -456,6 +457,8 @@ def main() -> None:
     table.add_row("client", "send -> deliver", "", "", "", str(c["send_deliver_p50_ms"]),
                   str(c["send_deliver_p99_ms"]))
     Console().print(table)
+    Console().print(f"the benchmark's client processes used {c['cpu_percent']}% of one "
+                    "core while they sent")
     if writes:
         Console().print("store writer, a second: " + ", ".join(
             f"{what.replace('_', ' ')} {v['per_s']:,.0f}" for what, v in writes.items()))

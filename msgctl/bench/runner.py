@@ -76,6 +76,9 @@ class Step:
     offered: int
     errors: int
     ok: bool
+    # the CPU the benchmark's client processes used while they sent, in % of one core:
+    # on a machine they share with the server, what they take is not the server's
+    client_cpu_percent: float = 0.0
 
 
 @dataclass
@@ -234,9 +237,12 @@ def run_step(target: Target, s: Settings, rate: float, relay: bool,
     p99 = percentile(lat, 99)
     # everything offered in the window must arrive, fast enough, without errors
     ok = offered > 0 and delivered >= 0.99 * offered and p99 < P99_LIMIT_MS and errors == 0
+    traffic_s = max((r["traffic_s"] for r in results), default=0.0)
+    cpu = sum(r["cpu_seconds"] for r in results)
     return Step(rate, round(delivered / window, 1), round(percentile(lat, 50), 2),
                 round(p99, 2), round(percentile(sent_lat, 50), 2),
-                round(percentile(sent_lat, 99), 2), delivered, offered, errors, ok)
+                round(percentile(sent_lat, 99), 2), delivered, offered, errors, ok,
+                round(100 * cpu / traffic_s, 1) if traffic_s > 0 else 0.0)
 
 
 def search_max(target: Target, s: Settings, relay: bool,

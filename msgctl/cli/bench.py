@@ -69,6 +69,8 @@ def _render(out: dict[str, Any]) -> None:
                       f"{_fmt(half['p50_ms'])} / {_fmt(half['p99_ms'])}")
         table.add_row(f"p50 / p99 send->sent at {half['rate']:,.0f} msgs/s (ms)",
                       f"{_fmt(half['sent_p50_ms'])} / {_fmt(half['sent_p99_ms'])}")
+        table.add_row(f"benchmark clients' CPU at {half['rate']:,.0f} msgs/s (% of a core)",
+                      _fmt(half["client_cpu_percent"]))
     cu = out.get("catch_up")
     if cu:
         table.add_row(f"catch-up of {cu['messages']:,} messages (msgs/s)",

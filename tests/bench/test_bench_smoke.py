@@ -7,6 +7,7 @@ The figures themselves are not asserted against targets (that is what the full
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ def test_quick_bench_measures_every_part(tmp_path: Path) -> None:
             assert step["p99_ms"] < out["p99_limit_ms"]
     half = out["latency_at_half"]
     assert half["rate"] == tp["at"]["rate"] / 2 and half["p50_ms"] <= half["p99_ms"]
+    # what the load's own processes used while they sent (some, and at most every core)
+    assert 0 < half["client_cpu_percent"] <= 100 * (os.cpu_count() or 1)
     assert out["catch_up"]["messages"] == 500 and out["catch_up"]["per_second"] > 0
     assert out["relay"]["max_msgs_per_s"] > 0 and out["ratio_to_relay"] > 0
     assert {t["target"] for t in out["targets"]} >= {

@@ -31,7 +31,8 @@ class Recorder:
         done: Future[dict[str, Any]] = Future()
         done.set_result({"latencies_ms": [5.0], "sent_latencies_ms": [4.0],
                          "offered_in_window": 1, "delivered_in_window": 1,
-                         "counts": {"errors": 0, "disorder": 0}})
+                         "counts": {"errors": 0, "disorder": 0},
+                         "cpu_seconds": 0.25, "traffic_s": 2.0})
         return done
 
 
@@ -48,6 +49,8 @@ def test_each_worker_gets_the_receivers_gateway(monkeypatch: pytest.MonkeyPatch,
     settings = runner.Settings.quick()
     step = runner.run_step(target, settings, 20.0, relay=False, duration=1.0)
     assert pool.calls and step.delivered == len(pool.calls)
+    # every worker's CPU over the time they sent: 0.25 s of 2 s each
+    assert step.client_cpu_percent == round(100 * 0.25 * len(pool.calls) / 2.0, 1)
     for fn, url, *_rest, receivers, ack_every in pool.calls:
         assert fn is driver.traffic_worker
         assert url == "wss://127.0.0.1:7400/v1/ws" and receivers == expected
